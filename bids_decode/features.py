@@ -1,0 +1,535 @@
+"""Stimulus images -> features HDF5, streamed (``bids_decode features``).
+
+Steps of :func:`extract_features`:
+
+1. check the arguments (network, layers, names, device);
+2. build the network with its weights (:func:`bids_decode.networks.load_network`);
+3. reuse ``out_path`` if it is a complete file made with the same network, weights,
+   preprocessing, layers and images;
+4. preallocate one chunked float32 dataset per layer in a temporary file next to
+   ``out_path``;
+5. for each batch of images: preprocess, run the network once, and write each requested
+   layer's batch into its dataset as soon as the layer is computed (forward hooks); the
+   pass stops after the last requested layer;
+6. set ``complete`` and rename the temporary file to ``out_path``.
+
+Memory is O(batch_size x largest layer) plus the network, whatever the number of images
+or layers: a single pass per batch computes all layers once (a pass per layer would
+recompute the early layers for every later one), and no layer is kept after it is written.
+
+The file follows ``docs/formats.md``; see ``docs/features.md`` for networks, layers and
+weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+import PIL
+import torch
+import torchvision
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from . import __version__
+from .errors import BidsDecodeError, DataError, MissingInputError, OutputError, UsageError
+from .networks import (
+    NETWORKS,
+    NetworkSpec,
+    Preprocessing,
+    WeightsInfo,
+    get_network,
+    load_network,
+    resolve_layers,
+    run_layers,
+    unit_shapes,
+)
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm")
+"""File extensions taken as images (compared case-insensitively)."""
+
+NAME_COLUMNS = ("stim_file", "stimulus_name", "stim_id", "stimulus", "image_file", "image")
+"""Columns of a ``--names-from`` table that name images, in order of preference."""
+
+MAX_CHUNK_BYTES = 8 << 20
+"""Upper bound of one HDF5 chunk; a chunk holds whole images (rows) of one layer."""
+
+_DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+# --------------------------------------------------------------------------- images
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _strip_image_suffix(name: str) -> str:
+    path = Path(name)
+    return str(path.with_suffix("")) if path.suffix.lower() in IMAGE_EXTENSIONS else name
+
+
+def discover_images(stimuli_dir: Path) -> tuple[list[Path], list[str]]:
+    """Every image under ``stimuli_dir`` (recursively), sorted, with its name.
+
+    Returns
+    -------
+    paths : list of Path
+    names : list of str
+        The path relative to ``stimuli_dir`` without its extension, POSIX style
+        (the file's stem when the folder is flat).
+    """
+    stimuli_dir = Path(stimuli_dir)
+    if not stimuli_dir.is_dir():
+        raise MissingInputError(
+            f"Stimulus folder {stimuli_dir} does not exist or is not a folder. Pass the "
+            "folder holding the stimulus images (for ds001246: the 1,250 ImageNet images)."
+        )
+    paths = sorted(p for p in stimuli_dir.rglob("*") if _is_image(p))
+    if not paths:
+        raise MissingInputError(
+            f"No images in {stimuli_dir}: expected files ending in "
+            f"{' '.join(IMAGE_EXTENSIONS)} (any case). Put the stimulus images there."
+        )
+    names = [p.relative_to(stimuli_dir).with_suffix("").as_posix() for p in paths]
+    return paths, names
+
+
+def find_images(stimuli_dir: Path, names: list[str]) -> list[Path]:
+    """The image file of each stimulus name.
+
+    A name matches, in this order: the file ``stimuli_dir / name`` itself; a file named
+    ``name`` plus any image extension (``name`` may carry an extension and directories,
+    as BIDS ``stim_file`` values relative to ``stimuli/`` do); the one image anywhere under
+    ``stimuli_dir`` whose file name without extension equals that of ``name``.
+
+    Parameters
+    ----------
+    stimuli_dir : Path
+    names : list of str
+
+    Returns
+    -------
+    list of Path
+        One per name, in the order of ``names``.
+
+    Raises
+    ------
+    MissingInputError
+        The folder or some images are missing (a few missing names are listed).
+    DataError
+        A name matches several images by file name only.
+    """
+    stimuli_dir = Path(stimuli_dir)
+    if not stimuli_dir.is_dir():
+        raise MissingInputError(
+            f"Stimulus folder {stimuli_dir} does not exist or is not a folder. Pass the "
+            "folder holding the stimulus images (default for the participant level: "
+            "BIDS_DIR/stimuli)."
+        )
+    images = [p for p in stimuli_dir.rglob("*") if _is_image(p)]
+    by_relative: dict[str, list[Path]] = {}
+    by_stem: dict[str, list[Path]] = {}
+    for path in images:
+        relative = path.relative_to(stimuli_dir).with_suffix("").as_posix()
+        by_relative.setdefault(relative, []).append(path)
+        by_stem.setdefault(path.stem, []).append(path)
+
+    found: list[Path] = []
+    missing: list[str] = []
+    for name in names:
+        exact = stimuli_dir / name
+        key = _strip_image_suffix(Path(name).as_posix())
+        stem = Path(key).name
+        if _is_image(exact):
+            found.append(exact)
+        elif len(by_relative.get(key, [])) == 1:
+            found.append(by_relative[key][0])
+        elif len(by_stem.get(stem, [])) == 1:
+            found.append(by_stem[stem][0])
+        elif len(by_relative.get(key, by_stem.get(stem, []))) > 1:
+            candidates = by_relative.get(key) or by_stem[stem]
+            raise DataError(
+                f"Stimulus name {name!r} matches {len(candidates)} images in {stimuli_dir} "
+                f"({', '.join(str(p.relative_to(stimuli_dir)) for p in sorted(candidates)[:4])}). "
+                "Keep one image per name, or name images by their path relative to the folder."
+            )
+        else:
+            missing.append(name)
+    if missing:
+        shown = ", ".join(repr(n) for n in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise MissingInputError(
+            f"{len(missing)} of {len(names)} stimulus images are missing from {stimuli_dir}: "
+            f"{shown}{more}. Expected an image of each name with one of the extensions "
+            f"{' '.join(IMAGE_EXTENSIONS)} (any case); copy the images there (for ds001246 "
+            "the ImageNet images are not in the dataset) or pass the right folder."
+        )
+    return found
+
+
+def read_names(table: Path) -> list[str]:
+    """Stimulus names of an events file or a one-column TSV, unique, in first-seen order.
+
+    The column is the first of :data:`NAME_COLUMNS` present, or the only column of a
+    one-column table (its first line is a header). Empty and ``n/a`` cells are skipped.
+    """
+    table = Path(table)
+    if not table.is_file():
+        raise MissingInputError(
+            f"Names table {table} does not exist. Pass an events.tsv or a one-column TSV "
+            "of image names with --names-from, or leave it out to use every image."
+        )
+    with open(table, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh, delimiter="\t"))
+    header = rows[0] if rows else []
+    columns = [c for c in NAME_COLUMNS if c in header]
+    if columns:
+        index = header.index(columns[0])
+    elif len(header) == 1:
+        index = 0
+    else:
+        raise DataError(
+            f"Names table {table} has columns {header}, expected one of "
+            f"{', '.join(NAME_COLUMNS)} or a single column. Rename the column that names "
+            "the images."
+        )
+    names: dict[str, None] = {}
+    for row in rows[1:]:
+        value = row[index].strip() if index < len(row) else ""
+        if value and value.lower() != "n/a":
+            names.setdefault(value, None)
+    if not names:
+        raise DataError(
+            f"Names table {table} names no images in column {header[index]!r} (only empty "
+            "or n/a cells). Pass a table whose column holds the stimulus names."
+        )
+    return list(names)
+
+
+def preprocess_image(path: Path, preprocessing: Preprocessing) -> torch.Tensor:
+    """Load one image as the network's input.
+
+    The whole image is resized to ``preprocessing.size`` (no crop, PIL bilinear with
+    antialiasing), converted to RGB, scaled, reordered and normalised
+    (see :class:`bids_decode.networks.Preprocessing`).
+
+    Returns
+    -------
+    tensor of shape (3, height, width), float32
+    """
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            height, width = preprocessing.size
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.float32)
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise DataError(
+            f"Cannot read image {path} ({type(err).__name__}: {err}). Replace it with a "
+            f"readable image ({' '.join(IMAGE_EXTENSIONS)}) or remove it from the stimuli."
+        ) from err
+    array = array * (preprocessing.scale / 255.0)
+    if preprocessing.channel_order == "BGR":
+        array = array[:, :, ::-1]
+    mean = np.asarray(preprocessing.mean, dtype=np.float32)
+    std = np.asarray(preprocessing.std, dtype=np.float32)
+    array = (array - mean) / std
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def images_sha256(paths: Sequence[Path], names: Sequence[str]) -> str:
+    """SHA-256 over each name and its image file's bytes, in order (reuse check)."""
+    digest = hashlib.sha256()
+    for name, path in zip(names, paths, strict=True):
+        digest.update(name.encode())
+        digest.update(b"\0")
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- HDF5
+def chunk_rows(batch_size: int, n_images: int, row_bytes: int) -> int:
+    """Images per HDF5 chunk: a divisor of ``batch_size`` (batches write whole chunks),
+    at most ``n_images``, and a chunk of at most :data:`MAX_CHUNK_BYTES` where one image
+    fits (an image larger than that is one chunk)."""
+    limit = max(1, min(batch_size, n_images, MAX_CHUNK_BYTES // max(row_bytes, 1)))
+    return max(d for d in range(1, limit + 1) if batch_size % d == 0)
+
+
+def _file_attrs(
+    spec: NetworkSpec, info: WeightsInfo, layers: list[str], stimuli_sha256: str
+) -> dict:
+    attrs = {
+        "network": spec.name,
+        "weights": info.name,
+        "weights_sha256": info.sha256,
+        "preprocessing": spec.preprocessing.describe(),
+        "layers": json.dumps(layers),
+        "stimuli_sha256": stimuli_sha256,
+        "bids_decode_version": __version__,
+        "torch_version": str(torch.__version__),
+        "torchvision_version": str(torchvision.__version__),
+        "h5py_version": str(h5py.__version__),
+        "numpy_version": str(np.__version__),
+        "pillow_version": str(PIL.__version__),
+    }
+    if info.seed is not None:
+        attrs["seed"] = info.seed
+    return attrs
+
+
+REUSE_KEYS = ("network", "weights", "weights_sha256", "seed", "preprocessing", "layers",
+              "stimuli_sha256")
+"""Attributes that must be equal for an existing file to be reused (versions need not)."""
+
+
+def _reuse_mismatch(out_path: Path, attrs: dict, names: list[str]) -> str | None:
+    """Why ``out_path`` cannot be reused (None when it can)."""
+    try:
+        with h5py.File(out_path, "r") as f:
+            if not bool(f.attrs.get("complete", False)):
+                return "it is incomplete (complete is not True)"
+            for key in REUSE_KEYS:
+                have = f.attrs.get(key)
+                have = have.item() if isinstance(have, np.generic) else have
+                if have != attrs.get(key):
+                    return f"{key} differs (file: {have!r}, now: {attrs.get(key)!r})"
+            stored = [s.decode() if isinstance(s, bytes) else s for s in f["stimulus_name"][()]]
+            if stored != list(names):
+                return "its stimulus names differ"
+    except (OSError, KeyError) as err:
+        return f"it cannot be read as a features file ({err})"
+    return None
+
+
+def _check_device(device: str) -> torch.device:
+    if not _DEVICE_PATTERN.match(str(device)):
+        raise UsageError(f"Unknown device {device!r}: expected cpu or cuda (or cuda:N).")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(
+            f"--device {device} was asked for but PyTorch {torch.__version__} sees no CUDA GPU "
+            f"(torch.version.cuda is {torch.version.cuda}). Use --device cpu, or run where a "
+            "GPU and a CUDA build of PyTorch are available."
+        )
+    return torch.device(device)
+
+
+# --------------------------------------------------------------------------- extraction
+def extract_features(
+    image_paths: list[Path],
+    names: list[str],
+    out_path: Path,
+    *,
+    network: str,
+    layers: list[str] | None,
+    weights: str | Path | None,
+    device: str = "cpu",
+    batch_size: int = 16,
+    seed: int = 0,
+) -> Path:
+    """Compute every unit of the requested layers for each image into a features file.
+
+    Parameters
+    ----------
+    image_paths : list of Path, length n_images
+    names : list of str, length n_images
+        Unique stimulus names, written to ``/stimulus_name`` in this order.
+    out_path : Path
+        The HDF5 file to write (``docs/formats.md``); its folder is created.
+    network : str
+        A key of :data:`bids_decode.networks.NETWORKS`.
+    layers : list of str or None
+        Paper layer names; None for all. Written in the network's forward order.
+    weights : str, Path or None
+        ``"random"`` (seeded; tests and demos), a state_dict file, or None for
+        torchvision's cache under ``TORCH_HOME``.
+    device : {"cpu", "cuda", "cuda:N"}
+    batch_size : int
+        Images per forward pass; memory grows with it, not with ``n_images``.
+    seed : int
+        Seed of random weights.
+
+    Returns
+    -------
+    Path
+        ``out_path``, holding ``/stimulus_name`` of shape (n_images,) and
+        ``/layers/<layer>`` of shape (n_images, *unit_shape), float32.
+    """
+    # 1. arguments
+    spec = get_network(network)
+    layer_names = resolve_layers(spec, layers)
+    image_paths = [Path(p) for p in image_paths]
+    names = [str(n) for n in names]
+    if len(image_paths) != len(names):
+        raise UsageError(
+            f"Got {len(image_paths)} image paths but {len(names)} names: expected one name "
+            "per image."
+        )
+    if not names:
+        raise UsageError("No images to extract features from: expected at least one image.")
+    duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
+    if duplicates:
+        raise UsageError(
+            f"Stimulus names must be unique, but {', '.join(map(repr, duplicates[:5]))} "
+            "occur more than once. Pass each image once."
+        )
+    if int(batch_size) < 1:
+        raise UsageError(f"--batch-size must be a positive integer, got {batch_size}.")
+    batch_size = int(batch_size)
+    torch_device = _check_device(device)
+    missing = [p for p in image_paths if not p.is_file()]
+    if missing:
+        raise MissingInputError(
+            f"{len(missing)} image files do not exist: "
+            f"{', '.join(str(p) for p in missing[:5])}. Check the stimulus folder."
+        )
+    out_path = Path(out_path)
+
+    # 2. network and weights
+    model, info = load_network(network, weights, seed=seed)
+    attrs = _file_attrs(spec, info, layer_names, images_sha256(image_paths, names))
+
+    # 3. reuse a complete file made the same way
+    if out_path.exists():
+        reason = _reuse_mismatch(out_path, attrs, names)
+        if reason is None:
+            logger.info("Reusing complete features file %s (same network, weights, "
+                        "preprocessing, layers and images).", out_path)
+            return out_path
+        logger.warning("Features file %s exists but %s: recomputing it.", out_path, reason)
+
+    # 4.-6. stream into a temporary file, then rename
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(
+            f"Cannot create the folder {out_path.parent} for {out_path.name} ({err}). "
+            "Choose a writable output path."
+        ) from err
+    tmp_path = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    model.to(torch_device)
+    try:
+        _write_features(tmp_path, model, spec, layer_names, image_paths, names, attrs,
+                        torch_device, batch_size)
+        os.replace(tmp_path, out_path)
+    except OSError as err:
+        tmp_path.unlink(missing_ok=True)
+        if isinstance(err, BidsDecodeError):
+            raise
+        raise OutputError(
+            f"Cannot write features file {out_path} ({err}). Check free space and write "
+            "permission of its folder, or choose another output path."
+        ) from err
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    logger.info("Wrote %s: %d images x %d layers of %s.", out_path, len(names),
+                len(layer_names), network)
+    return out_path
+
+
+def _write_features(
+    path: Path,
+    model: torch.nn.Module,
+    spec: NetworkSpec,
+    layer_names: list[str],
+    image_paths: list[Path],
+    names: list[str],
+    attrs: dict,
+    device: torch.device,
+    batch_size: int,
+) -> None:
+    """Steps 4-6 of :func:`extract_features` into ``path``."""
+    n_images = len(names)
+    shapes = unit_shapes(spec, layer_names)
+    nodes = {name: spec.layers[name] for name in layer_names}
+    with h5py.File(path, "w") as f:
+        f.attrs.update(attrs)
+        f.attrs["complete"] = False
+        f.create_dataset("stimulus_name", data=names, dtype=h5py.string_dtype("utf-8"))
+        group = f.create_group("layers")
+        datasets = {}
+        for name, shape in shapes.items():
+            rows = chunk_rows(batch_size, n_images, 4 * int(np.prod(shape)))
+            datasets[name] = group.create_dataset(
+                name, shape=(n_images, *shape), dtype="float32", chunks=(rows, *shape)
+            )
+            datasets[name].attrs["module"] = nodes[name]
+
+        start = 0
+
+        def write(layer: str, output: torch.Tensor) -> None:
+            block = output.detach().to("cpu", torch.float32).numpy()
+            datasets[layer][start : start + block.shape[0]] = block
+
+        progress = tqdm(total=n_images, unit="img", desc=f"{spec.name} features",
+                        disable=None, file=sys.stderr)
+        with progress:
+            for start in range(0, n_images, batch_size):
+                batch = image_paths[start : start + batch_size]
+                x = torch.stack([preprocess_image(p, spec.preprocessing) for p in batch])
+                run_layers(model, x.to(device), nodes, write)
+                progress.update(len(batch))
+        f.attrs["complete"] = True
+
+
+# --------------------------------------------------------------------------- CLI hook
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``bids_decode features`` arguments to ``parser``."""
+    parser.add_argument("stimuli_dir", metavar="STIMULI_DIR", type=Path,
+                        help="folder of stimulus images (searched recursively)")
+    parser.add_argument("out", metavar="OUT", type=Path,
+                        help="features file to write (.h5); reused if complete and identical")
+    parser.add_argument("--network", choices=list(NETWORKS), default="alexnet",
+                        help="network (default: %(default)s); see docs/features.md")
+    parser.add_argument("--layers", nargs="+", metavar="NAME", default=None,
+                        help="paper layer names (conv1 ... fc8, conv1_1 ... for vgg19); "
+                             "default: all")
+    parser.add_argument("--weights", metavar="FILE|random", default=None,
+                        help="state_dict file; default: torchvision's cache under TORCH_HOME; "
+                             "'random': untrained seeded weights (tests and demos only)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of --weights random (default: %(default)s)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where the network runs (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=16, metavar="N",
+                        help="images per forward pass; memory grows with it "
+                             "(default: %(default)s)")
+    parser.add_argument("--names-from", type=Path, default=None, metavar="EVENTS_OR_TSV",
+                        help="events.tsv (stim_file or stimulus_name column) or a one-column "
+                             "TSV naming the images to use; default: every image in "
+                             "STIMULI_DIR, named by path without extension")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run ``bids_decode features`` from parsed arguments; return the exit code (0)."""
+    if args.names_from is not None:
+        names = read_names(args.names_from)
+        paths = find_images(args.stimuli_dir, names)
+    else:
+        paths, names = discover_images(args.stimuli_dir)
+    extract_features(
+        paths,
+        names,
+        args.out,
+        network=args.network,
+        layers=args.layers,
+        weights=args.weights,
+        device=args.device,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    return 0

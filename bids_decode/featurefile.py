@@ -1,0 +1,183 @@
+"""Reading the stimulus-features HDF5 file (format: docs/formats.md), in unit chunks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path, PurePosixPath
+
+import h5py
+import numpy as np
+
+from .errors import DataError, MissingInputError, UsageError
+
+
+def stimulus_key(name: str) -> str:
+    """Reduce a stimulus name or path to its file name without extension."""
+    base = PurePosixPath(str(name).replace("\\", "/")).name
+    stem, dot, ext = base.rpartition(".")
+    if dot and ext and ext.isalpha() and len(ext) <= 5:
+        return stem
+    return base
+
+
+def _decode(values) -> list[str]:
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+class FeatureFile:
+    """A read-only view of a features file.
+
+    Parameters
+    ----------
+    path : path-like
+        HDF5 file with ``/stimulus_name`` (n_images,) and ``/layers/<layer>``
+        float arrays of shape (n_images, *unit_shape).
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise MissingInputError(
+                f"The features file {self.path} does not exist. Give an existing HDF5 file with "
+                "--features, or compute one with 'bids_decode features STIMULI_DIR OUT.h5'."
+            )
+        try:
+            self._h5 = h5py.File(self.path, "r")
+        except OSError as err:
+            raise DataError(
+                f"The features file {self.path} cannot be opened as HDF5 ({err}). It is corrupt "
+                "or partly written: recompute it with 'bids_decode features' or copy it again."
+            ) from err
+        try:
+            self.names = _decode(self._h5["stimulus_name"][()])
+            layers = self._h5["layers"]
+            self.layers = list(layers.keys())
+        except (KeyError, OSError) as err:
+            self.close()
+            raise DataError(
+                f"The features file {self.path} lacks '/stimulus_name' or '/layers' ({err}); "
+                "see docs/formats.md for the expected layout."
+            ) from err
+        if "complete" in self._h5.attrs and not bool(self._h5.attrs["complete"]):
+            self.close()
+            raise DataError(
+                f"The features file {self.path} is marked incomplete (an extraction was "
+                "interrupted). Rerun 'bids_decode features' to finish it."
+            )
+        for layer in self.layers:
+            shape = self._h5["layers"][layer].shape
+            if len(shape) < 2 or shape[0] != len(self.names):
+                n = len(self.names)
+                self.close()
+                raise DataError(
+                    f"Layer '{layer}' of {self.path} has shape {shape}; expected "
+                    f"({n}, *unit_shape) to match the {n} stimulus names."
+                )
+        self._index = {}
+        self._key_index = {}
+        for i, name in enumerate(self.names):
+            self._index.setdefault(name, i)
+            self._key_index.setdefault(stimulus_key(name), i)
+
+    def close(self):
+        try:
+            self._h5.close()
+        except Exception:  # noqa: BLE001 - closing an already-broken handle
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def attrs(self) -> dict:
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in self._h5.attrs.items()}
+
+    def check_layers(self, layers: Sequence[str] | None) -> list[str]:
+        """Return the requested layers (all when empty), refusing unknown names."""
+        if not layers:
+            return list(self.layers)
+        unknown = [lay for lay in layers if lay not in self.layers]
+        if unknown:
+            raise UsageError(
+                f"Layer(s) {unknown} are not in the features file {self.path}; it has "
+                f"{self.layers}. Fix --layers."
+            )
+        return list(layers)
+
+    def unit_shape(self, layer: str) -> tuple[int, ...]:
+        return tuple(self._h5["layers"][layer].shape[1:])
+
+    def n_units(self, layer: str) -> int:
+        return int(math.prod(self.unit_shape(layer)))
+
+    def rows_for(self, labels: Sequence[str], *, what: str = "stimuli") -> np.ndarray:
+        """Row index of each label (exact name, else file name without extension).
+
+        Raises
+        ------
+        DataError
+            When some labels have no row, listing a few of them.
+        """
+        rows, missing = [], []
+        for lab in labels:
+            i = self._index.get(lab)
+            if i is None:
+                i = self._key_index.get(stimulus_key(lab))
+            if i is None:
+                missing.append(lab)
+            rows.append(-1 if i is None else i)
+        if missing:
+            uniq = sorted(set(missing))
+            raise DataError(
+                f"{len(uniq)} {what} named in the events have no features in {self.path}, e.g. "
+                f"{uniq[:5]} (the file has e.g. {self.names[:3]}). Compute features for every "
+                "stimulus image, or choose the right column with --stimulus-column."
+            )
+        return np.asarray(rows, dtype=np.int64)
+
+    def iter_unit_chunks(
+        self, layer: str, rows: np.ndarray, max_units: int,
+        unit_range: tuple[int, int] | None = None,
+    ) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Stream a layer in chunks of flattened units.
+
+        Parameters
+        ----------
+        layer : str
+        rows : ndarray of shape (n_rows,)
+            Feature rows to return, in this order (repeats allowed).
+        max_units : int
+            Upper bound on the units of one chunk (at least one slice of axis 1 is read
+            from disk, then split).
+        unit_range : (start, stop), optional
+            Flattened unit range to read (for shards); default all units.
+
+        Yields
+        ------
+        start, stop : int
+            Flattened unit range of the chunk.
+        values : ndarray of shape (n_rows, stop - start), float64
+        """
+        ds = self._h5["layers"][layer]
+        n_units = self.n_units(layer)
+        lo, hi = unit_range if unit_range is not None else (0, n_units)
+        per_slice = n_units // ds.shape[1]  # units per index of axis 1
+        max_units = max(1, int(max_units))
+        step = max(1, max_units // per_slice)
+        a = lo // per_slice
+        while a * per_slice < hi:
+            b = min(ds.shape[1], a + step)
+            block = ds[:, a:b].reshape(ds.shape[0], -1)
+            # the block covers flattened units [a*per_slice, b*per_slice)
+            s0 = max(lo, a * per_slice)
+            s1 = min(hi, b * per_slice)
+            block = block[:, s0 - a * per_slice : s1 - a * per_slice]
+            sel = np.asarray(block[rows], dtype=np.float64)
+            for c in range(0, sel.shape[1], max_units):
+                e = min(c + max_units, sel.shape[1])
+                yield s0 + c, s0 + e, sel[:, c:e]
+            a = b

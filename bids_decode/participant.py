@@ -1,0 +1,383 @@
+"""One subject: layout -> samples -> features -> decoding -> evaluation -> derivatives."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from . import decoding, derivatives, evaluation
+from .config import RunConfig
+from .errors import DataError, MissingInputError
+from .featurefile import FeatureFile
+from .layout import check_trs, find_runs, make_layout
+from .progress import progress_bar
+from .rois import RoiSpec, load_roi, mask_files
+from .samples import build_samples
+
+LOGGER = logging.getLogger(__name__)
+
+SUMMARY_COLUMNS = [
+    "roi", "layer", "n_units", "n_voxels", "n_voxels_selected", "n_constant_units",
+    "profile_r_mean", "profile_r_median", "pattern_r_mean", "identification_accuracy",
+    "n_train_samples", "n_test_images",
+]
+
+
+@dataclass
+class RoiData:
+    """z-scored samples of one ROI (training statistics only)."""
+
+    name: str
+    X_train: np.ndarray  # (n_train, n_vox)
+    X_test: np.ndarray  # (n_test, n_vox)
+    n_voxels: int
+    files: list[str]
+    digest: str
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "", name) or "x"
+
+
+def shard_range(n_units: int, shard: tuple[int, int]) -> tuple[int, int]:
+    """Contiguous flattened unit range of shard ``i`` of ``N`` (1-based)."""
+    i, n = shard
+    return (n_units * (i - 1)) // n, (n_units * i) // n
+
+
+def zscore_train(X_train, X_test):
+    """z-score columns with the training mean and std (constant columns -> 0)."""
+    mu = X_train.mean(axis=0, dtype=np.float64)
+    sd = X_train.std(axis=0, ddof=1, dtype=np.float64)
+    sd[sd < 1e-8] = np.inf
+    return ((X_train - mu) / sd).astype(np.float32), ((X_test - mu) / sd).astype(np.float32)
+
+
+def _features_path(config: RunConfig, subject: str, labels: list[str]) -> Path:
+    """The features file: --features, or extracted from the stimulus images."""
+    if config.features:
+        return Path(config.features)
+    from . import features as feat
+
+    stimuli = Path(config.stimuli_dir or Path(config.bids_dir) / "stimuli")
+    if not stimuli.is_dir():
+        raise MissingInputError(
+            f"No --features file was given and the stimulus folder {stimuli} does not exist. "
+            "Give precomputed features with --features FILE, or the images with --stimuli-dir."
+        )
+    names = sorted(set(labels))
+    out = config.work_path / "features" / f"{config.network}_{_safe(str(config.weights))}.h5"
+    return feat.extract_features(
+        feat.find_images(stimuli, names), names, out, network=config.network,
+        layers=list(config.layers) or None, weights=config.weights, device=config.device,
+    )
+
+
+def _chunk_units(config: RunConfig, n_rows: int, n_images: int) -> int:
+    per_unit = 8 * (n_images + 4 * n_rows)
+    return int(max(64, min(1 << 20, config.mem_gb * 2**30 * 0.25 / per_unit)))
+
+
+def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
+                 design, train_rows, test_rows, work_file: Path) -> None:
+    """Decode one shard of one layer from one ROI into a work file (atomically)."""
+    n_units = ff.n_units(layer)
+    lo, hi = shard_range(n_units, config.unit_shard)
+    n_train, n_test = len(train_rows), len(test_rows)
+    rows = np.concatenate([train_rows, test_rows])
+    acc = np.full(hi - lo, np.nan, dtype=np.float32)
+    pattern = evaluation.PatternAccumulator(n_test)
+    n_const = 0
+    chunk = _chunk_units(config, len(rows), len(ff.names))
+    n_chunks = max(1, -(-(hi - lo) // chunk))
+    with derivatives.atomic_path(work_file) as tmp, h5py.File(tmp, "w") as w:
+        dec = w.create_dataset("decoded", (n_test, hi - lo), dtype="f4",
+                               chunks=(n_test, max(1, min(hi - lo, 16384))))
+        bar = progress_bar(total=n_chunks, desc=f"{roi.name}/{layer}", unit="chunk")
+        for s, e, Y in ff.iter_unit_chunks(layer, rows, chunk, (lo, hi)):
+            Ytr, Yte = Y[:n_train], Y[n_train:]
+            mu = Ytr.mean(axis=0)
+            sd = Ytr.std(axis=0, ddof=1)
+            const = ~(sd > 1e-12 * np.maximum(1.0, np.abs(mu)))
+            sd[const] = 1.0
+            Ztr = (Ytr - mu) / sd
+            Zte = (Yte - mu) / sd
+            Ztr[:, const] = 0.0
+            P = decoding.predict_chunk(design, Ztr, roi.X_test, config.n_voxels)
+            P = np.asarray(P, dtype=np.float64)
+            P[:, const] = 0.0
+            acc[s - lo:e - lo] = evaluation.profile_correlation(P, Zte)
+            dec[:, s - lo:e - lo] = (P * sd + mu).astype(np.float32)
+            pattern.update(P, Zte)
+            n_const += int(const.sum())
+            bar.update(1)
+        bar.close()
+        w.create_dataset("accuracy", data=acc)
+        g = w.create_group("pattern")
+        for k, v in pattern.state().items():
+            g.create_dataset(k, data=v)
+        w.attrs.update({"lo": lo, "hi": hi, "n_constant_units": n_const, "complete": True})
+
+
+def _work_file(config: RunConfig, subject: str, roi: RoiData, layer: str, shard, ff) -> Path:
+    key = json.dumps({
+        "params": config.decoding_fingerprint(), "roi": roi.digest, "layer": layer,
+        "features": [str(ff.path.resolve()), ff.path.stat().st_size, ff.path.stat().st_mtime_ns],
+    }, sort_keys=True, default=str)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    name = f"roi-{roi.name}_layer-{_safe(layer)}_shard-{shard[0]}of{shard[1]}_{digest}.h5"
+    return config.work_path / f"sub-{subject}" / f"task-{config.task}" / name
+
+
+def _complete(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            return bool(f.attrs.get("complete", False))
+    except OSError:
+        return False
+
+
+def assemble_roi(config: RunConfig, subject: str, ff: FeatureFile, roi: RoiData,
+                 layers: list[str], shard_files: dict, test_labels: list[str],
+                 n_train: int) -> list[dict]:
+    """Merge the work files of one ROI into its output HDF5; return summary rows."""
+    out = derivatives.func_path(config.output_dir, subject, config.task, desc=roi.name,
+                                suffix="decoding", ext=".h5")
+    n_test = len(test_labels)
+    rows = []
+    with derivatives.atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
+        h5.create_dataset("stimulus_name", data=np.array(test_labels, dtype=object),
+                          dtype=h5py.string_dtype("utf-8"))
+        h5.attrs.update({
+            "roi": roi.name, "subject": subject, "task": config.task,
+            "n_voxels_roi": roi.n_voxels, "n_voxels_selected": n_selected(config, roi.n_voxels),
+            "alpha": config.alpha, "features_file": str(ff.path),
+        })
+        for layer in layers:
+            shape = ff.unit_shape(layer)
+            n_units = int(np.prod(shape))
+            acc = np.empty(n_units, dtype=np.float32)
+            pattern = evaluation.PatternAccumulator(n_test)
+            n_const = 0
+            handles = [h5py.File(wf, "r") for wf in shard_files[layer]]
+            try:
+                for w in handles:
+                    lo, hi = int(w.attrs["lo"]), int(w.attrs["hi"])
+                    acc[lo:hi] = w["accuracy"][()]
+                    pattern.merge(evaluation.PatternAccumulator.from_state(
+                        {k: w["pattern"][k][()] for k in evaluation.PatternAccumulator.FIELDS}))
+                    n_const += int(w.attrs["n_constant_units"])
+                g = h5.create_group(layer)
+                dec = g.create_dataset("decoded", (n_test, *shape), dtype="f4", chunks=True)
+                flat = np.empty(n_units, dtype=np.float32)
+                for i in range(n_test):  # one image at a time: memory ~ one layer row
+                    for w in handles:
+                        flat[int(w.attrs["lo"]):int(w.attrs["hi"])] = w["decoded"][i, :]
+                    dec[i] = flat.reshape(shape)
+            finally:
+                for w in handles:
+                    w.close()
+            corr = pattern.correlation_matrix()
+            pattern_r = evaluation.pattern_correlation(corr)
+            ident = evaluation.pairwise_identification(corr)
+            g.create_dataset("accuracy", data=acc.reshape(shape))
+            g.create_dataset("rank", data=evaluation.rank_units(acc).reshape(shape))
+            g.create_dataset("pattern_r", data=pattern_r)
+            g.create_dataset("identification", data=ident)
+            row = {
+                "roi": roi.name, "layer": layer, "n_units": n_units, "n_voxels": roi.n_voxels,
+                "n_voxels_selected": n_selected(config, roi.n_voxels),
+                "n_constant_units": n_const,
+                "profile_r_mean": _nanstat(np.nanmean, acc),
+                "profile_r_median": _nanstat(np.nanmedian, acc),
+                "pattern_r_mean": _nanstat(np.nanmean, pattern_r),
+                "identification_accuracy": _nanstat(np.nanmean, ident),
+                "n_train_samples": n_train, "n_test_images": n_test,
+            }
+            g.attrs.update({k: row[k] for k in (
+                "n_units", "n_constant_units", "profile_r_mean", "pattern_r_mean",
+                "identification_accuracy")})
+            rows.append(row)
+    return rows
+
+
+def _nanstat(fn, a) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    return float(fn(a)) if np.isfinite(a).any() else float("nan")
+
+
+def n_selected(config: RunConfig, n_voxels_roi: int) -> int:
+    """Voxels each unit's decoder uses in an ROI of ``n_voxels_roi`` voxels."""
+    if config.n_voxels == 0 or config.n_voxels >= n_voxels_roi:
+        return n_voxels_roi
+    return config.n_voxels
+
+
+def prepare_roi(name: str, mask: np.ndarray, samples, files: list[Path]) -> RoiData:
+    flat = np.flatnonzero(mask.ravel())
+    cols = np.flatnonzero(np.isin(samples.voxels, flat))
+    if cols.size == 0:
+        raise DataError(
+            f"ROI {name} has no usable voxels after intersecting its mask with the BOLD data "
+            f"(mask files: {[str(f) for f in files][:2]}...). Check the masks' grid or choose "
+            "other ROIs with --roi."
+        )
+    X_train, X_test = zscore_train(samples.X_train[:, cols], samples.X_test[:, cols])
+    digest = hashlib.sha1(samples.voxels[cols].tobytes()).hexdigest()[:12]
+    return RoiData(name, X_train, X_test, int(cols.size), [str(f) for f in files], digest)
+
+
+def write_summary(config: RunConfig, subject: str, rows: list[dict]) -> Path:
+    """Merge rows into ``sub-<L>_task-<T>_decoding.tsv`` (replacing the same roi/layer)."""
+    path = derivatives.func_path(config.output_dir, subject, config.task, suffix="decoding",
+                                 ext=".tsv")
+    new = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    if path.is_file():
+        old = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
+        keys = set(zip(new["roi"], new["layer"]))
+        old = old[[(r, lay) not in keys for r, lay in zip(old["roi"], old["layer"])]]
+        new = pd.concat([old, new], ignore_index=True) if len(old) else new
+    derivatives.write_tsv(path, new[SUMMARY_COLUMNS])
+    derivatives.write_json(path.with_suffix(".json"), SUMMARY_SIDECAR)
+    return path
+
+
+SUMMARY_SIDECAR = {
+    "roi": {"Description": "Region of interest"},
+    "layer": {"Description": "DNN layer"},
+    "n_units": {"Description": "Units in the layer"},
+    "n_voxels": {"Description": "Voxels in the ROI"},
+    "n_voxels_selected": {"Description": "Voxels used by each unit's decoder"},
+    "n_constant_units": {"Description": "Units constant over the training images (NaN accuracy)"},
+    "profile_r_mean": {"Description": "Mean over units of the Pearson r between decoded and "
+                                      "true values over test images (NaN units ignored)"},
+    "profile_r_median": {"Description": "Median of the same"},
+    "pattern_r_mean": {"Description": "Mean over test images of the Pearson r between decoded "
+                                      "and true patterns (z-scored with training statistics)"},
+    "identification_accuracy": {"Description": "Mean pairwise identification accuracy "
+                                               "(chance 0.5)"},
+    "n_train_samples": {"Description": "Training samples (blocks)"},
+    "n_test_images": {"Description": "Test images (blocks averaged per image)"},
+}
+
+
+def run_participant(config: RunConfig, subject: str) -> dict:
+    """Decode every requested layer from every requested ROI of one subject.
+
+    Returns
+    -------
+    dict
+        ``{"subject", "rows", "info", "complete"}``; ``complete`` is False when other unit
+        shards are still missing.
+    """
+    t0 = time.time()
+    bids_dir = Path(config.bids_dir)
+    LOGGER.info("sub-%s: indexing %s", subject, bids_dir)
+    # 1. layout
+    layout = make_layout(bids_dir, [subject])
+    train_runs = find_runs(layout, subject, config.task, config.train_session, what="training")
+    test_runs = find_runs(layout, subject, config.task, config.test_session, what="test")
+    tr = check_trs(train_runs + test_runs)
+    LOGGER.info("sub-%s: %d training and %d test runs (TR %.3g s)", subject, len(train_runs),
+                len(test_runs), tr)
+    # 2. ROIs
+    ref = nib.load(str(train_runs[0].bold))
+    specs = [RoiSpec.parse(r) for r in config.roi]
+    masks = {s.name: load_roi(bids_dir, subject, s, ref) for s in specs}
+    union = np.logical_or.reduce(list(masks.values()))
+    # 3. samples
+    samples = build_samples(
+        train_runs, test_runs, union, ref.shape, stimulus_column=config.stimulus_column,
+        shift=config.hrf_shift,
+        progress=lambda it: progress_bar(it, desc=f"sub-{subject} runs", unit="run"),
+    )
+    LOGGER.info("sub-%s: %d training samples, %d test images (%d blocks), %d one-back repeats "
+                "dropped", subject, samples.X_train.shape[0], len(samples.test_labels),
+                samples.info["n_test_blocks"], samples.info["n_repeats_dropped"])
+    # 4. features
+    ff = FeatureFile(_features_path(config, subject, samples.train_labels + samples.test_labels))
+    with ff:
+        layers = ff.check_layers(config.layers)
+        train_rows = ff.rows_for(samples.train_labels, what="training stimuli")
+        test_rows = ff.rows_for(samples.test_labels, what="test stimuli")
+        rows, complete = [], True
+        # 5. decoding, ROI by ROI, layer by layer (resumable: finished work files are reused)
+        for spec in specs:
+            roi = prepare_roi(spec.name, masks[spec.name], samples,
+                              mask_files(bids_dir, subject, spec))
+            design = decoding.prepare_design(roi.X_train, config.alpha,
+                                             dtype=np.dtype(config.dtype))
+            shard_files = {}
+            for layer in layers:
+                wf = _work_file(config, subject, roi, layer, config.unit_shard, ff)
+                if _complete(wf):
+                    LOGGER.info("sub-%s %s/%s: reusing %s", subject, roi.name, layer, wf.name)
+                else:
+                    t1 = time.time()
+                    decode_layer(config, ff, layer, roi, design, train_rows, test_rows, wf)
+                    LOGGER.info("sub-%s %s/%s: %d units decoded in %.1f s", subject, roi.name,
+                                layer, ff.n_units(layer), time.time() - t1)
+                n = config.unit_shard[1]
+                files = [_work_file(config, subject, roi, layer, (i, n), ff)
+                         for i in range(1, n + 1)]
+                shard_files[layer] = files
+            if not all(_complete(f) for fs in shard_files.values() for f in fs):
+                complete = False
+                LOGGER.info("sub-%s %s: shard %d/%d done; outputs are written by the job that "
+                            "finishes the last shard", subject, roi.name, *config.unit_shard)
+                continue
+            # 6. evaluation + derivatives
+            with derivatives.lock(config.output_dir, f"sub-{subject}"):
+                roi_rows = assemble_roi(config, subject, ff, roi, layers, shard_files,
+                                        samples.test_labels, samples.X_train.shape[0])
+                write_roi_sidecar(config, subject, roi, ff, samples, tr)
+                write_summary(config, subject, roi_rows)
+            rows.extend(roi_rows)
+    write_run_config(config, subject, samples.info)
+    LOGGER.info("sub-%s: done in %.1f s", subject, time.time() - t0)
+    return {"subject": subject, "rows": rows, "info": samples.info, "complete": complete}
+
+
+def write_roi_sidecar(config: RunConfig, subject, roi: RoiData, ff: FeatureFile, samples,
+                      tr: float) -> None:
+    path = derivatives.func_path(config.output_dir, subject, config.task, desc=roi.name,
+                                 suffix="decoding", ext=".json")
+    derivatives.write_json(path, {
+        "Description": "Per-unit decoding accuracy, ranks and decoded features "
+                       "(voxel-selecting ridge regression).",
+        "ROI": roi.name,
+        "MaskFiles": roi.files,
+        "NumberOfVoxels": roi.n_voxels,
+        "VoxelsSelectedPerUnit": n_selected(config, roi.n_voxels),
+        "Alpha": config.alpha,
+        "HaemodynamicShift": config.hrf_shift,
+        "RepetitionTime": tr,
+        "TrainSession": config.train_session,
+        "TestSession": config.test_session,
+        "FeaturesFile": str(ff.path),
+        "FeaturesAttributes": {k: str(v) for k, v in ff.attrs.items()},
+        "Layers": list(ff.check_layers(config.layers)),
+        "Samples": samples.info,
+        "Precision": config.dtype,
+    })
+
+
+def write_run_config(config: RunConfig, subject: str, info: dict) -> Path:
+    path = derivatives.subject_dir(config.output_dir, subject) / (
+        f"sub-{subject}_task-{config.task}_config.json")
+    d = config.replace(participant_label=(subject,)).to_dict()
+    d["provenance"] = derivatives.provenance() | {"samples": info}
+    derivatives.write_json(path, d)
+    return path

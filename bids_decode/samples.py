@@ -1,0 +1,266 @@
+"""BOLD runs + events -> one sample per stimulus block (training) or per image (test).
+
+Steps, per run: mask the volumes to the voxels of every requested ROI, clean the time series
+(linear detrending and z-scoring within the run, ``nilearn.signal.clean``), then average the
+volumes of each block after a haemodynamic shift. One-back repeats (a stimulus equal to the
+previous stimulus of the run) are dropped. Test blocks are averaged per image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+from .layout import Run
+
+LOGGER = logging.getLogger(__name__)
+
+#: value of ``event_type`` that marks a stimulus block in ds001246 perception runs
+STIMULUS_EVENT_TYPE = "stimulus"
+
+
+@dataclass
+class Blocks:
+    """The stimulus blocks of one run.
+
+    Attributes
+    ----------
+    labels : list of str
+        Stimulus of each kept block.
+    onsets, durations : ndarray of shape (n_blocks,)
+    n_repeats : int
+        One-back repeats dropped.
+    """
+
+    labels: list[str]
+    onsets: np.ndarray
+    durations: np.ndarray
+    n_repeats: int
+
+
+def choose_stimulus_column(columns, requested: str | None, path: Path) -> str:
+    """The events column naming the stimulus: the requested one, else stim_file/stimulus_name."""
+    if requested:
+        if requested not in columns:
+            raise DataError(
+                f"The events file {path} has no column '{requested}' (columns: {list(columns)}). "
+                "Fix --stimulus-column."
+            )
+        return requested
+    for col in ("stim_file", "stimulus_name"):
+        if col in columns:
+            return col
+    raise DataError(
+        f"The events file {path} has neither 'stim_file' nor 'stimulus_name' (columns: "
+        f"{list(columns)}). Name the column that identifies the image with --stimulus-column."
+    )
+
+
+def read_blocks(events: Path, stimulus_column: str | None) -> Blocks:
+    """Stimulus blocks of one events file, one-back repeats dropped."""
+    try:
+        df = pd.read_csv(events, sep="\t", na_values=["n/a"], keep_default_na=False,
+                         dtype={"stimulus_name": str, "stim_file": str})
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DataError(f"Cannot read the events file {events} ({err}). Fix or replace it.") \
+            from err
+    for col in ("onset", "duration"):
+        if col not in df.columns:
+            raise DataError(f"The events file {events} has no '{col}' column (columns: "
+                            f"{list(df.columns)}); BIDS events need onset and duration.")
+    col = choose_stimulus_column(df.columns, stimulus_column, events)
+    if "event_type" in df.columns:
+        df = df[df["event_type"].astype(str) == STIMULUS_EVENT_TYPE]
+    df = df[df[col].notna() & (df[col].astype(str) != "")]
+    if df.empty:
+        raise DataError(
+            f"The events file {events} has no stimulus events (rows with event_type "
+            f"'{STIMULUS_EVENT_TYPE}' and a value in '{col}'). Check the file or --task."
+        )
+    names = df[col].astype(str).tolist()
+    onsets = df["onset"].to_numpy(float)
+    durations = df["duration"].to_numpy(float)
+    keep = np.ones(len(names), dtype=bool)
+    for i in range(1, len(names)):
+        if names[i] == names[i - 1]:
+            keep[i] = False
+    labels = [n for n, k in zip(names, keep) if k]
+    return Blocks(labels, onsets[keep], durations[keep], int((~keep).sum()))
+
+
+def block_volumes(onset: float, duration: float, tr: float, shift: float, offset: int,
+                  n_vols: int) -> np.ndarray:
+    """Indices of the volumes of ``bold`` acquired during a block, after the shift.
+
+    Volume ``k`` of the image was acquired at ``(k + offset) * tr`` seconds after the events'
+    time zero; the block's volumes are those in ``[onset + shift, onset + duration + shift)``
+    (at least the first volume at or after ``onset + shift``).
+    """
+    t0, t1 = onset + shift, onset + duration + shift
+    first = int(np.ceil(t0 / tr - 1e-6))
+    last = int(np.ceil(t1 / tr - 1e-6))  # exclusive
+    last = max(last, first + 1)
+    return np.arange(first, last) - offset
+
+
+@dataclass
+class Samples:
+    """Samples of one subject over the voxels of a union mask.
+
+    Attributes
+    ----------
+    X_train : ndarray of shape (n_train, n_voxels), float32
+    train_labels : list of str, length n_train
+    train_run : ndarray of shape (n_train,)
+        Index of the run of each training sample.
+    X_test : ndarray of shape (n_test_images, n_voxels), float32
+        Test blocks averaged per image.
+    test_labels : list of str, length n_test_images
+    test_counts : ndarray of shape (n_test_images,)
+        Blocks averaged per test image.
+    voxels : ndarray of shape (n_voxels,)
+        Flat (C-order) indices of the voxels in the BOLD grid.
+    info : dict
+        Counts for the log and the report.
+    """
+
+    X_train: np.ndarray
+    train_labels: list[str]
+    train_run: np.ndarray
+    X_test: np.ndarray
+    test_labels: list[str]
+    test_counts: np.ndarray
+    voxels: np.ndarray
+    info: dict = field(default_factory=dict)
+
+
+def load_run_timeseries(run: Run, mask: np.ndarray, ref_shape: tuple[int, ...]) -> np.ndarray:
+    """The masked time series of a run.
+
+    Returns
+    -------
+    ndarray of shape (n_volumes, n_voxels_in_mask), float32
+    """
+    try:
+        img = nib.load(str(run.bold))
+        if img.ndim != 4:
+            raise DataError(f"The BOLD run {run.bold} is {img.ndim}-D (shape {img.shape}); "
+                            "a 4-D time series is expected.")
+        if img.shape[:3] != tuple(ref_shape[:3]):
+            raise DataError(
+                f"The BOLD run {run.bold} has grid {img.shape[:3]}, the first run has "
+                f"{tuple(ref_shape[:3])}. All runs of a subject must share one grid (use "
+                "preprocessed, coregistered runs)."
+            )
+        data = np.asanyarray(img.dataobj)
+    except DataError:
+        raise
+    except Exception as err:  # nibabel/gzip/zlib raise many types for damaged files
+        raise DataError(
+            f"The BOLD run {run.bold} cannot be read ({type(err).__name__}: {err}); it is "
+            "truncated or corrupt. Download or copy it again."
+        ) from err
+    ts = data[mask].T.astype(np.float32, copy=False)
+    del data
+    return ts
+
+
+def clean_run(ts: np.ndarray, tr: float) -> np.ndarray:
+    """Linear detrending and z-scoring over the run (nilearn), float32."""
+    from nilearn.signal import clean
+
+    out = clean(ts, detrend=True, standardize="zscore_sample", t_r=tr, ensure_finite=False)
+    return np.asarray(out, dtype=np.float32)
+
+
+def _run_samples(run: Run, ts: np.ndarray, blocks: Blocks, shift: float):
+    n_vols = ts.shape[0]
+    out = np.empty((len(blocks.labels), ts.shape[1]), dtype=np.float32)
+    for i, (onset, dur) in enumerate(zip(blocks.onsets, blocks.durations)):
+        vols = block_volumes(onset, dur, run.tr, shift, run.volume_offset, n_vols)
+        if vols[0] < 0 or vols[-1] >= n_vols:
+            raise DataError(
+                f"The BOLD run {run.bold} has {n_vols} volumes (TR {run.tr} s, offset "
+                f"{run.volume_offset}) but its events ({run.events}) need volume "
+                f"{vols[-1] + run.volume_offset} for the block at {onset} s. The run is shorter "
+                "than its events: check that the events belong to this run and the TR."
+            )
+        out[i] = ts[vols].mean(axis=0)
+    return out
+
+
+def build_samples(train_runs: list[Run], test_runs: list[Run], mask: np.ndarray,
+                  ref_shape, *, stimulus_column: str | None, shift: float,
+                  progress=None) -> Samples:
+    """Load every run once (streamed run by run) and make the samples.
+
+    Parameters
+    ----------
+    train_runs, test_runs : list of Run
+    mask : ndarray of shape ref_shape[:3], bool
+        Union of all requested ROIs.
+    ref_shape : tuple
+        Shape of the first BOLD run.
+    stimulus_column : str or None
+    shift : float
+        Haemodynamic shift (s).
+    progress : callable, optional
+        Wraps the iterable of runs (a progress bar).
+    """
+    voxels = np.flatnonzero(mask.ravel())
+    finite = np.ones(voxels.size, dtype=bool)
+    parts = {"train": ([], [], []), "test": ([], [], [])}
+    runs = [("train", r) for r in train_runs] + [("test", r) for r in test_runs]
+    n_repeats = 0
+    iterator = progress(runs) if progress else runs
+    for k, (split, run) in enumerate(iterator):
+        blocks = read_blocks(run.events, stimulus_column)
+        n_repeats += blocks.n_repeats
+        ts = load_run_timeseries(run, mask, ref_shape)
+        bad = ~np.isfinite(ts).all(axis=0)
+        if bad.any():
+            finite &= ~bad
+            ts = np.where(np.isfinite(ts), ts, 0.0).astype(np.float32)
+        X = _run_samples(run, clean_run(ts, run.tr), blocks, shift)
+        parts[split][0].append(X)
+        parts[split][1].extend(blocks.labels)
+        parts[split][2].append(np.full(len(blocks.labels), k))
+    if not finite.all():
+        LOGGER.warning("%d voxel(s) have non-finite values in some run; they are excluded.",
+                       int((~finite).sum()))
+    X_train = np.concatenate(parts["train"][0])[:, finite]
+    X_test_blocks = np.concatenate(parts["test"][0])[:, finite]
+    test_block_labels = parts["test"][1]
+    uniq = list(OrderedDict.fromkeys(sorted(test_block_labels)))
+    index = {lab: i for i, lab in enumerate(uniq)}
+    inv = np.array([index[lab] for lab in test_block_labels])
+    counts = np.bincount(inv, minlength=len(uniq))
+    X_test = np.zeros((len(uniq), X_test_blocks.shape[1]), dtype=np.float64)
+    np.add.at(X_test, inv, X_test_blocks)
+    X_test = (X_test / counts[:, None]).astype(np.float32)
+    info = {
+        "n_train_runs": len(train_runs),
+        "n_test_runs": len(test_runs),
+        "n_train_samples": int(X_train.shape[0]),
+        "n_test_blocks": int(X_test_blocks.shape[0]),
+        "n_test_images": len(uniq),
+        "n_repeats_dropped": n_repeats,
+        "n_nonfinite_voxels": int((~finite).sum()),
+        "runs_per_session": _runs_per_session(train_runs + test_runs),
+    }
+    return Samples(X_train, list(parts["train"][1]), np.concatenate(parts["train"][2]), X_test,
+                   uniq, counts, voxels[finite], info)
+
+
+def _runs_per_session(runs: list[Run]) -> dict:
+    out: dict[str, int] = {}
+    for r in runs:
+        out[r.session or "-"] = out.get(r.session or "-", 0) + 1
+    return out

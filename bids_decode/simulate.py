@@ -1,0 +1,240 @@
+"""A small ds001246-shaped dataset with a planted ground truth, for demos and tests.
+
+Real ds001246 events (sub-01..03, CC0, shipped in ``bids_decode/data/ds001246``) drive the
+simulation. Every image has a latent vector ``z`` (``n_latent`` dims). Unit ``u`` of a layer is
+
+    y_u = offset_u + scale_u * (sqrt(rho_u) * (b_u . z) + sqrt(1 - rho_u) * noise)
+
+with ``rho_u`` the planted decodability (the share of the unit's variance the brain carries),
+the same for every subject. Each subject's ROI voxels respond to ``A_s z`` (subject-specific
+``A_s``) convolved with a haemodynamic response, plus drift and noise; voxels outside the ROIs
+carry noise only. Some units of the first layer are constant (dead ReLUs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from .errors import OutputError, UsageError
+
+LOGGER = logging.getLogger(__name__)
+
+DEFAULT_LAYERS = {"conv1": (5, 4, 6), "conv2": (7, 3, 3), "fc6": (64,), "fc8": (41,)}
+GRID = (14, 13, 11)
+N_DEAD = 3
+
+
+def _data_root():
+    return resources.files("bids_decode") / "data" / "ds001246"
+
+
+def template_runs(template_subject: str, session_prefix: str) -> list[tuple[str, str]]:
+    """(session, events file name) of a real subject's runs, in session and run order."""
+    root = _data_root() / f"sub-{template_subject}"
+    out = []
+    for ses in sorted(p.name for p in root.iterdir() if p.name.startswith(f"ses-{session_prefix}")):
+        func = root / ses / "func"
+        for f in sorted(p.name for p in func.iterdir() if p.name.endswith("_events.tsv")):
+            out.append((ses, f))
+    return out
+
+
+def _roi_layout(grid, rng):
+    """Masks (name -> bool array) laid out ds001246-style on a small grid."""
+    nx, ny, nz = grid
+    x = np.arange(nx)[:, None, None]
+    y = np.arange(ny)[None, :, None]
+    z = np.arange(nz)[None, None, :]
+    cortex = (y <= 6) & (z >= 2) & (z <= 9) & (x >= 1) & (x <= nx - 2)
+    hemi = {"LH": x < nx // 2, "RH": x >= nx // 2}
+    parts = {
+        "V1d": (y <= 1) & (z >= 6), "V1v": (y <= 1) & (z < 6),
+        "V2d": (y == 2) & (z >= 6), "V2v": (y == 2) & (z < 6),
+        "V3d": (y == 3) & (z >= 6), "V3v": (y == 3) & (z < 6),
+        "hV4": (y == 4), "HVC": (y >= 5),
+        "LOC": (y >= 5) & (z >= 6), "FFA": (y >= 5) & (z < 4), "PPA": (y == 6) & (z >= 4),
+    }
+    masks = {}
+    for part, m in parts.items():
+        for h, hm in hemi.items():
+            masks[f"{h}_{part}"] = np.broadcast_to(cortex & m & hm, grid).copy()
+    return masks
+
+
+def _hrf(tr: float) -> np.ndarray:
+    from nilearn.glm.first_level import glover_hrf
+
+    h = glover_hrf(tr, oversampling=1, time_length=30.0)
+    return h / h.sum()
+
+
+def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
+                     n_test_runs: int = 4, layers: dict | None = None, n_latent: int = 12,
+                     snr: float = 1.0, seed: int = 0, grid=GRID) -> dict:
+    """Write the dataset and its features; return the paths and the planted truth.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        New folder (must not exist or be empty).
+    n_subjects : int
+        Subjects sub-01.. (events of real sub-01..03, reused cyclically).
+    n_train_runs, n_test_runs : int
+        Runs per subject from the training and test sessions.
+    layers : dict, optional
+        Layer name -> unit shape (default :data:`DEFAULT_LAYERS`).
+    snr : float
+        Standard deviation of the ROI signal relative to the noise.
+    seed : int
+
+    Returns
+    -------
+    dict with ``bids_dir``, ``features`` (path), ``truth`` (layer -> rho of shape unit_shape).
+    """
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out} exists and is not empty; simulate writes a new dataset. "
+                         "Choose an empty or new folder.")
+    if n_subjects < 1 or n_train_runs < 1 or n_test_runs < 1:
+        raise UsageError("simulate needs at least one subject, one training and one test run.")
+    layers = dict(layers or DEFAULT_LAYERS)
+    rng = np.random.default_rng(seed)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"Cannot create {out} ({err.strerror}).") from err
+    src = _data_root()
+    tr = 3.0
+    subjects = [f"{i + 1:02d}" for i in range(n_subjects)]
+    plan = {}
+    for i, sub in enumerate(subjects):
+        tmpl = f"{(i % 3) + 1:02d}"
+        plan[sub] = (tmpl, template_runs(tmpl, "perceptionTraining")[:n_train_runs]
+                     + template_runs(tmpl, "perceptionTest")[:n_test_runs])
+    # images named in the events used
+    images = set()
+    for tmpl, runs in plan.values():
+        for ses, fname in runs:
+            ev = pd.read_csv(src / f"sub-{tmpl}" / ses / "func" / fname, sep="\t", dtype=str)
+            images.update(ev.loc[ev["event_type"] == "stimulus", "stimulus_name"])
+    images = sorted(images)
+    n_img = len(images)
+    Z = rng.standard_normal((n_img, n_latent))
+    # features with planted decodability
+    truth = {}
+    feats = {}
+    for li, (name, shape) in enumerate(layers.items()):
+        n_units = int(np.prod(shape))
+        rho = rng.uniform(0.0, 0.95, n_units)
+        B = rng.standard_normal((n_latent, n_units))
+        B /= np.linalg.norm(B, axis=0)
+        signal = Z @ B
+        signal /= signal.std(axis=0)
+        Y = np.sqrt(rho) * signal + np.sqrt(1 - rho) * rng.standard_normal((n_img, n_units))
+        Y = Y * rng.uniform(0.5, 3.0, n_units) + rng.uniform(-1.0, 2.0, n_units)
+        if li == 0:
+            dead = rng.choice(n_units, size=min(N_DEAD, n_units), replace=False)
+            Y[:, dead] = 0.0
+            rho[dead] = np.nan
+        truth[name] = rho.reshape(shape)
+        feats[name] = Y.reshape((n_img, *shape)).astype(np.float32)
+    # dataset files
+    desc = json.loads((src / "dataset_description.json").read_text())
+    desc.update({"Name": "bids_decode simulated ds001246-shaped dataset", "BIDSVersion": "1.9.0",
+                 "DatasetType": "raw", "License": "CC0"})
+    (out / "dataset_description.json").write_text(json.dumps(desc, indent=2))
+    (out / "README").write_text(
+        "Simulated by 'bids_decode simulate' from the events of OpenNeuro ds001246 (CC0).\n"
+        "BOLD data are synthetic, with a planted per-unit decodability (see stimuli/).\n")
+    (out / "CHANGES").write_text("1.0.0 2026-01-01\n  - Simulated.\n")
+    sidecar = json.loads((src / "task-perception_bold.json").read_text())
+    sidecar.pop("SliceTiming", None)  # 50 slices in ds001246, fewer here
+    (out / "task-perception_bold.json").write_text(json.dumps(sidecar, indent=2))
+    pd.DataFrame({"participant_id": [f"sub-{s}" for s in subjects]}).to_csv(
+        out / "participants.tsv", sep="\t", index=False)
+    (out / ".bidsignore").write_text("stimuli/\n")
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    affine[:3, 3] = -np.array(grid) * 1.5
+    masks = _roi_layout(grid, rng)
+    roi_any = np.logical_or.reduce(list(masks.values()))
+    n_roi = int(roi_any.sum())
+    hrf = _hrf(tr)
+    img_index = {name: i for i, name in enumerate(images)}
+    for sub, (tmpl, runs) in plan.items():
+        anat = out / "sourcedata" / f"sub-{sub}" / "anat"
+        anat.mkdir(parents=True, exist_ok=True)
+        for mname, m in masks.items():
+            nib.save(nib.Nifti1Image(m.astype(np.uint8), affine),
+                     anat / f"sub-{sub}_mask_{mname}.nii.gz")
+        A = rng.standard_normal((n_latent, n_roi)) / np.sqrt(n_latent)
+        for ses, fname in runs:
+            ev = pd.read_csv(src / f"sub-{tmpl}" / ses / "func" / fname, sep="\t", dtype=str)
+            func = out / f"sub-{sub}" / ses / "func"
+            func.mkdir(parents=True, exist_ok=True)
+            new_name = fname.replace(f"sub-{tmpl}_", f"sub-{sub}_")
+            shutil.copyfile(src / f"sub-{tmpl}" / ses / "func" / fname, func / new_name)
+            onset = ev["onset"].astype(float).to_numpy()
+            dur = ev["duration"].astype(float).to_numpy()
+            n_vols = int(round((onset[-1] + dur[-1]) / tr))
+            neural = np.zeros((n_vols, n_roi))
+            for k in np.flatnonzero(ev["event_type"].to_numpy() == "stimulus"):
+                resp = Z[img_index[ev["stimulus_name"].iloc[k]]] @ A
+                v0, v1 = int(onset[k] // tr), int(np.ceil((onset[k] + dur[k]) / tr))
+                neural[v0:v1] += resp
+            bold_roi = np.stack([np.convolve(c, hrf)[:n_vols] for c in neural.T], axis=1)
+            bold_roi *= snr / max(bold_roi.std(), 1e-12)
+            t = np.linspace(-1, 1, n_vols)[:, None]
+            data = rng.standard_normal((n_vols, *grid)).astype(np.float32)
+            data = data.reshape(n_vols, -1)
+            drift = rng.standard_normal(data.shape[1]) * 2.0
+            data += drift * t
+            data[:, np.flatnonzero(roi_any.ravel())] += bold_roi
+            vol = (1000.0 + 8.0 * data).reshape(n_vols, *grid).transpose(1, 2, 3, 0)
+            img = nib.Nifti1Image(np.round(vol).astype(np.int16), affine)
+            img.header.set_xyzt_units("mm", "sec")
+            img.header.set_zooms((3.0, 3.0, 3.0, tr))
+            nib.save(img, func / new_name.replace("_events.tsv", "_bold.nii.gz"))
+    stim = out / "stimuli"
+    stim.mkdir(exist_ok=True)
+    features = stim / "features_simulated.h5"
+    with h5py.File(features, "w") as f:
+        f.create_dataset("stimulus_name", data=np.array(images, dtype=object),
+                         dtype=h5py.string_dtype("utf-8"))
+        for name, Y in feats.items():
+            f.create_dataset(f"layers/{name}", data=Y)
+        f.attrs.update({"network": "simulated", "weights": "planted", "complete": True})
+    with h5py.File(stim / "truth_simulated.h5", "w") as f:
+        for name, rho in truth.items():
+            f.create_dataset(f"decodability/{name}", data=rho)
+        f.attrs.update({"seed": seed, "snr": snr, "n_latent": n_latent})
+    LOGGER.info("simulated %d subjects, %d images, layers %s in %s", n_subjects, n_img,
+                list(layers), out)
+    return {"bids_dir": out, "features": features, "truth": truth, "images": images}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out_dir", type=Path, help="new folder for the simulated dataset")
+    parser.add_argument("--n-subjects", "--n_subjects", type=int, default=2)
+    parser.add_argument("--n-train-runs", "--n_train_runs", type=int, default=20)
+    parser.add_argument("--n-test-runs", "--n_test_runs", type=int, default=4)
+    parser.add_argument("--snr", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    res = simulate_dataset(args.out_dir, n_subjects=args.n_subjects,
+                           n_train_runs=args.n_train_runs, n_test_runs=args.n_test_runs,
+                           snr=args.snr, seed=args.seed)
+    print(f"Simulated dataset: {res['bids_dir']}\nFeatures: {res['features']}\n"
+          f"Planted truth: {res['bids_dir'] / 'stimuli' / 'truth_simulated.h5'}")
+    return 0

@@ -1,0 +1,41 @@
+# bids_decode: `make demo` runs the app on a simulated dataset, `make test` runs the tests.
+# Both create the virtual environment .venv on first use (a fresh machine needs only python3).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+DEMO ?= demo
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH_SPEC)
+	$(PIP) install --quiet -e '.[test]'
+	touch $@
+
+demo: install
+	rm -rf $(DEMO)
+	$(PY) -m bids_decode simulate $(DEMO)/ds001246-sim --n-subjects 3
+	$(PY) -m bids_decode $(DEMO)/ds001246-sim $(DEMO)/derivatives participant \
+	    --features $(DEMO)/ds001246-sim/stimuli/features_simulated.h5 --roi VC LVC HVC --n-voxels 200
+	$(PY) -m bids_decode $(DEMO)/ds001246-sim $(DEMO)/derivatives group
+	@echo "Demo outputs in $(DEMO)/derivatives (open sub-01.html and group/report.html)"
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check bids_decode tests benchmarks
+
+bench: install
+	$(PY) benchmarks/bench_decoder.py
+
+clean:
+	rm -rf $(DEMO) .pytest_cache build *.egg-info

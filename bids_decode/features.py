@@ -291,7 +291,7 @@ def _file_attrs(
     return attrs
 
 
-REUSE_KEYS = ("network", "weights", "weights_sha256", "seed", "preprocessing", "layers",
+REUSE_KEYS = ("network", "weights", "seed", "weights_sha256", "preprocessing", "layers",
               "stimuli_sha256")
 """Attributes that must be equal for an existing file to be reused (versions need not)."""
 

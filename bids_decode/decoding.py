@@ -3,21 +3,51 @@
 For each target unit, the ``n_voxels`` voxels whose training correlation with the unit is
 highest in absolute value are selected, a bias column is appended, and ridge regression
 ``(Xs' Xs + alpha I) w = Xs' y`` is solved on them (the bias is penalised too, as in
-fastl2lir). The pure functions below do the work; :class:`VoxelSelectionRidge` is a thin
-sklearn-style wrapper.
+fastl2lir 0.11; voxels with variance < 1e-8 get correlation 0, so they are never preferred).
 
-Reference implementation (simple, correct); the fast batched solver replaces its inside
-behind the same functions.
+How the work is organised (the pure functions below; :class:`VoxelSelectionRidge` is a thin
+sklearn-style wrapper):
+
+1. :func:`prepare_design`, once per fit: the Gram matrix ``G = Xb' Xb + alpha I`` (``Xb`` is
+   X with a bias column) and the centred, unit-norm voxels used for correlations.
+2. Per batch of units (:func:`fit_chunk`, :func:`predict_chunk`, :func:`iter_decode`): one
+   float64 GEMM gives the correlations of every voxel with every unit *and* the right-hand
+   sides ``Xb' y``; ``np.argpartition`` picks the top ``n_voxels`` per unit; a compiled kernel
+   gathers ``G[S, S]``, factorises it (Cholesky), solves, and predicts the test samples from
+   the selected voxels only. Weights stay sparse: values plus voxel indices.
+3. Units whose block is not positive definite or ill-conditioned in float32 are redone in
+   float64; a float64 failure gives NaN weights and a warning that says why.
+4. ``n_voxels=0`` (all voxels): one factorisation for every unit. Predictions come from the
+   hat matrix ``H = X_test (X'X + alpha I)^-1 X'`` (dual form when voxels > samples), so a
+   batch of units costs one small GEMM ``H @ Y`` and no dense weights are formed.
+
+Batches are sized from a memory budget and run on ``n_jobs`` threads (BLAS limited to one
+thread each); ``device="cuda"`` runs the same steps with torch on the GPU.
+
+The ranking uses float64 correlations whatever ``dtype`` is, so float32 selects the same
+voxels as fastl2lir in float64 (up to exact ties).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from .errors import UsageError
+from . import _backends
+from .errors import DataError, UsageError
+
+#: Default memory budget for one batch of units, in bytes (all threads together).
+DEFAULT_MEM_BYTES = 1 << 30
+#: Condition-number estimates above these redo a unit in float64 (float32) or warn (float64).
+COND_MAX = {np.dtype(np.float32): 1e4, np.dtype(np.float64): 1e12}
+#: Variance below which a voxel counts as constant (fastl2lir's threshold).
+CONSTANT_VAR = 1e-8
 
 
 @dataclass(frozen=True)
@@ -27,42 +57,142 @@ class Design:
     Attributes
     ----------
     X : ndarray of shape (n_samples, n_voxels + 1)
-        Training data with a bias column appended.
+        Training data with a bias column appended, in ``dtype``.
     gram : ndarray of shape (n_voxels + 1, n_voxels + 1)
-        ``X' X + alpha * I``.
-    xz : ndarray of shape (n_samples, n_voxels)
+        ``X' X + alpha * I`` in ``dtype``.
+    xz : ndarray of shape (n_samples, n_voxels), float64
         Training data centred and scaled to unit norm per voxel (for correlations);
         constant voxels are all zero, so they are never selected first.
     alpha : float
+    mean : ndarray of shape (n_voxels,), float64
+        Voxel means.
+    norm : ndarray of shape (n_voxels,), float64
+        Norms of the centred voxels (0 for constant voxels).
+    device : str
+        ``"cpu"`` or a torch device string such as ``"cuda"``.
     """
 
     X: np.ndarray
     gram: np.ndarray
     xz: np.ndarray
     alpha: float
+    mean: np.ndarray
+    norm: np.ndarray
+    device: str = "cpu"
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.X.dtype
+
+    @property
+    def n_voxels(self) -> int:
+        return self.X.shape[1] - 1
+
+    def gram_as(self, dtype) -> np.ndarray:
+        """The Gram matrix in another dtype (float64 is recomputed, not upcast)."""
+        dtype = np.dtype(dtype)
+        if dtype == self.gram.dtype:
+            return self.gram
+        key = ("gram", dtype)
+        if key not in self._cache:
+            Xb = self.X.astype(dtype) if dtype != np.float64 else _with_bias(self._x64())
+            g = Xb.T @ Xb
+            g[np.diag_indices_from(g)] += self.alpha
+            self._cache[key] = g
+        return self._cache[key]
+
+    def _x64(self) -> np.ndarray:
+        return self._cache.get("x64", self.X[:, :-1])
 
 
-def prepare_design(X, alpha, *, dtype=np.float64) -> Design:
+def _with_bias(X: np.ndarray) -> np.ndarray:
+    return np.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)])
+
+
+def prepare_design(X, alpha, *, dtype=np.float64, device="cpu") -> Design:
     """Precompute what every unit batch of a fit shares.
 
     Parameters
     ----------
     X : ndarray of shape (n_samples, n_voxels)
+        Training data.
     alpha : float
-    dtype : numpy dtype
+        Ridge penalty (on the weights and the bias).
+    dtype : numpy dtype, default float64
+        Precision of the Gram matrix and the solves (float32 or float64).
+    device : str, default "cpu"
+        ``"cpu"`` or a torch device (``"cuda"``) used by the batch functions.
 
     Returns
     -------
     Design
     """
-    X = np.asarray(X, dtype=dtype)
-    Xb = np.hstack([X, np.ones((X.shape[0], 1), dtype=dtype)])
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise UsageError(f"dtype must be float32 or float64; got {dtype}.")
+    X64 = np.asarray(X, dtype=np.float64)
+    if X64.ndim != 2:
+        raise UsageError(f"X must be 2-D (n_samples, n_voxels); got shape {X64.shape}.")
+    if not np.isfinite(X64).all():
+        raise DataError("X contains NaN or infinite values; clean or mask them before decoding.")
+    Xb = _with_bias(X64.astype(dtype))
     gram = Xb.T @ Xb
     gram[np.diag_indices_from(gram)] += alpha
-    xc = X - X.mean(axis=0)
+    mean = X64.mean(axis=0)
+    xc = X64 - mean
     norm = np.sqrt((xc**2).sum(axis=0))
-    xz = np.divide(xc, norm, out=np.zeros_like(xc), where=norm > np.sqrt(1e-8 * X.shape[0]))
-    return Design(X=Xb, gram=gram, xz=xz, alpha=float(alpha))
+    const = norm <= np.sqrt(CONSTANT_VAR * X64.shape[0])
+    norm[const] = 0.0
+    xz = np.divide(xc, norm, out=np.zeros_like(xc), where=~const)
+    design = Design(X=Xb, gram=gram, xz=xz, alpha=float(alpha), mean=mean, norm=norm,
+                    device=str(device))
+    if dtype != np.float64:
+        design._cache["x64"] = X64
+    return design
+
+
+# ----------------------------------------------------------------------------------------
+# selection and right-hand sides
+
+
+def _scores_rhs(design: Design, Y):
+    """Correlation scores and right-hand sides of a batch of units (one float64 GEMM).
+
+    Returns
+    -------
+    scores : ndarray of shape (n_units, n_voxels), float64
+        ``|xz' y|``: the absolute correlations up to a positive factor per unit.
+    ct : ndarray of shape (n_units, n_voxels), float64
+        ``xz' y`` (signed).
+    ysum : ndarray of shape (n_units,), float64
+    """
+    Y64 = np.asarray(Y, dtype=np.float64)
+    ct = Y64.T @ design.xz  # (n_units, n_voxels)
+    return np.abs(ct), ct, Y64.sum(axis=0)
+
+
+def _rhs_selected(design: Design, ct, ysum, index) -> np.ndarray:
+    """``Xb[:, S]' y`` per unit from the GEMM output, the bias entry last.
+
+    ``X' y = diag(norm) xz' y + mean * sum(y)`` since the centred voxels sum to zero.
+    """
+    c = np.take_along_axis(ct, index, axis=1)
+    rhs = np.empty((index.shape[0], index.shape[1] + 1), dtype=np.float64)
+    rhs[:, :-1] = c * design.norm[index] + design.mean[index] * ysum[:, None]
+    rhs[:, -1] = ysum
+    return rhs
+
+
+def _top_k(scores, k: int, *, ordered: bool = False) -> np.ndarray:
+    """Indices of the ``k`` largest scores per row (ascending, or by decreasing score)."""
+    p = scores.shape[1]
+    idx = np.argpartition(scores, p - k, axis=1)[:, p - k:]
+    if ordered:
+        order = np.argsort(-np.take_along_axis(scores, idx, axis=1), axis=1, kind="stable")
+        return np.take_along_axis(idx, order, axis=1)
+    idx.sort(axis=1)
+    return idx
 
 
 def select_voxels(design: Design, Y, n_voxels: int) -> np.ndarray:
@@ -79,11 +209,158 @@ def select_voxels(design: Design, Y, n_voxels: int) -> np.ndarray:
     ndarray of shape (n_units, n_voxels), int64
         Sorted by decreasing absolute correlation.
     """
-    Y = np.asarray(Y, dtype=design.X.dtype)
-    yc = Y - Y.mean(axis=0)
-    corr = np.abs(design.xz.T @ yc)  # (n_vox, n_units); scale per unit is irrelevant
-    order = np.argsort(-corr, axis=0, kind="stable")[:n_voxels]
-    return np.ascontiguousarray(order.T)
+    scores, _, _ = _scores_rhs(design, Y)
+    return _top_k(scores, int(n_voxels), ordered=True)
+
+
+# ----------------------------------------------------------------------------------------
+# batch solvers
+
+
+def _uses_all(design: Design, n_voxels: int) -> bool:
+    return n_voxels == 0 or n_voxels >= design.n_voxels
+
+
+def _solve_cpu(gram, index, rhs, cond_max, xt):
+    if _backends.have_numba():
+        return _backends.solve_selected_numba(gram, index, rhs, cond_max, xt)
+    import torch  # fallback without numba: batched torch CPU calls
+
+    t = torch.from_numpy
+    out = _backends.solve_selected_torch(
+        t(np.ascontiguousarray(gram)), t(index), t(rhs.astype(gram.dtype)), cond_max,
+        None if xt is None else t(np.ascontiguousarray(xt, dtype=gram.dtype)))
+    return tuple(None if o is None else o.numpy() for o in out)
+
+
+def _solve_selected(design: Design, Y, n_voxels: int, xt):
+    """Select, solve and (optionally) predict one batch of units; redo failures in float64.
+
+    Returns coef (n_units, k), index (n_units, k) sorted ascending, intercept (n_units,),
+    pred (n_units, n_test) or None.
+    """
+    if design.device != "cpu":
+        return _solve_selected_torch(design, Y, n_voxels, xt)
+    scores, ct, ysum = _scores_rhs(design, Y)
+    index = _top_k(scores, n_voxels)
+    rhs = _rhs_selected(design, ct, ysum, index)
+    dtype = design.dtype
+    coef, intercept, status, pred = _solve_cpu(design.gram, index, rhs.astype(dtype),
+                                               COND_MAX[dtype], xt)
+    bad = np.flatnonzero(status != 0)
+    if bad.size:
+        xt64 = None if xt is None else np.asarray(xt, dtype=np.float64)
+        c64, b64, s64, p64 = _solve_cpu(design.gram_as(np.float64), index[bad], rhs[bad],
+                                        COND_MAX[np.dtype(np.float64)], xt64)
+        _merge_redo(bad, s64, (coef, c64), (intercept, b64), (pred, p64))
+    return coef, index, intercept, pred
+
+
+def _merge_redo(bad, status64, *pairs) -> None:
+    """Write float64 redos into the batch outputs; NaN (with a warning) where they failed."""
+    _report_failures(status64)
+    failed = status64 > 0
+    for out, redo in pairs:
+        if out is None:
+            continue
+        redo = redo.astype(out.dtype)
+        redo[failed] = np.nan
+        out[bad] = redo
+
+
+def _torch_state(design: Design):
+    """Design tensors on the torch device (created once per design)."""
+    import torch
+
+    if "torch" not in design._cache:
+        dev = torch.device(design.device)
+        design._cache["torch"] = {
+            "xz": torch.as_tensor(design.xz, device=dev),
+            "norm": torch.as_tensor(design.norm, device=dev),
+            "mean": torch.as_tensor(design.mean, device=dev),
+            "gram": torch.as_tensor(design.gram, device=dev),
+        }
+    return design._cache["torch"]
+
+
+def _solve_selected_torch(design: Design, Y, n_voxels: int, xt):
+    """:func:`_solve_selected` with every step on the torch device."""
+    import torch
+
+    st = _torch_state(design)
+    dev = st["xz"].device
+    Y64 = torch.as_tensor(np.asarray(Y, dtype=np.float64), device=dev)
+    ct = Y64.T @ st["xz"]  # (n_units, n_voxels) float64
+    ysum = Y64.sum(dim=0)
+    index = torch.topk(ct.abs(), n_voxels, dim=1, sorted=False).indices.sort(dim=1).values
+    rhs = torch.empty((index.shape[0], n_voxels + 1), dtype=torch.float64, device=dev)
+    rhs[:, :-1] = (torch.gather(ct, 1, index) * st["norm"][index]
+                   + st["mean"][index] * ysum[:, None])
+    rhs[:, -1] = ysum
+    dtype = design.dtype
+    xt_t = None if xt is None else torch.as_tensor(np.asarray(xt, dtype=dtype), device=dev)
+    coef, intercept, status, pred = _backends.solve_selected_torch(
+        st["gram"], index, rhs.to(st["gram"].dtype), COND_MAX[dtype], xt_t)
+    out = [coef.cpu().numpy(), index.cpu().numpy(), intercept.cpu().numpy(),
+           None if pred is None else pred.cpu().numpy()]
+    bad = torch.nonzero(status != 0).flatten()
+    if bad.numel():
+        if "gram64" not in st:
+            st["gram64"] = torch.as_tensor(design.gram_as(np.float64), device=dev)
+        c64, b64, s64, p64 = _backends.solve_selected_torch(
+            st["gram64"], index[bad], rhs[bad], COND_MAX[np.dtype(np.float64)],
+            None if xt_t is None else xt_t.double())
+        _merge_redo(bad.cpu().numpy(), s64.cpu().numpy(), (out[0], c64.cpu().numpy()),
+                    (out[2], b64.cpu().numpy()),
+                    (out[3], None if p64 is None else p64.cpu().numpy()))
+    return tuple(out)
+
+
+def _report_failures(status64) -> None:
+    n_npd = int((status64 > 0).sum())
+    n_ill = int((status64 == _backends.ILL_CONDITIONED).sum())
+    if n_npd:
+        warnings.warn(
+            f"{n_npd} unit(s) have a selected-voxel Gram block that is not positive definite "
+            "even in float64 (alpha too small for the data?); their weights and predictions "
+            "are NaN.", RuntimeWarning, stacklevel=3)
+    if n_ill:
+        warnings.warn(
+            f"{n_ill} unit(s) have an ill-conditioned selected-voxel Gram block in float64 "
+            f"(condition estimate > {COND_MAX[np.dtype(np.float64)]:.0e}); their weights are "
+            "unreliable: increase alpha.", RuntimeWarning, stacklevel=3)
+
+
+def _all_voxel_factor(design: Design):
+    """Cholesky factor of ``G`` (primal), cached."""
+    if "chol" not in design._cache:
+        import scipy.linalg
+
+        design._cache["chol"] = scipy.linalg.cho_factor(design.gram, lower=True)
+    return design._cache["chol"]
+
+
+def _hat_matrix(design: Design, X_test) -> np.ndarray:
+    """``H`` of shape (n_test, n_samples) with ``predictions = H @ Y`` for all-voxel ridge.
+
+    Primal ``Xt_b G^-1 Xb'`` when voxels + 1 <= samples, dual ``Xt_b Xb' (Xb Xb' + alpha I)^-1``
+    otherwise (the same matrix; one factorisation of the smaller side).
+    """
+    import scipy.linalg
+
+    Xb = design.X
+    Xt = _with_bias(np.asarray(X_test, dtype=design.dtype))
+    if Xb.shape[1] <= Xb.shape[0]:
+        H = scipy.linalg.cho_solve(_all_voxel_factor(design), Xt.T).T @ Xb.T
+    else:
+        K = Xb @ Xb.T
+        K[np.diag_indices_from(K)] += design.alpha
+        H = scipy.linalg.solve(K, Xb @ Xt.T, assume_a="pos").T
+    return H
+
+
+# ----------------------------------------------------------------------------------------
+# public batch functions
 
 
 def fit_chunk(design: Design, Y, n_voxels: int):
@@ -101,25 +378,17 @@ def fit_chunk(design: Design, Y, n_voxels: int):
     coef : ndarray of shape (n_units, k)
         Weights of the selected voxels (k = n_voxels, or all voxels).
     index : ndarray of shape (n_units, k) or None
-        Selected voxel indices; None when every voxel is used.
+        Selected voxel indices, ascending per unit; None when every voxel is used.
     intercept : ndarray of shape (n_units,)
     """
-    Y = np.asarray(Y, dtype=design.X.dtype)
-    n_vox = design.X.shape[1] - 1
-    rhs = design.X.T @ Y  # (n_vox + 1, n_units)
-    if n_voxels == 0 or n_voxels >= n_vox:
-        sol = np.linalg.solve(design.gram, rhs)
+    Y = _check_y(design, Y)
+    if _uses_all(design, n_voxels):
+        import scipy.linalg
+
+        rhs = design.X.T @ np.asarray(Y, dtype=design.dtype)
+        sol = scipy.linalg.cho_solve(_all_voxel_factor(design), rhs)
         return np.ascontiguousarray(sol[:-1].T), None, sol[-1].copy()
-    index = select_voxels(design, Y, n_voxels)
-    n_units = Y.shape[1]
-    coef = np.empty((n_units, n_voxels), dtype=design.X.dtype)
-    intercept = np.empty(n_units, dtype=design.X.dtype)
-    for u in range(n_units):
-        sel = np.append(index[u], n_vox)
-        sub = design.gram[np.ix_(sel, sel)]
-        w = np.linalg.solve(sub, rhs[sel, u])
-        coef[u] = w[:-1]
-        intercept[u] = w[-1]
+    coef, index, intercept, _ = _solve_selected(design, Y, int(n_voxels), None)
     return coef, index, intercept
 
 
@@ -149,7 +418,8 @@ def predict_sparse(X, coef, index, intercept) -> np.ndarray:
     return out
 
 
-def predict_chunk(design: Design, Y, X_test, n_voxels: int) -> np.ndarray:
+def predict_chunk(design: Design, Y, X_test, n_voxels: int, *, n_jobs=None,
+                  batch_size=None) -> np.ndarray:
     """Fit a batch of units and predict the test samples.
 
     Parameters
@@ -158,13 +428,156 @@ def predict_chunk(design: Design, Y, X_test, n_voxels: int) -> np.ndarray:
     Y : ndarray of shape (n_samples, n_units)
     X_test : ndarray of shape (n_test, n_voxels)
     n_voxels : int
+    n_jobs : int or None
+        Threads (None: all CPUs the process may use; ignored on a GPU).
+    batch_size : int or None
+        Units per thread task (None: from :data:`DEFAULT_MEM_BYTES`).
 
     Returns
     -------
     ndarray of shape (n_test, n_units)
     """
-    coef, index, intercept = fit_chunk(design, Y, n_voxels)
-    return predict_sparse(X_test, coef, index, intercept)
+    Y = _check_y(design, Y)
+    return np.concatenate(list(iter_decode(design, [Y], X_test, n_voxels, n_jobs=n_jobs,
+                                           batch_size=batch_size)), axis=1)
+
+
+def batch_size_for(design: Design, n_voxels: int, mem_bytes=DEFAULT_MEM_BYTES,
+                   n_jobs: int = 1) -> int:
+    """Units per thread task so that ``n_jobs`` tasks stay within ``mem_bytes``.
+
+    Counts per unit the float64 GEMM output, scores and partition indices (8 bytes each per
+    voxel), the float64 copy of Y, and the outputs; on a GPU the gathered ``(k+1)^2`` block
+    and its int64 index are the largest terms.
+    """
+    p = design.n_voxels
+    n = design.X.shape[0]
+    k = p if _uses_all(design, n_voxels) else int(n_voxels)
+    per_unit = 8 * (4 * p + 2 * n + 4 * (k + 1))
+    if design.device != "cpu":
+        per_unit += (8 + design.dtype.itemsize * 3) * (k + 1) ** 2 // 8  # gathered in sub-batches
+    fixed = 8 * (k + 1) ** 2 * n_jobs  # per-thread workspace
+    return int(max(16, min(65536, (mem_bytes - fixed) // (per_unit * max(1, n_jobs)))))
+
+
+def iter_decode(design: Design, Y_chunks, X_test, n_voxels: int, *, n_jobs=None,
+                batch_size=None, mem_bytes=DEFAULT_MEM_BYTES):
+    """Stream predictions for chunks of units: one fit per unit, nothing kept but predictions.
+
+    Parameters
+    ----------
+    design : Design
+        From :func:`prepare_design` on the training data.
+    Y_chunks : iterable of ndarray of shape (n_samples, n_units_i)
+        Training targets, in unit chunks (e.g. read from HDF5 one block at a time).
+    X_test : ndarray of shape (n_test, n_voxels)
+    n_voxels : int
+        Voxels selected per unit; 0 (or >= the number of voxels) means all voxels.
+    n_jobs : int or None
+        CPU threads (None: all CPUs the process may use). Ignored on a GPU.
+    batch_size : int or None
+        Units per thread task; None sizes it from ``mem_bytes``. Results do not depend on it.
+    mem_bytes : int
+        Memory budget for the units in flight (the design itself is not counted).
+
+    Yields
+    ------
+    ndarray of shape (n_test, n_units_i)
+        Predictions for each chunk, in order, in the design's dtype.
+    """
+    X_test = np.asarray(X_test)
+    if X_test.ndim != 2 or X_test.shape[1] != design.n_voxels:
+        raise UsageError(f"X_test must have shape (n_test, {design.n_voxels}); got {X_test.shape}.")
+    n_jobs = _n_jobs(n_jobs) if design.device == "cpu" else 1
+    if batch_size is None:
+        batch_size = batch_size_for(design, n_voxels, mem_bytes, n_jobs)
+    batch_size = max(1, int(batch_size))
+    if _uses_all(design, n_voxels):
+        H = _hat_matrix(design, X_test)
+        for Y in Y_chunks:
+            Y = _check_y(design, Y)
+            yield H @ np.asarray(Y, dtype=design.dtype)
+        return
+    xt = np.ascontiguousarray(np.asarray(X_test, dtype=design.dtype).T)  # (n_voxels, n_test)
+
+    def task(Yb):
+        return _solve_selected(design, Yb, int(n_voxels), xt)[3].T
+
+    from threadpoolctl import threadpool_limits
+
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool, threadpool_limits(
+            1 if n_jobs > 1 else None):
+        for Y in Y_chunks:
+            Y = _check_y(design, Y)
+            starts = range(0, Y.shape[1], batch_size)
+            parts = pool.map(task, [Y[:, s:s + batch_size] for s in starts])
+            out = np.empty((X_test.shape[0], Y.shape[1]), dtype=design.dtype)
+            for s, part in zip(starts, parts, strict=True):
+                out[:, s:s + part.shape[1]] = part
+            yield out
+
+
+def decode_units(X_train, Y, X_test, alpha=100.0, n_voxels=500, *, device="cpu",
+                 dtype=np.float32, mem_bytes=DEFAULT_MEM_BYTES, n_jobs=None,
+                 batch_size=None) -> np.ndarray:
+    """Decode every unit: fit one selected-voxel ridge per unit and predict the test samples.
+
+    Parameters
+    ----------
+    X_train : ndarray of shape (n_samples, n_voxels)
+    Y : ndarray of shape (n_samples, n_units), or iterable of ndarray (n_samples, n_units_i)
+        Training targets; an iterable is consumed chunk by chunk (memory stays bounded).
+    X_test : ndarray of shape (n_test, n_voxels)
+    alpha : float, default 100.0
+    n_voxels : int, default 500
+        Voxels selected per unit; 0 = all voxels.
+    device : str, default "cpu"
+        ``"cpu"`` or a torch device such as ``"cuda"``.
+    dtype : float32 or float64, default float32
+    mem_bytes : int, default 1 GiB
+        Budget for the units in flight (``--mem`` less the design and the outputs).
+    n_jobs : int or None
+        CPU threads (None: all CPUs the process may use).
+    batch_size : int or None
+        Units per thread task (None: from ``mem_bytes``).
+
+    Returns
+    -------
+    ndarray of shape (n_test, n_units)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X, Y = rng.standard_normal((40, 30)), rng.standard_normal((40, 7))
+    >>> decode_units(X, Y, X[:5], alpha=1.0, n_voxels=5).shape
+    (5, 7)
+    """
+    design = prepare_design(X_train, alpha, dtype=dtype, device=device)
+    chunks = [Y] if isinstance(Y, np.ndarray) else Y
+    return np.concatenate(list(iter_decode(design, chunks, X_test, n_voxels, n_jobs=n_jobs,
+                                           batch_size=batch_size, mem_bytes=mem_bytes)), axis=1)
+
+
+def _n_jobs(n_jobs) -> int:
+    if n_jobs is None or n_jobs <= 0:
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - not Linux
+            return max(1, os.cpu_count() or 1)
+    return int(n_jobs)
+
+
+def _check_y(design: Design, Y) -> np.ndarray:
+    Y = np.asarray(Y)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    if Y.ndim != 2 or Y.shape[0] != design.X.shape[0]:
+        raise UsageError(
+            f"Y must have shape (n_samples={design.X.shape[0]}, n_units); got {Y.shape}.")
+    if not np.isfinite(Y).all():
+        raise DataError("Y contains NaN or infinite values; remove those units or samples.")
+    return Y
 
 
 class VoxelSelectionRidge(RegressorMixin, BaseEstimator):
@@ -177,11 +590,18 @@ class VoxelSelectionRidge(RegressorMixin, BaseEstimator):
     n_voxels : int, default 500
         Voxels selected per target by absolute Pearson correlation; 0 = all voxels.
     dtype : {"float32", "float64"}, default "float64"
+    device : str, default "cpu"
+        ``"cpu"`` or a torch device such as ``"cuda"``.
+    n_jobs : int or None, default None
+        CPU threads for the fit (None: all CPUs the process may use).
+    batch_size : int or None, default None
+        Units per thread task (None: from a 1 GiB budget). Results do not depend on it.
 
     Attributes
     ----------
     coef_ : ndarray of shape (n_targets, k)
     voxel_index_ : ndarray of shape (n_targets, k) or None
+        Selected voxels per target, ascending; None when every voxel is used.
     intercept_ : ndarray of shape (n_targets,)
     n_features_in_ : int
 
@@ -194,10 +614,14 @@ class VoxelSelectionRidge(RegressorMixin, BaseEstimator):
     (40, 3)
     """
 
-    def __init__(self, alpha=100.0, n_voxels=500, dtype="float64"):
+    def __init__(self, alpha=100.0, n_voxels=500, dtype="float64", device="cpu", n_jobs=None,
+                 batch_size=None):
         self.alpha = alpha
         self.n_voxels = n_voxels
         self.dtype = dtype
+        self.device = device
+        self.n_jobs = n_jobs
+        self.batch_size = batch_size
 
     def _check(self, X, Y=None):
         X = np.asarray(X)
@@ -211,7 +635,7 @@ class VoxelSelectionRidge(RegressorMixin, BaseEstimator):
                 raise UsageError(
                     f"Y must have shape (n_samples={X.shape[0]}, n_targets); got {Y.shape}."
                 )
-        if self.alpha < 0:
+        if not self.alpha >= 0:
             raise UsageError(f"alpha must be >= 0; got {self.alpha}.")
         if int(self.n_voxels) < 0:
             raise UsageError(f"n_voxels must be >= 0; got {self.n_voxels}.")
@@ -219,8 +643,25 @@ class VoxelSelectionRidge(RegressorMixin, BaseEstimator):
 
     def fit(self, X, Y):
         X, Y = self._check(X, Y)
-        design = prepare_design(X, self.alpha, dtype=np.dtype(self.dtype))
-        self.coef_, self.voxel_index_, self.intercept_ = fit_chunk(design, Y, int(self.n_voxels))
+        design = prepare_design(X, self.alpha, dtype=np.dtype(self.dtype), device=self.device)
+        n_voxels = int(self.n_voxels)
+        if _uses_all(design, n_voxels):
+            self.coef_, self.voxel_index_, self.intercept_ = fit_chunk(design, Y, n_voxels)
+        else:
+            Y = _check_y(design, Y)
+            n_jobs = _n_jobs(self.n_jobs) if design.device == "cpu" else 1
+            bs = self.batch_size or batch_size_for(design, n_voxels, DEFAULT_MEM_BYTES, n_jobs)
+            bs = max(1, min(int(bs), math.ceil(Y.shape[1] / n_jobs)))
+            from threadpoolctl import threadpool_limits
+
+            with ThreadPoolExecutor(max_workers=n_jobs) as pool, threadpool_limits(
+                    1 if n_jobs > 1 else None):
+                parts = list(pool.map(lambda s: _solve_selected(design, Y[:, s:s + bs],
+                                                                n_voxels, None),
+                                      range(0, Y.shape[1], bs)))
+            self.coef_ = np.concatenate([p[0] for p in parts])
+            self.voxel_index_ = np.concatenate([p[1] for p in parts])
+            self.intercept_ = np.concatenate([p[2] for p in parts])
         self.n_features_in_ = X.shape[1]
         return self
 

@@ -1,0 +1,207 @@
+"""Compute kernels behind :mod:`bids_decode.decoding` (private).
+
+Two backends solve the per-unit selected-voxel ridge systems of a batch of units:
+
+- ``cpu``: a numba kernel (``nogil``) that, unit by unit, gathers the lower triangle of
+  ``G[S, S]`` into a column-major workspace that stays in cache, factorises it with LAPACK
+  ``?potrf`` and solves with ``?potrs`` (SciPy's LAPACK, called through its Cython
+  function pointers, so no Python runs per unit). Threads run it on different unit batches.
+  When numba is missing, a torch CPU fallback does the same with batched calls.
+- ``torch``: batched gather, ``torch.linalg.cholesky_ex`` and ``torch.cholesky_solve`` on
+  any torch device (CUDA in practice).
+
+Every solver returns a status per unit: 0 (solved), a positive LAPACK ``info`` (the block is
+not positive definite) or -1 (ill-conditioned: the squared ratio of the largest to the smallest
+Cholesky diagonal exceeds ``cond_max``); the caller redoes such units in float64.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import threading
+
+import numpy as np
+
+try:  # numba is optional: the torch path below is the fallback
+    import numba
+    from numba.extending import get_cython_function_address
+except ImportError:  # pragma: no cover - exercised only without numba
+    numba = None
+
+# status codes
+OK = 0
+ILL_CONDITIONED = -1
+
+
+def have_numba() -> bool:
+    """Whether the compiled CPU kernel is available."""
+    return numba is not None
+
+
+@functools.cache
+def _lapack(name: str, n_args: int):
+    addr = get_cython_function_address("scipy.linalg.cython_lapack", name)
+    return ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * n_args))(addr)
+
+
+_COMPILE_LOCK = threading.Lock()
+
+
+def _numba_kernel(dtype_char: str):
+    """The batch solver for 'f' (float32) or 'd' (float64), compiled once per process."""
+    with _COMPILE_LOCK:
+        return _compile_kernel(dtype_char)
+
+
+@functools.cache
+def _compile_kernel(dtype_char: str):
+    prefix = {"f": "s", "d": "d"}[dtype_char]
+    potrf = _lapack(prefix + "potrf", 5)
+    potrs = _lapack(prefix + "potrs", 8)
+
+    # not cached on disk: the LAPACK addresses are baked into the machine code
+    @numba.njit(nogil=True)
+    def solve_batch(gram, index, rhs, cond_max, xt, coef, intercept, status, pred):
+        # gram (P, P) C-order; index (B, k) int64 sorted ascending, all < P - 1;
+        # rhs (B, k + 1) with the bias last; xt (P - 1, n_test) or shape (0, 0);
+        # outputs coef (B, k), intercept (B,), status (B,) int64, pred (B, n_test).
+        n_units, k = index.shape
+        m = k + 1
+        bias = gram.shape[0] - 1
+        work = np.empty(m * m, dtype=gram.dtype)
+        vec = np.empty(m, dtype=gram.dtype)
+        sel = np.empty(m, dtype=np.int64)
+        info = np.zeros(1, dtype=np.int32)
+        ints = np.array([m, 1], dtype=np.int32)
+        uplo = np.array([76], dtype=np.int8)  # 'L'
+        n_test = xt.shape[1]
+        for u in range(n_units):
+            for i in range(k):
+                sel[i] = index[u, i]
+            sel[k] = bias
+            # lower triangle, column-major: column j holds G[sel[j:], sel[j]] = G[sel[j], sel[j:]]
+            for j in range(m):
+                row = gram[sel[j]]
+                off = j * m
+                for i in range(j, m):
+                    work[off + i] = row[sel[i]]
+            potrf(uplo.ctypes, ints.ctypes, work.ctypes, ints.ctypes, info.ctypes)
+            if info[0] != 0:
+                status[u] = info[0]
+                continue
+            dmin = work[0]
+            dmax = work[0]
+            for j in range(1, m):
+                d = work[j * m + j]
+                if d < dmin:
+                    dmin = d
+                if d > dmax:
+                    dmax = d
+            if not (dmin > 0) or (dmax / dmin) ** 2 > cond_max:
+                status[u] = -1
+                continue
+            for i in range(m):
+                vec[i] = rhs[u, i]
+            potrs(uplo.ctypes, ints.ctypes, ints[1:].ctypes, work.ctypes, ints.ctypes,
+                  vec.ctypes, ints.ctypes, info.ctypes)
+            status[u] = info[0]
+            for i in range(k):
+                coef[u, i] = vec[i]
+            intercept[u] = vec[k]
+            for t in range(n_test):
+                acc = vec[k]
+                for i in range(k):
+                    acc += xt[sel[i], t] * vec[i]
+                pred[u, t] = acc
+
+    return solve_batch
+
+
+def solve_selected_numba(gram, index, rhs, cond_max, xt=None):
+    """Solve the selected-voxel systems of a batch of units on the CPU (one thread).
+
+    Parameters
+    ----------
+    gram : ndarray of shape (n_voxels + 1, n_voxels + 1), float32 or float64
+        ``X'X + alpha I`` with the bias last, C-contiguous.
+    index : ndarray of shape (n_units, k), int64
+        Selected voxels per unit, sorted ascending.
+    rhs : ndarray of shape (n_units, k + 1)
+        ``X[:, S]' y`` per unit, the bias entry (``sum(y)``) last.
+    cond_max : float
+        Units whose Cholesky-diagonal condition estimate exceeds this get status -1.
+    xt : ndarray of shape (n_voxels, n_test) or None
+        Test data, transposed; when given, predictions are computed.
+
+    Returns
+    -------
+    coef : ndarray of shape (n_units, k)
+    intercept : ndarray of shape (n_units,)
+    status : ndarray of shape (n_units,), int64
+    pred : ndarray of shape (n_units, n_test) or None
+    """
+    dtype = gram.dtype
+    kernel = _numba_kernel(dtype.char)
+    n_units, k = index.shape
+    coef = np.zeros((n_units, k), dtype=dtype)
+    intercept = np.zeros(n_units, dtype=dtype)
+    status = np.zeros(n_units, dtype=np.int64)
+    xt_arr = np.zeros((0, 0), dtype=dtype) if xt is None else np.ascontiguousarray(xt, dtype)
+    pred = np.zeros((n_units, xt_arr.shape[1]), dtype=dtype)
+    kernel(np.ascontiguousarray(gram), np.ascontiguousarray(index, dtype=np.int64),
+           np.ascontiguousarray(rhs, dtype=dtype), float(cond_max), xt_arr, coef, intercept,
+           status, pred)
+    return coef, intercept, status, (None if xt is None else pred)
+
+
+def solve_selected_torch(gram, index, rhs, cond_max, xt=None, *, sub_batch=256):
+    """Same contract as :func:`solve_selected_numba`, with torch tensors on any device.
+
+    Parameters
+    ----------
+    gram : Tensor of shape (n_voxels + 1, n_voxels + 1)
+    index : Tensor of shape (n_units, k), int64, sorted ascending
+    rhs : Tensor of shape (n_units, k + 1)
+    cond_max : float
+    xt : Tensor of shape (n_voxels, n_test) or None
+    sub_batch : int
+        Units gathered at once (the gather holds ``sub_batch * (k + 1)**2`` elements and
+        as many int64 indices).
+
+    Returns
+    -------
+    coef, intercept, status, pred : Tensors (see :func:`solve_selected_numba`)
+    """
+    import torch
+
+    n_units, k = index.shape
+    m = k + 1
+    P = gram.shape[0]
+    dev = gram.device
+    flat = gram.reshape(-1)
+    coef = torch.zeros((n_units, k), dtype=gram.dtype, device=dev)
+    intercept = torch.zeros(n_units, dtype=gram.dtype, device=dev)
+    status = torch.zeros(n_units, dtype=torch.int64, device=dev)
+    pred = None if xt is None else torch.zeros((n_units, xt.shape[1]), dtype=gram.dtype, device=dev)
+    bias = torch.full((1,), P - 1, dtype=torch.int64, device=dev)
+    for s in range(0, n_units, sub_batch):
+        e = min(s + sub_batch, n_units)
+        sel = torch.cat([index[s:e], bias.expand(e - s, 1)], dim=1)  # (b, m)
+        sub = flat[(sel[:, :, None] * P + sel[:, None, :]).reshape(-1)].reshape(e - s, m, m)
+        L, info = torch.linalg.cholesky_ex(sub)
+        diag = torch.diagonal(L, dim1=-2, dim2=-1)
+        ratio = (diag.amax(dim=1) / diag.amin(dim=1)) ** 2
+        bad_cond = ~(ratio <= cond_max)
+        st = torch.where(info != 0, info.to(torch.int64),
+                         torch.where(bad_cond, torch.full_like(status[s:e], ILL_CONDITIONED),
+                                     torch.zeros_like(status[s:e])))
+        w = torch.cholesky_solve(rhs[s:e, :, None].to(gram.dtype), L)[:, :, 0]
+        w = torch.where((st == 0)[:, None], w, torch.zeros_like(w))
+        status[s:e] = st
+        coef[s:e] = w[:, :k]
+        intercept[s:e] = w[:, k]
+        if xt is not None:
+            # (b, k, n_test) gathered test data times weights
+            pred[s:e] = torch.einsum("bkt,bk->bt", xt[index[s:e]], w[:, :k]) + w[:, k:]
+    return coef, intercept, status, pred

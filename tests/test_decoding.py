@@ -1,0 +1,218 @@
+"""Tests of the voxel-selecting ridge decoder against direct per-unit numpy/scipy solves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+from sklearn.linear_model import Ridge
+
+from bids_decode import decoding
+from bids_decode._backends import solve_selected_torch
+from bids_decode.decoding import (
+    VoxelSelectionRidge,
+    decode_units,
+    fit_chunk,
+    iter_decode,
+    predict_chunk,
+    predict_sparse,
+    prepare_design,
+    select_voxels,
+)
+from bids_decode.errors import DataError, UsageError
+
+N_SAMPLES, N_VOXELS, K, N_UNITS, N_TEST = 37, 23, 7, 11, 5
+
+
+def reference(X, Y, Xt, alpha, k):
+    """fastl2lir's method written out unit by unit, in float64."""
+    n, p = X.shape
+    Xb = np.hstack([X, np.ones((n, 1))])
+    Xtb = np.hstack([Xt, np.ones((Xt.shape[0], 1))])
+    r = np.array([[np.corrcoef(X[:, v], Y[:, u])[0, 1] if X[:, v].var() >= 1e-8 else 0.0
+                   for v in range(p)] for u in range(Y.shape[1])])
+    preds, sels = [], []
+    for u in range(Y.shape[1]):
+        sel = np.sort(np.argsort(-np.abs(r[u]), kind="stable")[:k]) if k else np.arange(p)
+        cols = np.append(sel, p)
+        A = Xb[:, cols].T @ Xb[:, cols] + alpha * np.eye(cols.size)
+        w = scipy.linalg.solve(A, Xb[:, cols].T @ Y[:, u], assume_a="pos")
+        preds.append(Xtb[:, cols] @ w)
+        sels.append(sel)
+    return np.array(preds).T, np.array(sels)
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((N_SAMPLES, N_VOXELS)) * rng.uniform(0.5, 3, N_VOXELS) + 2.0
+    X[:, 4] = 1.5  # a constant voxel: never preferred
+    Y = X[:, :6] @ rng.standard_normal((6, N_UNITS)) + rng.standard_normal((N_SAMPLES, N_UNITS))
+    Xt = rng.standard_normal((N_TEST, N_VOXELS)) + 2.0
+    return X, Y, Xt
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 2e-4)])
+def test_selection_matches_reference(data, dtype, rtol):
+    X, Y, Xt = data
+    ref, ref_sel = reference(X, Y, Xt, 3.0, K)
+    design = prepare_design(X, 3.0, dtype=dtype)
+    coef, index, intercept = fit_chunk(design, Y, K)
+    assert coef.shape == (N_UNITS, K) and index.shape == (N_UNITS, K)
+    assert intercept.shape == (N_UNITS,) and coef.dtype == dtype
+    np.testing.assert_array_equal(index, ref_sel)
+    assert 4 not in index
+    pred = predict_chunk(design, Y, Xt, K)
+    assert pred.shape == (N_TEST, N_UNITS) and pred.dtype == dtype
+    np.testing.assert_allclose(pred, ref, rtol=rtol, atol=rtol * np.abs(ref).max())
+    np.testing.assert_allclose(predict_sparse(Xt, coef, index, intercept), pred,
+                               rtol=rtol, atol=rtol * np.abs(ref).max())
+
+
+def test_select_voxels_ordered_by_correlation(data):
+    X, Y, _ = data
+    idx = select_voxels(prepare_design(X, 1.0), Y, K)
+    r = np.array([[abs(np.corrcoef(X[:, v], Y[:, u])[0, 1]) for v in idx[u]]
+                  for u in range(N_UNITS)])
+    assert (np.diff(r, axis=1) <= 1e-12).all()
+
+
+def test_all_voxels_matches_explicit_solve_and_sklearn(data):
+    X, Y, Xt = data
+    alpha = 2.5
+    ref, _ = reference(X, Y, Xt, alpha, 0)
+    design = prepare_design(X, alpha)
+    np.testing.assert_allclose(predict_chunk(design, Y, Xt, 0), ref, rtol=1e-10, atol=1e-10)
+    coef, index, intercept = fit_chunk(design, Y, 0)
+    assert index is None and coef.shape == (N_UNITS, N_VOXELS)
+    np.testing.assert_allclose(predict_sparse(Xt, coef, index, intercept), ref, rtol=1e-10)
+    # sklearn's Ridge with the bias as a penalised feature (fit_intercept=False) is the same fit
+    Xb = np.hstack([X, np.ones((N_SAMPLES, 1))])
+    skl = Ridge(alpha=alpha, fit_intercept=False, solver="cholesky").fit(Xb, Y)
+    np.testing.assert_allclose(coef, skl.coef_[:, :-1], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(intercept, skl.coef_[:, -1], rtol=1e-9, atol=1e-12)
+    # n_voxels >= the number of voxels also means all voxels
+    np.testing.assert_allclose(predict_chunk(design, Y, Xt, N_VOXELS + 3), ref, rtol=1e-10)
+
+
+def test_all_voxels_dual_form(data):
+    """More voxels than samples: the dual (samples x samples) factorisation."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((13, 41))
+    Y = rng.standard_normal((13, 6))
+    Xt = rng.standard_normal((4, 41))
+    ref, _ = reference(X, Y, Xt, 0.7, 0)
+    design = prepare_design(X, 0.7)
+    np.testing.assert_allclose(predict_chunk(design, Y, Xt, 0), ref, rtol=1e-9, atol=1e-10)
+
+
+def test_batch_size_invariance(data):
+    X, Y, Xt = data
+    design = prepare_design(X, 3.0, dtype=np.float32)
+    outs = [predict_chunk(design, Y, Xt, K, batch_size=b, n_jobs=j)
+            for b, j in [(None, 1), (2, 2), (3, 1), (5, 2), (11, 1)]]
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+    chunks = [Y[:, :4], Y[:, 4:5], Y[:, 5:]]
+    streamed = np.concatenate(list(iter_decode(design, chunks, Xt, K, batch_size=2)), axis=1)
+    np.testing.assert_array_equal(streamed, outs[0])
+
+
+def test_non_pd_block_redone_in_float64(data, monkeypatch):
+    """A float32 block flagged as failing is solved again in float64, not left wrong."""
+    X, Y, Xt = data
+    ref, _ = reference(X, Y, Xt, 3.0, K)
+    design = prepare_design(X, 3.0, dtype=np.float32)
+    real = decoding._solve_cpu
+    calls = []
+
+    def flaky(gram, index, rhs, cond_max, xt):
+        coef, intercept, status, pred = real(gram, index, rhs, cond_max, xt)
+        calls.append(gram.dtype)
+        if gram.dtype == np.float32:
+            status = status.copy()
+            status[::3] = 5  # as LAPACK reports a non-positive-definite block
+            coef[::3] = 1e9
+        return coef, intercept, status, pred
+
+    monkeypatch.setattr(decoding, "_solve_cpu", flaky)
+    pred = predict_chunk(design, Y, Xt, K, n_jobs=1)
+    assert calls == [np.float32, np.float64]
+    np.testing.assert_allclose(pred, ref, rtol=2e-4, atol=2e-4 * np.abs(ref).max())
+
+
+def test_truly_non_pd_gives_nan_and_warning():
+    """alpha < 0 makes blocks indefinite: NaN with a warning, never a silent number."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((9, 15))
+    Y = rng.standard_normal((9, 4))
+    design = prepare_design(X, -50.0)
+    with pytest.warns(RuntimeWarning, match="not positive definite"):
+        coef, index, intercept = fit_chunk(design, Y, 5)
+    assert np.isnan(coef).all() and np.isnan(intercept).all()
+
+
+def test_ill_conditioned_float32_is_redone():
+    """Nearly collinear voxels and a tiny alpha: float32 flags the block, float64 solves it."""
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((30, 1))
+    X = np.hstack([base + 1e-4 * rng.standard_normal((30, 6)), rng.standard_normal((30, 5))])
+    Y = base @ np.ones((1, 3)) + 0.1 * rng.standard_normal((30, 3))
+    Xt = rng.standard_normal((4, 11))
+    ref, _ = reference(X, Y, Xt, 1e-6, 6)
+    pred = predict_chunk(prepare_design(X, 1e-6, dtype=np.float32), Y, Xt, 6)
+    np.testing.assert_allclose(pred, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+
+
+def test_torch_backend_matches_numba(data):
+    torch = pytest.importorskip("torch")
+    X, Y, Xt = data
+    design = prepare_design(X, 3.0, dtype=np.float64)
+    scores, ct, ysum = decoding._scores_rhs(design, Y)
+    index = decoding._top_k(scores, K)
+    rhs = decoding._rhs_selected(design, ct, ysum, index)
+    want = decoding._solve_cpu(design.gram, index, rhs, 1e12, Xt.T)
+    t = torch.from_numpy
+    got = solve_selected_torch(t(design.gram), t(index), t(rhs), 1e12,
+                               t(np.ascontiguousarray(Xt.T)), sub_batch=4)
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_allclose(g.numpy(), w, rtol=1e-10, atol=1e-12)
+
+
+def test_planted_truth_decoded():
+    """Units that are linear in a few voxels are decoded with high test correlation."""
+    rng = np.random.default_rng(42)
+    n, p, n_units = 120, 61, 17
+    X = rng.standard_normal((n + 20, p))
+    W = np.zeros((p, n_units))
+    for u in range(n_units):
+        W[rng.choice(p, 3, replace=False), u] = rng.uniform(1, 2, 3) * rng.choice([-1, 1], 3)
+    Y = X @ W + 0.3 * rng.standard_normal((n + 20, n_units))
+    pred = decode_units(X[:n], Y[:n], X[n:], alpha=1.0, n_voxels=9, dtype=np.float32)
+    r = [np.corrcoef(pred[:, u], Y[n:, u])[0, 1] for u in range(n_units)]
+    assert min(r) > 0.9
+
+
+def test_estimator_matches_functions(data):
+    X, Y, Xt = data
+    est = VoxelSelectionRidge(alpha=3.0, n_voxels=K, n_jobs=2, batch_size=3).fit(X, Y)
+    assert est.coef_.shape == (N_UNITS, K) and est.n_features_in_ == N_VOXELS
+    np.testing.assert_allclose(est.predict(Xt), reference(X, Y, Xt, 3.0, K)[0], rtol=1e-10)
+    est0 = VoxelSelectionRidge(alpha=3.0, n_voxels=0).fit(X, Y[:, 0])
+    assert est0.voxel_index_ is None and est0.predict(Xt).shape == (N_TEST, 1)
+
+
+def test_bad_input_messages(data):
+    X, Y, Xt = data
+    with pytest.raises(UsageError, match=r"shape \(n_samples=37"):
+        VoxelSelectionRidge().fit(X, Y[:5])
+    with pytest.raises(UsageError, match="n_voxels must be >= 0"):
+        VoxelSelectionRidge(n_voxels=-1).fit(X, Y)
+    with pytest.raises(UsageError, match="fitted on 23"):
+        VoxelSelectionRidge(n_voxels=K).fit(X, Y).predict(Xt[:, :5])
+    bad = Y.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        fit_chunk(prepare_design(X, 1.0), bad, K)
+    with pytest.raises(UsageError, match="float32 or float64"):
+        prepare_design(X, 1.0, dtype=np.int32)

@@ -20,6 +20,7 @@ BIDSIGNORE = [
     "*_decoding.tsv",
     "*_decoding.json",
     "*_decoding.h5",
+    "*_qc.h5",
     "*_config.json",
     "*.html",
     "logs/",

@@ -22,7 +22,7 @@ from .featurefile import FeatureFile
 from .layout import check_trs, find_runs, make_layout
 from .progress import progress_bar
 from .rois import RoiSpec, load_roi, mask_files
-from .samples import build_samples
+from .samples import build_samples, load_run_timeseries, read_blocks
 
 LOGGER = logging.getLogger(__name__)
 
@@ -273,7 +273,57 @@ SUMMARY_SIDECAR = {
 }
 
 
+class WarningCollector(logging.Handler):
+    """Keeps the warnings logged during a run, for the report."""
+
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def write_qc(config: RunConfig, subject: str, run, union, masks, ref_shape, samples,
+             warnings: list[str]) -> Path:
+    """Small QC file for the report: ROI time courses of one run, sample counts, warnings."""
+    path = derivatives.func_path(config.output_dir, subject, config.task, suffix="qc",
+                                 ext=".h5")
+    ts = load_run_timeseries(run, union, ref_shape)
+    union_flat = np.flatnonzero(union.ravel())
+    blocks = read_blocks(run.events, config.stimulus_column)
+    str_dt = h5py.string_dtype("utf-8")
+    with derivatives.atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs.update({"tr": run.tr, "run": run.label, "volume_offset": run.volume_offset})
+        for name, m in masks.items():
+            cols = np.isin(union_flat, np.flatnonzero(m.ravel()))
+            h5.create_dataset(f"timecourse/{name}", data=ts[:, cols].mean(axis=1))
+        h5.create_dataset("blocks/onset", data=blocks.onsets)
+        h5.create_dataset("blocks/duration", data=blocks.durations)
+        h5.create_dataset("blocks/label", data=np.array(blocks.labels, dtype=object),
+                          dtype=str_dt)
+        names, counts = np.unique(np.array(samples.train_labels, dtype=object).astype(str),
+                                  return_counts=True)
+        h5.create_dataset("train_counts/name", data=names.astype(object), dtype=str_dt)
+        h5.create_dataset("train_counts/count", data=counts)
+        h5.create_dataset("test_counts/name", data=np.array(samples.test_labels, dtype=object),
+                          dtype=str_dt)
+        h5.create_dataset("test_counts/count", data=samples.test_counts)
+        h5.create_dataset("warnings", data=np.array(warnings, dtype=object), dtype=str_dt)
+    return path
+
+
 def run_participant(config: RunConfig, subject: str) -> dict:
+    """Decode every requested layer from every requested ROI of one subject (see _run)."""
+    collector = WarningCollector()
+    logging.getLogger("bids_decode").addHandler(collector)
+    try:
+        return _run(config, subject, collector)
+    finally:
+        logging.getLogger("bids_decode").removeHandler(collector)
+
+
+def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
     """Decode every requested layer from every requested ROI of one subject.
 
     Returns
@@ -345,6 +395,9 @@ def run_participant(config: RunConfig, subject: str) -> dict:
                 write_roi_sidecar(config, subject, roi, ff, samples, tr)
                 write_summary(config, subject, roi_rows)
             rows.extend(roi_rows)
+    if complete:
+        write_qc(config, subject, train_runs[0], union, masks, ref.shape, samples,
+                 collector.messages)
     write_run_config(config, subject, samples.info)
     LOGGER.info("sub-%s: done in %.1f s", subject, time.time() - t0)
     return {"subject": subject, "rows": rows, "info": samples.info, "complete": complete}

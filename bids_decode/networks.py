@@ -311,7 +311,7 @@ def state_dict_sha256(model: nn.Module) -> str:
     digest = hashlib.sha256()
     for key, tensor in model.state_dict().items():
         digest.update(key.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().numpy())  # buffer, no copy
     return digest.hexdigest()
 
 

@@ -1,0 +1,306 @@
+"""Figures of the subject and group reports (matplotlib, Agg canvas, no pyplot state).
+
+Every plotting function takes plain arrays and returns a :class:`matplotlib.figure.Figure`
+drawn on an Agg canvas; :func:`to_png` turns it into PNG bytes. Nothing here touches the global
+pyplot state or the backend at import, so reports can be drawn in worker processes and tests.
+
+Each PNG carries its panel titles in its ``Description`` text chunk (``panels: a; b; c``), so
+tests and scripts can check which panels an image holds without looking at pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+#: At most this many points per violin; the box statistics use every unit.
+MAX_VIOLIN_POINTS = 20_000
+#: At most this many points per scatter panel (r is computed over every unit).
+MAX_SCATTER_POINTS = 5_000
+PANEL_SIZE = (2.6, 2.3)
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+          "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def new_figure(n_panels: int, *, ncols: int | None = None, panel_size=PANEL_SIZE,
+               sharey: bool = False):
+    """A figure with ``n_panels`` axes on a grid (extra grid cells hidden).
+
+    Returns
+    -------
+    fig : Figure
+    axes : list of Axes, length n_panels
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n_panels = max(1, int(n_panels))
+    ncols = min(n_panels, ncols or min(n_panels, 4))
+    nrows = math.ceil(n_panels / ncols)
+    fig = Figure(figsize=(panel_size[0] * ncols + 0.6, panel_size[1] * nrows + 0.7),
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
+    axes = list(grid.ravel())
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def panel_titles(fig) -> list[str]:
+    """Titles of the visible panels of ``fig`` (colour bars excluded)."""
+    return [ax.get_title() for ax in fig.axes
+            if ax.get_visible() and ax.get_label() != "<colorbar>"]
+
+
+def to_png(fig, *, dpi: int = 96) -> bytes:
+    """Render ``fig`` to PNG bytes; the panel titles go into the ``Description`` chunk."""
+    buf = io.BytesIO()
+    desc = "panels: " + "; ".join(panel_titles(fig))
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Description": desc, "Software": None})
+    return buf.getvalue()
+
+
+def _subsample(values: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    if values.size <= n:
+        return values
+    rng = np.random.default_rng(seed)
+    return values[np.sort(rng.choice(values.size, n, replace=False))]
+
+
+def _finite(a) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64).ravel()
+    return a[np.isfinite(a)]
+
+
+def accuracy_violins(data: Mapping[str, Mapping[str, np.ndarray]], *, title: str = "",
+                     ylabel: str = "unit accuracy (Pearson r)",
+                     max_points: int = MAX_VIOLIN_POINTS):
+    """Distribution of unit accuracy: one panel per layer, one violin (+ box) per group.
+
+    Parameters
+    ----------
+    data : mapping layer -> mapping group label -> ndarray of shape (n_units,)
+        Groups are subjects (group report) or ROIs (subject report). NaN units are left out.
+    max_points : int
+        Violins are drawn from a random subset of at most this many units; the boxes
+        (median, quartiles) use every unit.
+    """
+    layers = list(data)
+    fig, axes = new_figure(len(layers), ncols=min(len(layers), 4), sharey=True,
+                           panel_size=(max(2.4, 0.45 * max(len(g) for g in data.values()) + 1),
+                                       2.4))
+    for ax, layer in zip(axes, layers):
+        groups = list(data[layer])
+        full = [_finite(data[layer][g]) for g in groups]
+        pos = [i for i, v in enumerate(full) if v.size > 1]
+        if pos:
+            parts = ax.violinplot([_subsample(full[i], max_points) for i in pos], positions=pos,
+                                  widths=0.8, showextrema=False)
+            for i, body in zip(pos, parts["bodies"]):
+                body.set_facecolor(COLORS[i % len(COLORS)])
+                body.set_alpha(0.45)
+            ax.boxplot([full[i] for i in pos], positions=pos, widths=0.18, showfliers=False,
+                       medianprops={"color": "k"}, whiskerprops={"linewidth": 0.8},
+                       capprops={"linewidth": 0.8})
+        ax.axhline(0.0, color="0.6", linewidth=0.6, zorder=0)
+        ax.set_xticks(range(len(groups)), groups, rotation=45 if len(groups) > 3 else 0,
+                      fontsize=8, ha="right" if len(groups) > 3 else "center")
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+        ax.set_title(layer, fontsize=10)
+    axes[0].set_ylabel(ylabel)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def accuracy_scatter(data: Mapping[str, tuple[np.ndarray, np.ndarray]], *, xlabel: str,
+                     ylabel: str, title: str = "", max_points: int = MAX_SCATTER_POINTS):
+    """Unit accuracies of two subjects: one panel per layer, Pearson r in the panel.
+
+    Parameters
+    ----------
+    data : mapping layer -> (acc_a, acc_b), each ndarray of shape (n_units,)
+        Units finite in both are shown (a random subset of at most ``max_points``) and used for r.
+    """
+    layers = list(data)
+    fig, axes = new_figure(len(layers), ncols=min(len(layers), 4), panel_size=(2.5, 2.5))
+    for ax, layer in zip(axes, layers):
+        a = np.asarray(data[layer][0], dtype=np.float64).ravel()
+        b = np.asarray(data[layer][1], dtype=np.float64).ravel()
+        ok = np.isfinite(a) & np.isfinite(b)
+        a, b = a[ok], b[ok]
+        r = float(np.corrcoef(a, b)[0, 1]) if a.size > 2 and a.std() > 0 and b.std() > 0 \
+            else float("nan")
+        idx = _subsample(np.arange(a.size), max_points)
+        dense = idx.size > 1000
+        ax.scatter(a[idx], b[idx], s=3 if dense else 10, alpha=0.35 if dense else 0.7,
+                   color=COLORS[0], rasterized=True, linewidths=0)
+        lo = min(-0.2, float(np.min(a, initial=0)), float(np.min(b, initial=0)))
+        hi = max(1.0, float(np.max(a, initial=0)), float(np.max(b, initial=0)))
+        ax.plot([lo, hi], [lo, hi], color="0.5", linewidth=0.6)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_aspect("equal")
+        ax.set_title(layer, fontsize=10)
+        ax.text(0.04, 0.96, f"r = {r:.2f}\nn = {a.size}", transform=ax.transAxes, va="top",
+                fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def pair_bars(data: Mapping[str, Mapping[str, Sequence[float]]], *, title: str = "",
+              ylabel: str = "between-subject r"):
+    """Mean between-subject r per layer (bars) with each subject pair as a point.
+
+    Parameters
+    ----------
+    data : mapping panel (ROI) -> mapping layer -> r of each subject pair
+    """
+    panels = list(data)
+    n_layers = max(len(v) for v in data.values())
+    fig, axes = new_figure(len(panels), ncols=min(len(panels), 3), sharey=True,
+                           panel_size=(max(2.6, 0.38 * n_layers + 1.2), 2.5))
+    rng = np.random.default_rng(0)
+    for ax, panel in zip(axes, panels):
+        layers = list(data[panel])
+        for i, layer in enumerate(layers):
+            r = np.asarray(data[panel][layer], dtype=np.float64)
+            r = r[np.isfinite(r)]
+            if r.size:
+                ax.bar(i, r.mean(), color=COLORS[0], alpha=0.5, width=0.7)
+                ax.scatter(i + rng.uniform(-0.15, 0.15, r.size), r, s=9, color="k", zorder=3,
+                           linewidths=0)
+        ax.axhline(0.0, color="0.6", linewidth=0.6)
+        ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize=8)
+        ax.set_title(panel, fontsize=10)
+    axes[0].set_ylabel(ylabel)
+    lo = min(0.0, *(float(np.nanmin(np.asarray(v, dtype=float), initial=0.0))
+                    for d in data.values() for v in d.values() if len(v)))
+    axes[0].set_ylim(lo - 0.02, 1.0)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def heatmaps(data: Mapping[str, tuple[np.ndarray, Sequence[str], Sequence[str]]], *,
+             title: str = "", vmin: float | None = None, vmax: float | None = None,
+             cmap: str = "viridis"):
+    """ROI x layer heat maps, one panel per measure, each cell annotated with its value.
+
+    Parameters
+    ----------
+    data : mapping measure title -> (matrix of shape (n_rois, n_layers), roi names, layer names)
+    vmin, vmax : float, optional
+        Colour limits shared by all panels (default: each panel's own finite range).
+    """
+    names = list(data)
+    n_rois = max(len(v[1]) for v in data.values())
+    n_layers = max(len(v[2]) for v in data.values())
+    fig, axes = new_figure(len(names), ncols=min(len(names), 3),
+                           panel_size=(0.55 * n_layers + 1.8, 0.4 * n_rois + 1.3))
+    for ax, name in zip(axes, names):
+        m, rois, layers = data[name]
+        m = np.asarray(m, dtype=np.float64)
+        fin = m[np.isfinite(m)]
+        lo = vmin if vmin is not None else (float(fin.min()) if fin.size else 0.0)
+        hi = vmax if vmax is not None else (float(fin.max()) if fin.size else 1.0)
+        if hi <= lo:
+            hi = lo + 1e-6
+        im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
+        for (i, j), v in np.ndenumerate(m):
+            txt = "n/a" if not np.isfinite(v) else f"{v:.2f}"
+            shade = (v - lo) / (hi - lo) if np.isfinite(v) else 1.0
+            ax.text(j, i, txt, ha="center", va="center", fontsize=7,
+                    color="w" if shade < 0.55 else "k")
+        ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(rois)), rois, fontsize=8)
+        ax.set_title(name, fontsize=10)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def decoded_vs_true(data: Mapping[str, Sequence[tuple[str, np.ndarray, np.ndarray]]], *,
+                    title: str = ""):
+    """Decoded against true values over the test images: one panel per layer.
+
+    Parameters
+    ----------
+    data : mapping layer -> list of (label, true, decoded), arrays of shape (n_test,)
+        Typically the best and a median unit of the layer; r is shown in the legend.
+    """
+    layers = list(data)
+    fig, axes = new_figure(len(layers), ncols=min(len(layers), 4), panel_size=(2.6, 2.5))
+    for ax, layer in zip(axes, layers):
+        for k, (label, true, dec) in enumerate(data[layer]):
+            t = np.asarray(true, dtype=np.float64)
+            d = np.asarray(dec, dtype=np.float64)
+            ok = np.isfinite(t) & np.isfinite(d)
+            r = float(np.corrcoef(t[ok], d[ok])[0, 1]) if ok.sum() > 2 and t[ok].std() > 0 \
+                and d[ok].std() > 0 else float("nan")
+            ax.scatter(t, d, s=10, alpha=0.7, color=COLORS[k % len(COLORS)], linewidths=0,
+                       label=f"{label} (r={r:.2f})")
+        ax.set_title(layer, fontsize=10)
+        ax.set_xlabel("true value", fontsize=8)
+        ax.set_ylabel("decoded value", fontsize=8)
+        ax.legend(fontsize=6, loc="best", frameon=False)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def roi_timecourses(timecourses: Mapping[str, np.ndarray], tr: float, *,
+                    onsets: Sequence[float] = (), durations: Sequence[float] = (),
+                    title: str = ""):
+    """Mean ROI signal of one run with the stimulus blocks shaded: one panel per ROI.
+
+    Parameters
+    ----------
+    timecourses : mapping ROI -> ndarray of shape (n_vols,)
+    tr : float
+        Repetition time (s); the x axis is in seconds.
+    onsets, durations : sequences of float
+        Stimulus blocks (s).
+    """
+    rois = list(timecourses)
+    fig, axes = new_figure(len(rois), ncols=1, panel_size=(8.0, 1.6))
+    for ax, roi in zip(axes, rois):
+        y = np.asarray(timecourses[roi], dtype=np.float64)
+        t = np.arange(y.size) * tr
+        for on, du in zip(onsets, durations):
+            ax.axvspan(on, on + du, color=COLORS[1], alpha=0.18, linewidth=0)
+        ax.plot(t, y, color=COLORS[0], linewidth=0.9)
+        ax.set_title(roi, fontsize=10, loc="left")
+        ax.set_ylabel("signal", fontsize=8)
+    axes[-1].set_xlabel("time (s); shaded: stimulus blocks")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def sample_counts(counts: Mapping[str, np.ndarray], *, title: str = ""):
+    """Samples per image for each split: one panel per split (images sorted by count).
+
+    Parameters
+    ----------
+    counts : mapping split name -> ndarray of shape (n_images,), int
+    """
+    splits = list(counts)
+    fig, axes = new_figure(len(splits), ncols=len(splits), panel_size=(3.6, 2.3))
+    for k, (ax, split) in enumerate(zip(axes, splits)):
+        c = np.sort(np.asarray(counts[split]).ravel())[::-1]
+        ax.bar(np.arange(c.size), c, width=1.0, color=COLORS[k % len(COLORS)], linewidth=0)
+        ax.set_title(f"{split} ({c.size} images, {int(c.sum())} samples)", fontsize=9)
+        ax.set_xlabel("image (sorted)", fontsize=8)
+        ax.set_ylabel("samples", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -1,0 +1,134 @@
+"""Killed runs resume to identical outputs; parallel jobs share one OUTPUT_DIR safely."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_decode.validation import find_validator, validator_issues
+
+ROIS = ["VC", "LVC", "HVC", "V1"]
+
+
+@pytest.fixture(scope="module")
+def ds4(tmp_path_factory):
+    from bids_decode.simulate import simulate_dataset
+
+    return simulate_dataset(tmp_path_factory.mktemp("rel") / "ds", n_subjects=4,
+                            n_train_runs=6, n_test_runs=2, seed=5)
+
+
+def _cmd(ds, out, *extra):
+    return [sys.executable, "-m", "bids_decode", str(ds["bids_dir"]), str(out), "participant",
+            "--features", str(ds["features"]), "--n-voxels", "40", "--skip-bids-validation",
+            "--roi", *ROIS, *extra]
+
+
+def _outputs(out: Path) -> dict:
+    """Every number of every output file, keyed by file and dataset."""
+    res = {}
+    for f in sorted(out.glob("sub-*/func/*_decoding.h5")):
+        with h5py.File(f) as h5:
+            def visit(name, obj, f=f):
+                if isinstance(obj, h5py.Dataset):
+                    res[(f.name, name)] = obj[()]
+            h5.visititems(visit)
+    for f in sorted(out.glob("sub-*/func/*_decoding.tsv")):
+        df = pd.read_csv(f, sep="\t").sort_values(["roi", "layer"]).reset_index(drop=True)
+        res[(f.name, "tsv")] = df
+    return res
+
+
+def _assert_same(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], pd.DataFrame):
+            pd.testing.assert_frame_equal(a[k], b[k])
+        else:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=str(k))
+
+
+def _check_no_half_written(out: Path):
+    """Any output that exists is complete: it opens and holds every layer."""
+    for f in out.glob("sub-*/func/*_decoding.h5"):
+        with h5py.File(f) as h5:
+            assert {"conv1", "conv2", "fc6", "fc8", "stimulus_name"} <= set(h5)
+            for lay in ("conv1", "fc8"):
+                assert h5[lay]["accuracy"].shape == h5[lay]["rank"].shape
+
+
+@pytest.fixture(scope="module")
+def reference(ds4, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "out"
+    t0 = time.time()
+    subprocess.run(_cmd(ds4, out, "--participant-label", "01"), check=True,
+                   capture_output=True)
+    return out, time.time() - t0
+
+
+def test_rerun_is_bit_identical(ds4, reference, tmp_path):
+    out = tmp_path / "again"
+    subprocess.run(_cmd(ds4, out, "--participant-label", "01"), check=True,
+                   capture_output=True)
+    _assert_same(_outputs(reference[0]), _outputs(out))
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.5, 0.8])
+def test_sigkill_then_rerun_gives_identical_outputs(ds4, reference, tmp_path, fraction):
+    ref_out, wall = reference
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cmd(ds4, out, "--participant-label", "01"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(wall * fraction)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _check_no_half_written(out)
+    done = subprocess.run(_cmd(ds4, out, "--participant-label", "01"), capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    _assert_same(_outputs(ref_out), _outputs(out))
+
+
+def test_rerun_reuses_finished_work(ds4, reference, tmp_path):
+    out = tmp_path / "resume"
+    first = subprocess.run(_cmd(ds4, out, "--participant-label", "01", "--layers", "fc8"),
+                           capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run(_cmd(ds4, out, "--participant-label", "01"), capture_output=True,
+                            text=True)
+    assert second.returncode == 0, second.stderr
+    assert second.stderr.count("reusing") == len(ROIS)  # fc8 of every ROI
+    _assert_same(_outputs(reference[0]), _outputs(out))
+
+
+def test_four_parallel_participant_jobs(ds4, tmp_path):
+    out = tmp_path / "parallel"
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    procs = [subprocess.Popen(_cmd(ds4, out, "--participant-label", s), env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for s in ("01", "02", "03", "04")]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    for s in ("01", "02", "03", "04"):
+        tsv = pd.read_csv(out / f"sub-{s}" / "func" / f"sub-{s}_task-perception_decoding.tsv",
+                          sep="\t")
+        assert len(tsv) == len(ROIS) * 4
+        for roi in ROIS:
+            f = out / f"sub-{s}" / "func" / f"sub-{s}_task-perception_desc-{roi}_decoding.h5"
+            with h5py.File(f) as h5:
+                assert h5.attrs["subject"] == s and h5.attrs["roi"] == roi
+    assert (out / "dataset_description.json").is_file()
+    if find_validator() is not None:
+        errors = [i for i in validator_issues(out, find_validator())
+                  if i.get("severity") == "error"]
+        assert errors == []

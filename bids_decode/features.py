@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import re
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,7 +40,6 @@ import PIL
 import torch
 import torchvision
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
 
 from . import __version__
 from .errors import BidsDecodeError, DataError, MissingInputError, OutputError, UsageError
@@ -56,6 +54,7 @@ from .networks import (
     run_layers,
     unit_shapes,
 )
+from .progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -475,8 +474,7 @@ def _write_features(
             block = output.detach().to("cpu", torch.float32).numpy()
             datasets[layer][start : start + block.shape[0]] = block
 
-        progress = tqdm(total=n_images, unit="img", desc=f"{spec.name} features",
-                        disable=None, file=sys.stderr)
+        progress = progress_bar(total=n_images, unit="img", desc=f"{spec.name} features")
         with progress:
             for start in range(0, n_images, batch_size):
                 batch = image_paths[start : start + batch_size]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -17,6 +18,7 @@ from bids_decode.errors import DataError, MissingInputError, UsageError
 from bids_decode.networks import NETWORKS
 
 RNG = np.random.default_rng(0)
+REAL_EVENTS = Path(__file__).resolve().parents[1] / "bids_decode" / "data" / "ds001246"
 
 
 def _save(path, shape, mode="RGB"):
@@ -129,6 +131,9 @@ def test_read_names_from_events(tmp_path):
     single = tmp_path / "names.tsv"
     single.write_text("image\nx\ny\n")
     assert features.read_names(single) == ["x", "y"]
+    real = next(REAL_EVENTS.glob("sub-02/ses-perceptionTraining02/func/*run-05_events.tsv"))
+    ds001246 = features.read_names(real)  # stimulus_name column, rest rows are n/a
+    assert ds001246[0] == "n04587559_13336" and len(ds001246) == len(set(ds001246)) > 10
     other = tmp_path / "other.tsv"
     other.write_text("onset\tfoo\n0\tx\n")
     with pytest.raises(DataError, match=r"columns \['onset', 'foo'\], expected one of stim_file"):

@@ -155,7 +155,48 @@ def solve_selected_numba(gram, index, rhs, cond_max, xt=None):
     return coef, intercept, status, (None if xt is None else pred)
 
 
-def solve_selected_torch(gram, index, rhs, cond_max, xt=None, *, sub_batch=256):
+#: Tuning of the torch path: the factorisation ("torch": ``torch.linalg.cholesky_ex``;
+#: "blocked": :func:`blocked_cholesky`, GEMM-rich) and the units gathered at once.
+TORCH_DEFAULTS = {"cholesky": "torch", "sub_batch": 512, "block": 64}
+
+
+def blocked_cholesky(A, block: int = 64):
+    """Left-looking blocked Cholesky of a batch, in place, with batched GEMMs.
+
+    Parameters
+    ----------
+    A : Tensor of shape (n_units, m, m)
+        Symmetric matrices (only the lower triangle is read); overwritten by ``L``
+        (the strict upper triangle is zeroed).
+    block : int
+        Block size; the diagonal blocks go to ``torch.linalg.cholesky_ex``.
+
+    Returns
+    -------
+    L : Tensor of shape (n_units, m, m)
+        ``A`` itself.
+    info : Tensor of shape (n_units,), int32
+        0, or the 1-based order of the first non-positive leading minor.
+    """
+    import torch
+
+    m = A.shape[-1]
+    info = torch.zeros(A.shape[0], dtype=torch.int32, device=A.device)
+    for j0 in range(0, m, block):
+        j1 = min(j0 + block, m)
+        if j0:
+            A[:, j0:, j0:j1].baddbmm_(A[:, j0:, :j0], A[:, j0:j1, :j0].mT, alpha=-1)
+        L11, inf = torch.linalg.cholesky_ex(A[:, j0:j1, j0:j1])
+        info = torch.where((info == 0) & (inf > 0), inf + j0, info)
+        A[:, j0:j1, j0:j1] = L11
+        if j1 < m:
+            A[:, j1:, j0:j1] = torch.linalg.solve_triangular(
+                L11.mT, A[:, j1:, j0:j1], upper=True, left=False)
+    return A.tril_(), info
+
+
+def solve_selected_torch(gram, index, rhs, cond_max, xt=None, *, sub_batch=None,
+                         cholesky=None):
     """Same contract as :func:`solve_selected_numba`, with torch tensors on any device.
 
     Parameters
@@ -165,9 +206,11 @@ def solve_selected_torch(gram, index, rhs, cond_max, xt=None, *, sub_batch=256):
     rhs : Tensor of shape (n_units, k + 1)
     cond_max : float
     xt : Tensor of shape (n_voxels, n_test) or None
-    sub_batch : int
+    sub_batch : int or None
         Units gathered at once (the gather holds ``sub_batch * (k + 1)**2`` elements and
-        as many int64 indices).
+        as many int64 indices); None: ``TORCH_DEFAULTS["sub_batch"]``.
+    cholesky : {"torch", "blocked"} or None
+        None: ``TORCH_DEFAULTS["cholesky"]``.
 
     Returns
     -------
@@ -175,6 +218,8 @@ def solve_selected_torch(gram, index, rhs, cond_max, xt=None, *, sub_batch=256):
     """
     import torch
 
+    sub_batch = sub_batch or TORCH_DEFAULTS["sub_batch"]
+    cholesky = cholesky or TORCH_DEFAULTS["cholesky"]
     n_units, k = index.shape
     m = k + 1
     P = gram.shape[0]
@@ -189,7 +234,10 @@ def solve_selected_torch(gram, index, rhs, cond_max, xt=None, *, sub_batch=256):
         e = min(s + sub_batch, n_units)
         sel = torch.cat([index[s:e], bias.expand(e - s, 1)], dim=1)  # (b, m)
         sub = flat[(sel[:, :, None] * P + sel[:, None, :]).reshape(-1)].reshape(e - s, m, m)
-        L, info = torch.linalg.cholesky_ex(sub)
+        if cholesky == "blocked":
+            L, info = blocked_cholesky(sub, TORCH_DEFAULTS["block"])
+        else:
+            L, info = torch.linalg.cholesky_ex(sub)
         diag = torch.diagonal(L, dim1=-2, dim2=-1)
         ratio = (diag.amax(dim=1) / diag.amin(dim=1)) ** 2
         bad_cond = ~(ratio <= cond_max)

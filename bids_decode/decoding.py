@@ -122,7 +122,8 @@ def prepare_design(X, alpha, *, dtype=np.float64, device="cpu") -> Design:
     dtype : numpy dtype, default float64
         Precision of the Gram matrix and the solves (float32 or float64).
     device : str, default "cpu"
-        ``"cpu"`` or a torch device (``"cuda"``) used by the batch functions.
+        ``"cpu"`` (compiled kernel, threads), a torch device such as ``"cuda"``, or
+        ``"torch-cpu"`` (the torch path on the CPU; for testing).
 
     Returns
     -------
@@ -273,7 +274,7 @@ def _torch_state(design: Design):
     import torch
 
     if "torch" not in design._cache:
-        dev = torch.device(design.device)
+        dev = torch.device("cpu" if design.device == "torch-cpu" else design.device)
         design._cache["torch"] = {
             "xz": torch.as_tensor(design.xz, device=dev),
             "norm": torch.as_tensor(design.norm, device=dev),
@@ -289,7 +290,7 @@ def _solve_selected_torch(design: Design, Y, n_voxels: int, xt):
 
     st = _torch_state(design)
     dev = st["xz"].device
-    Y64 = torch.as_tensor(np.asarray(Y, dtype=np.float64), device=dev)
+    Y64 = torch.as_tensor(np.asarray(Y)).to(dev, dtype=torch.float64)
     ct = Y64.T @ st["xz"]  # (n_units, n_voxels) float64
     ysum = Y64.sum(dim=0)
     index = torch.topk(ct.abs(), n_voxels, dim=1, sorted=False).indices.sort(dim=1).values
@@ -505,8 +506,8 @@ def iter_decode(design: Design, Y_chunks, X_test, n_voxels: int, *, n_jobs=None,
 
     from threadpoolctl import threadpool_limits
 
-    with ThreadPoolExecutor(max_workers=n_jobs) as pool, threadpool_limits(
-            1 if n_jobs > 1 else None):
+    # one BLAS thread each: OpenBLAS's threaded potrf at this size is many times slower
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool, threadpool_limits(1):
         for Y in Y_chunks:
             Y = _check_y(design, Y)
             starts = range(0, Y.shape[1], batch_size)
@@ -654,8 +655,7 @@ class VoxelSelectionRidge(RegressorMixin, BaseEstimator):
             bs = max(1, min(int(bs), math.ceil(Y.shape[1] / n_jobs)))
             from threadpoolctl import threadpool_limits
 
-            with ThreadPoolExecutor(max_workers=n_jobs) as pool, threadpool_limits(
-                    1 if n_jobs > 1 else None):
+            with ThreadPoolExecutor(max_workers=n_jobs) as pool, threadpool_limits(1):
                 parts = list(pool.map(lambda s: _solve_selected(design, Y[:, s:s + bs],
                                                                 n_voxels, None),
                                       range(0, Y.shape[1], bs)))

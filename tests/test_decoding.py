@@ -164,8 +164,10 @@ def test_ill_conditioned_float32_is_redone():
     np.testing.assert_allclose(pred, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
 
 
-def test_torch_backend_matches_numba(data):
+@pytest.mark.parametrize("cholesky", ["torch", "blocked"])
+def test_torch_backend_matches_numba(data, cholesky, monkeypatch):
     torch = pytest.importorskip("torch")
+    monkeypatch.setitem(decoding._backends.TORCH_DEFAULTS, "block", 3)
     X, Y, Xt = data
     design = prepare_design(X, 3.0, dtype=np.float64)
     scores, ct, ysum = decoding._scores_rhs(design, Y)
@@ -174,9 +176,19 @@ def test_torch_backend_matches_numba(data):
     want = decoding._solve_cpu(design.gram, index, rhs, 1e12, Xt.T)
     t = torch.from_numpy
     got = solve_selected_torch(t(design.gram), t(index), t(rhs), 1e12,
-                               t(np.ascontiguousarray(Xt.T)), sub_batch=4)
+                               t(np.ascontiguousarray(Xt.T)), sub_batch=4, cholesky=cholesky)
     for w, g in zip(want, got, strict=True):
         np.testing.assert_allclose(g.numpy(), w, rtol=1e-10, atol=1e-12)
+
+
+def test_torch_device_path_matches_cpu(data):
+    """The whole device pipeline (GEMM, top-k, solve, float64 redo) run with torch on the CPU."""
+    pytest.importorskip("torch")
+    X, Y, Xt = data
+    want = predict_chunk(prepare_design(X, 3.0, dtype=np.float32), Y, Xt, K)
+    design = prepare_design(X, 3.0, dtype=np.float32, device="torch-cpu")
+    got = predict_chunk(design, Y, Xt, K)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
 def test_planted_truth_decoded():

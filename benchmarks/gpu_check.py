@@ -120,8 +120,9 @@ def main(argv=None):
     info["tuning"] = tuning
     info["best"] = best
 
-    # 2. throughput on --units units
-    units = args.units
+    # 2. throughput on --units units (fewer if the tuned rate says they would not fit the budget)
+    left = args.budget_s - (time.perf_counter() - t_start) - 60
+    units = int(min(args.units, max(tune_units, best["units_per_s"] * left / 2)))
     pred, dt = timed_decode(dec, design, Y[:, :units], Xt, k, args.batch_size, args.device)
     ups = units / dt
     info.update(units=units, seconds=dt, units_per_s=ups,

@@ -74,8 +74,21 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(g, "--task", default="perception", help="BIDS task label (default: perception)")
     _opt(g, "--train-session", default="perceptionTraining*", metavar="GLOB",
          help="sessions whose runs train the decoders (default: perceptionTraining*)")
-    _opt(g, "--test-session", default="perceptionTest*", metavar="GLOB",
-         help="sessions whose runs test them (default: perceptionTest*)")
+    _opt(g, "--test-session", default=None, metavar="GLOB",
+         help="sessions whose runs test them (default: perceptionTest* for --task perception, "
+              "imageryTest* for --task imagery)")
+    _opt(g, "--train-task", default="perception",
+         help="task of the training runs (default: perception; --task imagery decodes imagery "
+              "with decoders trained on perception)")
+    _opt(g, "--bold-source", default="raw", metavar="raw|preproc-spm|fmriprep|PATH",
+         help="BOLD runs: raw BIDS runs, ds001246's derivatives/preproc-spm/output, fMRIPrep "
+              "derivatives (-d fmriprep=PATH), or a derivatives folder (default: raw)")
+    _opt(g, "--derivatives", "-d", nargs="+", default=[], metavar="NAME=PATH",
+         help="derivative folders, e.g. fmriprep=/data/derivatives/fmriprep")
+    _opt(g, "--space", default="T1w", help="fMRIPrep output space (default T1w)")
+    _opt(g, "--confounds", default=None, metavar="SET|COLS",
+         help="confounds regressed out of each run (fMRIPrep): motion6, motion6+wm+csf, or "
+              "comma-separated column names")
     _opt(g, "--stimulus-column", default=None, metavar="COLUMN",
          help="events column naming the image (default: stim_file if present, else "
               "stimulus_name)")
@@ -135,6 +148,8 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
         participant_label=tuple(ns.participant_label), features=ns.features,
         layers=tuple(ns.layers), roi=tuple(ns.roi), n_voxels=ns.n_voxels, alpha=ns.alpha,
         train_session=ns.train_session, test_session=ns.test_session, task=ns.task,
+        train_task=ns.train_task, bold_source=ns.bold_source,
+        derivatives=tuple(ns.derivatives), space=ns.space, confounds=ns.confounds,
         stimulus_column=ns.stimulus_column, hrf_shift=ns.hrf_shift,
         skip_bids_validation=ns.skip_bids_validation, work_dir=ns.work_dir,
         nprocs=ns.nprocs, mem_gb=ns.mem, device=ns.device, dtype=ns.dtype,

@@ -17,6 +17,8 @@ DECODING_KEYS = (
     "train_session",
     "test_session",
     "task",
+    "train_task",
+    "derivatives",
     "stimulus_column",
     "hrf_shift",
     "dtype",
@@ -44,8 +46,10 @@ class RunConfig:
     n_voxels: int = 500
     alpha: float = 100.0
     train_session: str = "perceptionTraining*"
-    test_session: str = "perceptionTest*"
+    test_session: str | None = None
     task: str = "perception"
+    train_task: str = "perception"
+    derivatives: tuple[str, ...] = ()
     stimulus_column: str | None = None
     hrf_shift: float = 3.0
     skip_bids_validation: bool = False
@@ -81,6 +85,24 @@ class RunConfig:
             raise UsageError(f"--unit-shard must be i/N with 1 <= i <= N; got {i}/{n}.")
         if self.mem_gb <= 0:
             raise UsageError(f"--mem must be positive (GB); got {self.mem_gb}.")
+
+    @property
+    def test_session_glob(self) -> str:
+        """--test-session, else the task's default (perceptionTest*, imageryTest*, *)."""
+        from .layout import task_defaults
+
+        return self.test_session or task_defaults(self.task)["session"]
+
+    @property
+    def derivative_paths(self) -> dict[str, str]:
+        out = {}
+        for item in self.derivatives:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise UsageError(f"-d/--derivatives takes NAME=PATH (e.g. fmriprep=/data/fp); "
+                                 f"got {item!r}.")
+            out[name] = path
+        return out
 
     @property
     def work_path(self) -> Path:

@@ -139,9 +139,45 @@ class FeatureFile:
             )
         return np.asarray(rows, dtype=np.int64)
 
+    def test_targets(self, labels: Sequence[str]) -> tuple[str, list[np.ndarray]]:
+        """Where the true features of each test label come from.
+
+        Returns
+        -------
+        group : {"layers", "category_layers"}
+            HDF5 group to read.
+        rows : list of ndarray
+            For each label, the rows averaged to make its target: its own image; its row of
+            ``/category_layers`` (imagery, when the file has category features); or every
+            image of that category (image names ``<category>_<n>``).
+        """
+        found = [self._index.get(lab, self._key_index.get(stimulus_key(lab))) for lab in labels]
+        if all(i is not None for i in found):
+            return "layers", [np.array([i]) for i in found]
+        if "category_name" in self._h5 and "category_layers" in self._h5:
+            cats = _decode(self._h5["category_name"][()])
+            index = {c: i for i, c in enumerate(cats)}
+            if all(lab in index for lab in labels):
+                return "category_layers", [np.array([index[lab]]) for lab in labels]
+        groups, missing = [], []
+        keys = [stimulus_key(n) for n in self.names]
+        for lab in labels:
+            rows = np.array([i for i, k in enumerate(keys) if k.startswith(f"{lab}_")])
+            if rows.size == 0:
+                missing.append(lab)
+            groups.append(rows)
+        if missing:
+            raise DataError(
+                f"{len(missing)} test labels have no features in {self.path}, e.g. "
+                f"{missing[:5]}: no image of that name, no /category_layers entry, and no image "
+                "named '<label>_<n>'. Add category-averaged features (/category_name + "
+                "/category_layers) or the images' features."
+            )
+        return "layers", groups
+
     def iter_unit_chunks(
         self, layer: str, rows: np.ndarray, max_units: int,
-        unit_range: tuple[int, int] | None = None,
+        unit_range: tuple[int, int] | None = None, group: str = "layers",
     ) -> Iterator[tuple[int, int, np.ndarray]]:
         """Stream a layer in chunks of flattened units.
 
@@ -155,6 +191,8 @@ class FeatureFile:
             from disk, then split).
         unit_range : (start, stop), optional
             Flattened unit range to read (for shards); default all units.
+        group : str
+            ``layers`` or ``category_layers``.
 
         Yields
         ------
@@ -162,8 +200,11 @@ class FeatureFile:
             Flattened unit range of the chunk.
         values : ndarray of shape (n_rows, stop - start), float64
         """
-        ds = self._h5["layers"][layer]
+        ds = self._h5[group][layer]
         n_units = self.n_units(layer)
+        if tuple(ds.shape[1:]) != self.unit_shape(layer):
+            raise DataError(f"/{group}/{layer} of {self.path} has unit shape {ds.shape[1:]}; "
+                            f"/layers/{layer} has {self.unit_shape(layer)}.")
         lo, hi = unit_range if unit_range is not None else (0, n_units)
         per_slice = n_units // ds.shape[1]  # units per index of axis 1
         max_units = max(1, int(max_units))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ class Run:
     volume_offset : int
         Volumes dropped from the start of ``bold`` relative to the events' time zero
         (e.g. 3 for ds001246's ``preproc-spm`` runs, whose first 9 s were removed).
+    confounds : Path or None
+        fMRIPrep confounds table of the run.
     """
 
     bold: Path
@@ -38,6 +41,7 @@ class Run:
     run: str | None
     tr: float
     volume_offset: int = 0
+    confounds: Path | None = None
 
     @property
     def label(self) -> str:
@@ -99,23 +103,154 @@ def resolve_subjects(bids_dir: Path, labels: tuple[str, ...]) -> list[str]:
     return wanted
 
 
-def _events_for(bold: Path) -> Path:
-    name = bold.name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            stem = name[: -len(ext)]
-            break
+#: Per-task defaults: which events are samples and which column names them.
+TASKS: dict[str, dict] = {
+    "perception": {"event_type": "stimulus", "columns": ("stim_file", "stimulus_name"),
+                   "session": "perceptionTest*", "drop_repeats": True},
+    "imagery": {"event_type": "imagery", "columns": ("category_name", "category_id"),
+                "session": "imageryTest*", "drop_repeats": False},
+}
+GENERIC_TASK = {"event_type": "stimulus", "columns": ("stim_file", "stimulus_name"),
+                "session": "*", "drop_repeats": True}
+
+
+def task_defaults(task: str) -> dict:
+    return TASKS.get(task, GENERIC_TASK)
+
+
+@dataclass(frozen=True)
+class BoldSource:
+    """Where the BOLD runs come from.
+
+    Attributes
+    ----------
+    kind : {"raw", "preproc-spm", "fmriprep"}
+    root : Path or None
+        Folder of the derivatives (None for raw).
+    space : str
+        fMRIPrep output space (``space-<space>``).
+    """
+
+    kind: str
+    root: Path | None = None
+    space: str = "T1w"
+
+    @classmethod
+    def parse(cls, text: str, bids_dir: Path, derivatives: dict[str, str], space: str):
+        """``raw``, ``preproc-spm``, ``fmriprep`` (path from ``-d fmriprep=PATH``) or a PATH."""
+        if text == "raw":
+            return cls("raw", None, space)
+        if text == "preproc-spm":
+            root = Path(derivatives.get("preproc-spm",
+                                        bids_dir / "derivatives" / "preproc-spm" / "output"))
+            return cls("preproc-spm", _checked_root(root, text), space)
+        if text == "fmriprep":
+            root = Path(derivatives.get("fmriprep", bids_dir / "derivatives" / "fmriprep"))
+            return cls("fmriprep", _checked_root(root, text), space)
+        root = _checked_root(Path(text), "--bold-source")
+        kind = "preproc-spm" if next(root.rglob("*_bold_preproc.nii*"), None) else "fmriprep"
+        return cls(kind, root, space)
+
+
+def _checked_root(root: Path, what: str) -> Path:
+    if not root.is_dir():
+        raise MissingInputError(
+            f"The BOLD source folder for '{what}' ({root}) does not exist. Give its location "
+            f"with -d {what}=PATH (or --bold-source PATH), or use --bold-source raw."
+        )
+    return root
+
+
+ENTITY = re.compile(r"([a-zA-Z]+)-([a-zA-Z0-9]+)")
+
+
+def entities_of(name: str) -> dict[str, str]:
+    """BIDS entities of a file name (``sub-01_ses-x_task-y_run-01_bold.nii.gz``)."""
+    stem = name.split(".")[0]
+    return dict(ENTITY.findall("_".join(stem.split("_")[:-1]) or stem))
+
+
+def inherited_metadata(bids_dir: Path, events: Path) -> dict:
+    """JSON sidecar metadata of the run's BOLD by the BIDS inheritance principle."""
+    ents = entities_of(events.name)
+    folders = [bids_dir]
+    try:
+        rel = events.parent.relative_to(bids_dir)
+        for part in rel.parts:
+            folders.append(folders[-1] / part)
+    except ValueError:
+        folders.append(events.parent)
+    meta: dict = {}
+    for d in folders:
+        for js in sorted(d.glob("*_bold.json")):
+            sidecar_ents = entities_of(js.name)
+            if all(ents.get(k) == v for k, v in sidecar_ents.items()):
+                try:
+                    meta.update(json.loads(js.read_text()))
+                except (OSError, json.JSONDecodeError) as err:
+                    raise DataError(f"The sidecar {js} is not valid JSON ({err}). Fix it.") \
+                        from err
+    return meta
+
+
+def _stem(events: Path) -> str:
+    return events.name[: -len("_events.tsv")]
+
+
+def _first(paths) -> Path | None:
+    return next(iter(sorted(paths)), None)
+
+
+def _resolve_bold(events: Path, source: BoldSource, bids_dir: Path):
+    """(bold, confounds) of one run for the chosen source."""
+    stem = _stem(events)
+    if source.kind == "raw":
+        bold = _first(events.parent.glob(stem + "_bold.nii*"))
+        expected = events.parent / (stem + "_bold.nii.gz")
+        return bold, expected, None
+    rel = events.parent.relative_to(bids_dir)
+    folder = source.root / rel
+    if source.kind == "preproc-spm":
+        bold = _first(folder.glob(stem + "_bold_preproc.nii*"))
+        return bold, folder / (stem + "_bold_preproc.nii.gz"), None
+    bold = _first(folder.glob(f"{stem}_space-{source.space}*_desc-preproc_bold.nii*"))
+    conf = _first(folder.glob(f"{stem}_desc-confounds_timeseries.tsv")) or _first(
+        folder.glob(f"{stem}_desc-confounds_regressors.tsv"))
+    return bold, folder / f"{stem}_space-{source.space}_desc-preproc_bold.nii.gz", conf
+
+
+def _volume_offset(events: Path, bold: Path, raw_bold: Path | None, tr: float) -> int:
+    """Volumes missing at the start of a derivative run, from the volume counts."""
+    import nibabel as nib
+
+    n = nib.load(str(bold)).shape[3]
+    if raw_bold is not None and raw_bold.exists():
+        expected = nib.load(str(raw_bold)).shape[3]
+        how = f"the raw run has {expected}"
     else:
-        stem = bold.stem
-    stem = re.sub(r"_bold(_preproc)?$", "", stem)
-    stem = re.sub(r"_(space|desc|res|den)-[A-Za-z0-9]+", "", stem)
-    return bold.with_name(stem + "_events.tsv")
+        import pandas as pd
+
+        ev = pd.read_csv(events, sep="\t", na_values=["n/a"])
+        expected = int(round((ev["onset"] + ev["duration"]).max() / tr))
+        how = f"the events span {expected} volumes"
+    offset = expected - n
+    if offset < 0:
+        raise DataError(
+            f"{bold} has {n} volumes, more than expected ({how}); cannot align it to {events}. "
+            "Check that the derivative belongs to this run."
+        )
+    if offset:
+        LOGGER.info("%s: %d volumes, %s: the first %d volumes (%.3g s) were dropped by the "
+                    "preprocessing; events are shifted accordingly.", bold.name, n, how, offset,
+                    offset * tr)
+    return offset
 
 
 def find_runs(
-    layout, subject: str, task: str, session_glob: str, *, what: str
+    layout, subject: str, task: str, session_glob: str, *, what: str,
+    source: BoldSource | None = None,
 ) -> list[Run]:
-    """Raw BOLD runs of one subject, task and session pattern, with events and TR.
+    """Runs of one subject, task and session pattern, with events, TR and BOLD source.
 
     Parameters
     ----------
@@ -124,44 +259,63 @@ def find_runs(
         Label without ``sub-``.
     task : str
     session_glob : str
-        fnmatch pattern on the session label (``perceptionTraining*``); ``*`` for datasets
-        without sessions.
+        fnmatch pattern on the session label (``perceptionTraining*``); ``*`` also matches
+        datasets without sessions.
     what : str
         'training' or 'test' (for messages).
+    source : BoldSource, optional
+        Raw runs by default.
 
     Returns
     -------
     list of Run, sorted by session and run.
     """
-    files = layout.get(
-        subject=subject, task=task, suffix="bold", extension=[".nii.gz", ".nii"],
-        datatype="func", return_type="object",
-    )
-    runs = []
-    for f in files:
-        ses = f.entities.get("session")
-        if not fnmatch.fnmatchcase(str(ses) if ses is not None else "", session_glob) and not (
-            ses is None and session_glob == "*"
-        ):
-            continue
-        bold = Path(f.path)
-        events = _events_for(bold)
-        if not events.is_file():
+    source = source or BoldSource("raw")
+    bids_dir = Path(layout.root)
+    files = layout.get(subject=subject, task=task, suffix="events", extension=".tsv",
+                       return_type="filename")
+    def in_sessions(name: str) -> bool:
+        ses = entities_of(name).get("ses")
+        return fnmatch.fnmatchcase(ses or "", session_glob) or (ses is None and
+                                                                 session_glob == "*")
+
+    bolds = layout.get(subject=subject, task=task, suffix="bold",
+                       extension=[".nii.gz", ".nii"], return_type="filename")
+    for b in map(Path, bolds):
+        ev = b.with_name(b.name.split("_bold")[0] + "_events.tsv")
+        if in_sessions(b.name) and not ev.is_file():
             raise MissingInputError(
-                f"The BOLD run {bold} has no events file (expected {events}). Add the "
-                "events.tsv of every run, or exclude the run's session with --train-session/"
-                "--test-session."
+                f"The BOLD run {b} has no events file (expected {ev}). Add the events.tsv of "
+                "every run, or exclude the run's session with --train-session/--test-session."
             )
-        meta = f.get_metadata()
+    runs = []
+    for path in files:
+        events = Path(path)
+        if not in_sessions(events.name):
+            continue
+        ses = entities_of(events.name).get("ses")
+        raw_bold = _first(events.parent.glob(_stem(events) + "_bold.nii*"))
+        bold, expected, confounds = _resolve_bold(events, source, bids_dir)
+        if bold is None:
+            raise MissingInputError(
+                f"No BOLD run for {events.name} (expected {expected}). "
+                + ("Download the run's images, " if source.kind == "raw" else
+                   f"Check the {source.kind} derivatives ({source.root}), ")
+                + "or exclude its session with --train-session/--test-session."
+            )
+        meta = inherited_metadata(bids_dir, events)
         tr = meta.get("RepetitionTime")
         if tr is None:
+            tr = _header_tr(bold)
+        if tr is None:
             raise DataError(
-                f"No RepetitionTime for {bold} in its JSON sidecars. Add it (e.g. to "
-                f"task-{task}_bold.json at the dataset's top level)."
+                f"No RepetitionTime for {bold}: none in the JSON sidecars and none in the NIfTI "
+                f"header. Add it (e.g. to task-{task}_bold.json at the dataset's top level)."
             )
-        run = f.entities.get("run")
-        runs.append(Run(bold, events, None if ses is None else str(ses),
-                        None if run is None else str(run), float(tr)))
+        tr = float(tr)
+        offset = 0 if source.kind == "raw" else _volume_offset(events, bold, raw_bold, tr)
+        run = entities_of(events.name).get("run")
+        runs.append(Run(bold, events, ses, run, tr, offset, confounds))
     runs.sort(key=lambda r: (r.session or "", r.run or "", r.bold.name))
     if not runs:
         sessions = sorted({str(s) for s in layout.get_sessions(subject=subject)})
@@ -171,6 +325,20 @@ def find_runs(
             f"Fix --{'train' if what == 'training' else 'test'}-session or --task."
         )
     return runs
+
+
+def _header_tr(bold: Path) -> float | None:
+    import nibabel as nib
+
+    try:
+        hdr = nib.load(str(bold)).header
+        zooms = hdr.get_zooms()
+        unit = hdr.get_xyzt_units()[1]
+    except Exception:  # noqa: BLE001 - unreadable headers are reported when loading the run
+        return None
+    if len(zooms) < 4 or zooms[3] <= 0:
+        return None
+    return float(zooms[3]) / 1000.0 if unit == "msec" else float(zooms[3])
 
 
 def check_trs(runs: list[Run]) -> float:

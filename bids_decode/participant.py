@@ -19,10 +19,10 @@ from . import decoding, derivatives, evaluation
 from .config import RunConfig
 from .errors import DataError, MissingInputError
 from .featurefile import FeatureFile
-from .layout import check_trs, find_runs, make_layout
+from .layout import BoldSource, check_trs, find_runs, make_layout
 from .progress import progress_bar
 from .rois import RoiSpec, load_roi, mask_files
-from .samples import build_samples, load_run_timeseries, read_blocks
+from .samples import EventSpec, build_samples, load_run_timeseries, read_blocks
 
 LOGGER = logging.getLogger(__name__)
 
@@ -88,24 +88,41 @@ def _chunk_units(config: RunConfig, n_rows: int, n_images: int) -> int:
     return int(max(64, min(1 << 20, config.mem_gb * 2**30 * 0.25 / per_unit)))
 
 
+def _chunks(ff: FeatureFile, layer: str, train_rows, targets, chunk: int, unit_range):
+    """Yield (start, stop, Y_train, Y_test) unit chunks; test targets averaged per label."""
+    group, test_groups = targets
+    n_train = len(train_rows)
+    sizes = np.array([len(g) for g in test_groups])
+    if group == "layers":
+        rows = np.concatenate([train_rows, *test_groups])
+        for s, e, Y in ff.iter_unit_chunks(layer, rows, chunk, unit_range):
+            Yte = np.add.reduceat(Y[n_train:], np.r_[0, np.cumsum(sizes)[:-1]], axis=0)
+            yield s, e, Y[:n_train], Yte / sizes[:, None]
+        return
+    cat_rows = np.concatenate(test_groups)
+    for (s, e, Ytr), (_, _, Yte) in zip(
+            ff.iter_unit_chunks(layer, train_rows, chunk, unit_range),
+            ff.iter_unit_chunks(layer, cat_rows, chunk, unit_range, group=group)):
+        yield s, e, Ytr, Yte
+
+
 def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
-                 design, train_rows, test_rows, work_file: Path) -> None:
+                 design, train_rows, targets, work_file: Path) -> None:
     """Decode one shard of one layer from one ROI into a work file (atomically)."""
     n_units = ff.n_units(layer)
     lo, hi = shard_range(n_units, config.unit_shard)
-    n_train, n_test = len(train_rows), len(test_rows)
-    rows = np.concatenate([train_rows, test_rows])
+    n_test = len(targets[1])
+    rows_per_sample = len(train_rows) + sum(len(g) for g in targets[1])
     acc = np.full(hi - lo, np.nan, dtype=np.float32)
     pattern = evaluation.PatternAccumulator(n_test)
     n_const = 0
-    chunk = _chunk_units(config, len(rows), len(ff.names))
+    chunk = _chunk_units(config, rows_per_sample, len(ff.names))
     n_chunks = max(1, -(-(hi - lo) // chunk))
     with derivatives.atomic_path(work_file) as tmp, h5py.File(tmp, "w") as w:
         dec = w.create_dataset("decoded", (n_test, hi - lo), dtype="f4",
                                chunks=(n_test, max(1, min(hi - lo, 16384))))
         bar = progress_bar(total=n_chunks, desc=f"{roi.name}/{layer}", unit="chunk")
-        for s, e, Y in ff.iter_unit_chunks(layer, rows, chunk, (lo, hi)):
-            Ytr, Yte = Y[:n_train], Y[n_train:]
+        for s, e, Ytr, Yte in _chunks(ff, layer, train_rows, targets, chunk, (lo, hi)):
             mu = Ytr.mean(axis=0)
             sd = Ytr.std(axis=0, ddof=1)
             const = ~(sd > 1e-12 * np.maximum(1.0, np.abs(mu)))
@@ -291,7 +308,8 @@ def write_qc(config: RunConfig, subject: str, run, union, masks, ref_shape, samp
                                  ext=".h5")
     ts = load_run_timeseries(run, union, ref_shape)
     union_flat = np.flatnonzero(union.ravel())
-    blocks = read_blocks(run.events, config.stimulus_column)
+    blocks = read_blocks(run.events, EventSpec.for_task(config.train_task,
+                                                        config.stimulus_column))
     str_dt = h5py.string_dtype("utf-8")
     with derivatives.atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs.update({"tr": run.tr, "run": run.label, "volume_offset": run.volume_offset})
@@ -337,8 +355,12 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
     LOGGER.info("sub-%s: indexing %s", subject, bids_dir)
     # 1. layout
     layout = make_layout(bids_dir, [subject])
-    train_runs = find_runs(layout, subject, config.task, config.train_session, what="training")
-    test_runs = find_runs(layout, subject, config.task, config.test_session, what="test")
+    source = BoldSource.parse(config.bold_source, bids_dir, config.derivative_paths,
+                              config.space)
+    train_runs = find_runs(layout, subject, config.train_task, config.train_session,
+                           what="training", source=source)
+    test_runs = find_runs(layout, subject, config.task, config.test_session_glob, what="test",
+                          source=source)
     tr = check_trs(train_runs + test_runs)
     LOGGER.info("sub-%s: %d training and %d test runs (TR %.3g s)", subject, len(train_runs),
                 len(test_runs), tr)
@@ -348,9 +370,13 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
     masks = {s.name: load_roi(bids_dir, subject, s, ref) for s in specs}
     union = np.logical_or.reduce(list(masks.values()))
     # 3. samples
+    same_task = config.task == config.train_task
     samples = build_samples(
-        train_runs, test_runs, union, ref.shape, stimulus_column=config.stimulus_column,
-        shift=config.hrf_shift,
+        train_runs, test_runs, union, ref.shape, shift=config.hrf_shift,
+        train_events=EventSpec.for_task(config.train_task, config.stimulus_column),
+        test_events=EventSpec.for_task(config.task,
+                                       config.stimulus_column if same_task else None),
+        confounds=config.confounds,
         progress=lambda it: progress_bar(it, desc=f"sub-{subject} runs", unit="run"),
     )
     LOGGER.info("sub-%s: %d training samples, %d test images (%d blocks), %d one-back repeats "
@@ -361,7 +387,7 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
     with ff:
         layers = ff.check_layers(config.layers)
         train_rows = ff.rows_for(samples.train_labels, what="training stimuli")
-        test_rows = ff.rows_for(samples.test_labels, what="test stimuli")
+        targets = ff.test_targets(samples.test_labels)
         rows, complete = [], True
         # 5. decoding, ROI by ROI, layer by layer (resumable: finished work files are reused)
         for spec in specs:
@@ -376,7 +402,7 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
                     LOGGER.info("sub-%s %s/%s: reusing %s", subject, roi.name, layer, wf.name)
                 else:
                     t1 = time.time()
-                    decode_layer(config, ff, layer, roi, design, train_rows, test_rows, wf)
+                    decode_layer(config, ff, layer, roi, design, train_rows, targets, wf)
                     LOGGER.info("sub-%s %s/%s: %d units decoded in %.1f s", subject, roi.name,
                                 layer, ff.n_units(layer), time.time() - t1)
                 n = config.unit_shard[1]
@@ -418,7 +444,10 @@ def write_roi_sidecar(config: RunConfig, subject, roi: RoiData, ff: FeatureFile,
         "HaemodynamicShift": config.hrf_shift,
         "RepetitionTime": tr,
         "TrainSession": config.train_session,
-        "TestSession": config.test_session,
+        "TestSession": config.test_session_glob,
+        "TrainTask": config.train_task,
+        "BoldSource": config.bold_source,
+        "Confounds": config.confounds,
         "FeaturesFile": str(ff.path),
         "FeaturesAttributes": {k: str(v) for k, v in ff.attrs.items()},
         "Layers": list(ff.check_layers(config.layers)),

@@ -26,6 +26,35 @@ LOGGER = logging.getLogger(__name__)
 STIMULUS_EVENT_TYPE = "stimulus"
 
 
+@dataclass(frozen=True)
+class EventSpec:
+    """Which events are samples and which column names their stimulus.
+
+    Attributes
+    ----------
+    column : str or None
+        Requested column; None = the first of ``columns`` present.
+    columns : tuple of str
+        Default columns, in order of preference.
+    event_type : str
+        Rows whose ``event_type`` equals this (when the column exists).
+    drop_repeats : bool
+        Drop one-back repeats (a sample equal to the previous one).
+    """
+
+    column: str | None = None
+    columns: tuple[str, ...] = ("stim_file", "stimulus_name")
+    event_type: str = STIMULUS_EVENT_TYPE
+    drop_repeats: bool = True
+
+    @classmethod
+    def for_task(cls, task: str, column: str | None = None) -> EventSpec:
+        from .layout import task_defaults
+
+        d = task_defaults(task)
+        return cls(column, tuple(d["columns"]), d["event_type"], d["drop_repeats"])
+
+
 @dataclass
 class Blocks:
     """The stimulus blocks of one run.
@@ -45,8 +74,9 @@ class Blocks:
     n_repeats: int
 
 
-def choose_stimulus_column(columns, requested: str | None, path: Path) -> str:
-    """The events column naming the stimulus: the requested one, else stim_file/stimulus_name."""
+def choose_stimulus_column(columns, requested: str | None, path: Path,
+                           defaults=("stim_file", "stimulus_name")) -> str:
+    """The events column naming the stimulus: the requested one, else the first default."""
     if requested:
         if requested not in columns:
             raise DataError(
@@ -54,17 +84,19 @@ def choose_stimulus_column(columns, requested: str | None, path: Path) -> str:
                 "Fix --stimulus-column."
             )
         return requested
-    for col in ("stim_file", "stimulus_name"):
+    for col in defaults:
         if col in columns:
             return col
     raise DataError(
-        f"The events file {path} has neither 'stim_file' nor 'stimulus_name' (columns: "
+        f"The events file {path} has none of the columns {list(defaults)} (columns: "
         f"{list(columns)}). Name the column that identifies the image with --stimulus-column."
     )
 
 
-def read_blocks(events: Path, stimulus_column: str | None) -> Blocks:
-    """Stimulus blocks of one events file, one-back repeats dropped."""
+def read_blocks(events: Path, spec: EventSpec | str | None = None) -> Blocks:
+    """Sample blocks of one events file (one-back repeats dropped when the spec says so)."""
+    if not isinstance(spec, EventSpec):
+        spec = EventSpec(column=spec)
     try:
         df = pd.read_csv(events, sep="\t", na_values=["n/a"], keep_default_na=False,
                          dtype={"stimulus_name": str, "stim_file": str})
@@ -75,21 +107,24 @@ def read_blocks(events: Path, stimulus_column: str | None) -> Blocks:
         if col not in df.columns:
             raise DataError(f"The events file {events} has no '{col}' column (columns: "
                             f"{list(df.columns)}); BIDS events need onset and duration.")
-    col = choose_stimulus_column(df.columns, stimulus_column, events)
+    col = choose_stimulus_column(df.columns, spec.column, events, spec.columns)
     if "event_type" in df.columns:
-        df = df[df["event_type"].astype(str) == STIMULUS_EVENT_TYPE]
+        df = df[df["event_type"].astype(str) == spec.event_type]
     df = df[df[col].notna() & (df[col].astype(str) != "")]
     if df.empty:
         raise DataError(
-            f"The events file {events} has no stimulus events (rows with event_type "
-            f"'{STIMULUS_EVENT_TYPE}' and a value in '{col}'). Check the file or --task."
+            f"The events file {events} has no sample events (rows with event_type "
+            f"'{spec.event_type}' and a value in '{col}'). Check the file or --task."
         )
     names = df[col].astype(str).tolist()
     onsets = df["onset"].to_numpy(float)
     durations = df["duration"].to_numpy(float)
+    if not (np.isfinite(onsets).all() and np.isfinite(durations).all()):
+        raise DataError(f"The events file {events} has missing onsets or durations in its "
+                        "sample rows. Fix the file.")
     keep = np.ones(len(names), dtype=bool)
     for i in range(1, len(names)):
-        if names[i] == names[i - 1]:
+        if spec.drop_repeats and names[i] == names[i - 1]:
             keep[i] = False
     labels = [n for n, k in zip(names, keep) if k]
     return Blocks(labels, onsets[keep], durations[keep], int((~keep).sum()))
@@ -159,7 +194,11 @@ def load_run_timeseries(run: Run, mask: np.ndarray, ref_shape: tuple[int, ...]) 
                 f"{tuple(ref_shape[:3])}. All runs of a subject must share one grid (use "
                 "preprocessed, coregistered runs)."
             )
-        data = np.asanyarray(img.dataobj)
+        raw = img.dataobj.get_unscaled() if hasattr(img.dataobj, "get_unscaled") \
+            else np.asanyarray(img.dataobj)
+        ts = raw[mask].T  # mask first, then cast: memory ~ one raw run + the ROI voxels
+        del raw
+        slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)
     except DataError:
         raise
     except Exception as err:  # nibabel/gzip/zlib raise many types for damaged files
@@ -167,17 +206,58 @@ def load_run_timeseries(run: Run, mask: np.ndarray, ref_shape: tuple[int, ...]) 
             f"The BOLD run {run.bold} cannot be read ({type(err).__name__}: {err}); it is "
             "truncated or corrupt. Download or copy it again."
         ) from err
-    ts = data[mask].T.astype(np.float32, copy=False)
-    del data
+    ts = ts.astype(np.float32)
+    if slope is not None and np.isfinite(slope) and slope not in (0.0, 1.0):
+        ts *= np.float32(slope)
+    if inter is not None and np.isfinite(inter) and inter != 0.0:
+        ts += np.float32(inter)
     return ts
 
 
-def clean_run(ts: np.ndarray, tr: float) -> np.ndarray:
-    """Linear detrending and z-scoring over the run (nilearn), float32."""
+def clean_run(ts: np.ndarray, tr: float, confounds: np.ndarray | None = None) -> np.ndarray:
+    """Linear detrending, confound regression and z-scoring over the run (nilearn), float32.
+
+    Parameters
+    ----------
+    ts : ndarray of shape (n_volumes, n_voxels)
+    tr : float
+    confounds : ndarray of shape (n_volumes, n_confounds), optional
+    """
     from nilearn.signal import clean
 
-    out = clean(ts, detrend=True, standardize="zscore_sample", t_r=tr, ensure_finite=False)
+    out = clean(ts, detrend=True, standardize="zscore_sample", t_r=tr, ensure_finite=False,
+                confounds=confounds)
     return np.asarray(out, dtype=np.float32)
+
+
+#: Named confound sets (fMRIPrep column names).
+CONFOUND_SETS = {
+    "motion6": ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"),
+    "motion6+wm+csf": ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z",
+                       "white_matter", "csf"),
+}
+
+
+def load_confounds(run: Run, which: str | None, n_volumes: int) -> np.ndarray | None:
+    """The chosen confound columns of a run (NaNs, e.g. first derivatives, set to 0)."""
+    if not which:
+        return None
+    if run.confounds is None:
+        raise DataError(
+            f"--confounds {which} was asked for but {run.bold.name} has no confounds table "
+            "(fMRIPrep's *_desc-confounds_timeseries.tsv). Use --bold-source fmriprep or drop "
+            "--confounds."
+        )
+    cols = CONFOUND_SETS.get(which, tuple(c for c in which.split(",") if c))
+    df = pd.read_csv(run.confounds, sep="\t", na_values=["n/a"])
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise DataError(f"The confounds table {run.confounds} lacks columns {missing}. Choose "
+                        f"--confounds from {sorted(CONFOUND_SETS)} or existing column names.")
+    if len(df) != n_volumes:
+        raise DataError(f"The confounds table {run.confounds} has {len(df)} rows; its run has "
+                        f"{n_volumes} volumes. Use the table of the same run.")
+    return df[list(cols)].fillna(0.0).to_numpy(np.float64)
 
 
 def _run_samples(run: Run, ts: np.ndarray, blocks: Blocks, shift: float):
@@ -197,8 +277,9 @@ def _run_samples(run: Run, ts: np.ndarray, blocks: Blocks, shift: float):
 
 
 def build_samples(train_runs: list[Run], test_runs: list[Run], mask: np.ndarray,
-                  ref_shape, *, stimulus_column: str | None, shift: float,
-                  progress=None) -> Samples:
+                  ref_shape, *, stimulus_column: str | None = None, shift: float,
+                  train_events: EventSpec | None = None, test_events: EventSpec | None = None,
+                  confounds: str | None = None, progress=None) -> Samples:
     """Load every run once (streamed run by run) and make the samples.
 
     Parameters
@@ -209,8 +290,13 @@ def build_samples(train_runs: list[Run], test_runs: list[Run], mask: np.ndarray,
     ref_shape : tuple
         Shape of the first BOLD run.
     stimulus_column : str or None
+        Column naming the stimulus (when no EventSpec is given).
     shift : float
         Haemodynamic shift (s).
+    train_events, test_events : EventSpec, optional
+        Which events make samples (default: ds001246 perception blocks).
+    confounds : str, optional
+        Confound set regressed out of each run (fMRIPrep tables).
     progress : callable, optional
         Wraps the iterable of runs (a progress bar).
     """
@@ -220,15 +306,18 @@ def build_samples(train_runs: list[Run], test_runs: list[Run], mask: np.ndarray,
     runs = [("train", r) for r in train_runs] + [("test", r) for r in test_runs]
     n_repeats = 0
     iterator = progress(runs) if progress else runs
+    specs = {"train": train_events or EventSpec(stimulus_column),
+             "test": test_events or EventSpec(stimulus_column)}
     for k, (split, run) in enumerate(iterator):
-        blocks = read_blocks(run.events, stimulus_column)
+        blocks = read_blocks(run.events, specs[split])
         n_repeats += blocks.n_repeats
         ts = load_run_timeseries(run, mask, ref_shape)
         bad = ~np.isfinite(ts).all(axis=0)
         if bad.any():
             finite &= ~bad
             ts = np.where(np.isfinite(ts), ts, 0.0).astype(np.float32)
-        X = _run_samples(run, clean_run(ts, run.tr), blocks, shift)
+        conf = load_confounds(run, confounds, ts.shape[0])
+        X = _run_samples(run, clean_run(ts, run.tr, conf), blocks, shift)
         parts[split][0].append(X)
         parts[split][1].extend(blocks.labels)
         parts[split][2].append(np.full(len(blocks.labels), k))

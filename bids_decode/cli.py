@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(d, "--roi", nargs="+", default=["VC"], metavar="NAME[=PATH]",
          help="ROIs: V1 V2 V3 V4 LOC FFA PPA LVC HVC VC, or NAME=PATH to a mask "
               "('{subject}' in PATH is replaced by the label) (default: VC)")
+    _opt(d, "--atlas", default=None, metavar="IMAGE",
+         help="atlas image whose labels can be named with --roi ('{subject}' allowed)")
+    _opt(d, "--atlas-labels", default=None, metavar="TSV",
+         help="labels table of --atlas (columns: index, name)")
     _opt(d, "--n-voxels", type=int, default=500, metavar="N",
          help="voxels selected per unit (default 500; 0 = all)")
     _opt(d, "--alpha", type=float, default=100.0, help="L2 penalty (default 100)")
@@ -150,6 +154,7 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
         train_session=ns.train_session, test_session=ns.test_session, task=ns.task,
         train_task=ns.train_task, bold_source=ns.bold_source,
         derivatives=tuple(ns.derivatives), space=ns.space, confounds=ns.confounds,
+        atlas=ns.atlas, atlas_labels=ns.atlas_labels,
         stimulus_column=ns.stimulus_column, hrf_shift=ns.hrf_shift,
         skip_bids_validation=ns.skip_bids_validation, work_dir=ns.work_dir,
         nprocs=ns.nprocs, mem_gb=ns.mem, device=ns.device, dtype=ns.dtype,

@@ -25,6 +25,7 @@ DECODING_KEYS = (
     "bold_source",
     "confounds",
     "space",
+    "atlas",
 )
 
 
@@ -50,6 +51,8 @@ class RunConfig:
     task: str = "perception"
     train_task: str = "perception"
     derivatives: tuple[str, ...] = ()
+    atlas: str | None = None
+    atlas_labels: str | None = None
     stimulus_column: str | None = None
     hrf_shift: float = 3.0
     skip_bids_validation: bool = False
@@ -83,6 +86,9 @@ class RunConfig:
         i, n = self.unit_shard
         if not (n >= 1 and 1 <= i <= n):
             raise UsageError(f"--unit-shard must be i/N with 1 <= i <= N; got {i}/{n}.")
+        if (self.atlas is None) != (self.atlas_labels is None):
+            raise UsageError("--atlas and --atlas-labels go together (an atlas image and its "
+                             "TSV table with columns index and name).")
         if self.mem_gb <= 0:
             raise UsageError(f"--mem must be positive (GB); got {self.mem_gb}.")
 

@@ -201,19 +201,24 @@ def _first(paths) -> Path | None:
     return next(iter(sorted(paths)), None)
 
 
+def _nifti(folder: Path, pattern: str) -> Path | None:
+    """The first ``pattern.nii.gz`` or ``pattern.nii`` in ``folder`` (pattern may glob)."""
+    return _first([*folder.glob(pattern + ".nii.gz"), *folder.glob(pattern + ".nii")])
+
+
 def _resolve_bold(events: Path, source: BoldSource, bids_dir: Path):
     """(bold, confounds) of one run for the chosen source."""
     stem = _stem(events)
     if source.kind == "raw":
-        bold = _first(events.parent.glob(stem + "_bold.nii*"))
+        bold = _nifti(events.parent, stem + "_bold")
         expected = events.parent / (stem + "_bold.nii.gz")
         return bold, expected, None
     rel = events.parent.relative_to(bids_dir)
     folder = source.root / rel
     if source.kind == "preproc-spm":
-        bold = _first(folder.glob(stem + "_bold_preproc.nii*"))
+        bold = _nifti(folder, stem + "_bold_preproc")
         return bold, folder / (stem + "_bold_preproc.nii.gz"), None
-    bold = _first(folder.glob(f"{stem}_space-{source.space}*_desc-preproc_bold.nii*"))
+    bold = _nifti(folder, f"{stem}_space-{source.space}*_desc-preproc_bold")
     conf = _first(folder.glob(f"{stem}_desc-confounds_timeseries.tsv")) or _first(
         folder.glob(f"{stem}_desc-confounds_regressors.tsv"))
     return bold, folder / f"{stem}_space-{source.space}_desc-preproc_bold.nii.gz", conf
@@ -239,10 +244,7 @@ def _volume_offset(events: Path, bold: Path, raw_bold: Path | None, tr: float) -
             f"{bold} has {n} volumes, more than expected ({how}); cannot align it to {events}. "
             "Check that the derivative belongs to this run."
         )
-    if offset:
-        LOGGER.info("%s: %d volumes, %s: the first %d volumes (%.3g s) were dropped by the "
-                    "preprocessing; events are shifted accordingly.", bold.name, n, how, offset,
-                    offset * tr)
+    LOGGER.debug("%s: %d volumes, %s: offset %d", bold.name, n, how, offset)
     return offset
 
 
@@ -294,7 +296,7 @@ def find_runs(
         if not in_sessions(events.name):
             continue
         ses = entities_of(events.name).get("ses")
-        raw_bold = _first(events.parent.glob(_stem(events) + "_bold.nii*"))
+        raw_bold = _nifti(events.parent, _stem(events) + "_bold")
         bold, expected, confounds = _resolve_bold(events, source, bids_dir)
         if bold is None:
             raise MissingInputError(
@@ -317,6 +319,11 @@ def find_runs(
         run = entities_of(events.name).get("run")
         runs.append(Run(bold, events, ses, run, tr, offset, confounds))
     runs.sort(key=lambda r: (r.session or "", r.run or "", r.bold.name))
+    offsets = sorted({r.volume_offset for r in runs})
+    if source.kind != "raw" and runs:
+        LOGGER.info("%d %s runs of sub-%s (%s): %s volume(s) missing at the start relative to "
+                    "the events (from the volume counts); events are aligned accordingly.",
+                    len(runs), what, subject, source.kind, "/".join(map(str, offsets)))
     if not runs:
         sessions = sorted({str(s) for s in layout.get_sessions(subject=subject)})
         raise MissingInputError(

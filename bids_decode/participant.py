@@ -21,7 +21,7 @@ from .errors import DataError, MissingInputError
 from .featurefile import FeatureFile
 from .layout import BoldSource, check_trs, find_runs, make_layout
 from .progress import progress_bar
-from .rois import RoiSpec, load_roi, mask_files
+from .rois import RoiSpec, load_roi, mask_files, read_atlas_labels
 from .samples import EventSpec, build_samples, load_run_timeseries, read_blocks
 
 LOGGER = logging.getLogger(__name__)
@@ -366,8 +366,10 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
                 len(test_runs), tr)
     # 2. ROIs
     ref = nib.load(str(train_runs[0].bold))
-    specs = [RoiSpec.parse(r) for r in config.roi]
-    masks = {s.name: load_roi(bids_dir, subject, s, ref) for s in specs}
+    labels = read_atlas_labels(config.atlas_labels) if config.atlas_labels else None
+    specs = [RoiSpec.parse(r, labels) for r in config.roi]
+    roots = [*config.derivative_paths.values(), *([source.root] if source.root else [])]
+    masks = {s.name: load_roi(bids_dir, subject, s, ref, roots, config.atlas) for s in specs}
     union = np.logical_or.reduce(list(masks.values()))
     # 3. samples
     same_task = config.task == config.train_task
@@ -392,7 +394,7 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
         # 5. decoding, ROI by ROI, layer by layer (resumable: finished work files are reused)
         for spec in specs:
             roi = prepare_roi(spec.name, masks[spec.name], samples,
-                              mask_files(bids_dir, subject, spec))
+                              mask_files(bids_dir, subject, spec, roots, config.atlas))
             design = decoding.prepare_design(roi.X_train, config.alpha,
                                              dtype=np.dtype(config.dtype))
             shard_files = {}

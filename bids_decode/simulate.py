@@ -78,8 +78,46 @@ def _hrf(tr: float) -> np.ndarray:
     return h / h.sum()
 
 
+def _save_bold(vol, affine, tr, path):
+    img = nib.Nifti1Image(vol, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_zooms((*np.abs(np.diag(affine)[:3]), tr))
+    nib.save(img, path)
+
+
+def _simulate_bold(ev, tr, grid, roi_any, A, Z, img_index, cat_index, hrf, snr, rng, *,
+                   motion_artifact=False):
+    """One run: (n_volumes, n_voxels) signal in noise units, and its motion regressors."""
+    onset = ev["onset"].astype(float).to_numpy()
+    dur = ev["duration"].astype(float).to_numpy()
+    n_vols = int(round((onset[-1] + dur[-1]) / tr))
+    n_roi = A.shape[1]
+    neural = np.zeros((n_vols, n_roi))
+    etype = ev["event_type"].to_numpy()
+    for k in np.flatnonzero((etype == "stimulus") | (etype == "imagery")):
+        if etype[k] == "stimulus":
+            z = Z[img_index[ev["stimulus_name"].iloc[k]]]
+        else:  # imagery: a weaker version of the category's perception response
+            z = 0.6 * Z[cat_index[ev["category_name"].iloc[k]]]
+        v0, v1 = int(onset[k] // tr), int(np.ceil((onset[k] + dur[k]) / tr))
+        neural[v0:v1] += z @ A
+    bold_roi = np.stack([np.convolve(c, hrf)[:n_vols] for c in neural.T], axis=1)
+    bold_roi *= snr / max(bold_roi.std(), 1e-12)
+    n_vox = int(np.prod(grid))
+    t = np.linspace(-1, 1, n_vols)[:, None]
+    data = rng.standard_normal((n_vols, n_vox)).astype(np.float32)
+    data += rng.standard_normal(n_vox) * 2.0 * t
+    data[:, np.flatnonzero(roi_any.ravel())] += bold_roi
+    motion = np.cumsum(rng.standard_normal((n_vols, 6)) * 0.05, axis=0)
+    if motion_artifact:  # signal changes explained by motion, removed by confound regression
+        data += (motion - motion.mean(axis=0)) @ (rng.standard_normal((6, n_vox)) * 8.0)
+    return data, motion
+
+
 def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
-                     n_test_runs: int = 4, layers: dict | None = None, n_latent: int = 12,
+                     n_test_runs: int = 4, n_imagery_runs: int = 0,
+                     preproc_spm: bool = False, fmriprep: bool = False,
+                     layers: dict | None = None, n_latent: int = 12,
                      snr: float = 1.0, seed: int = 0, grid=GRID) -> dict:
     """Write the dataset and its features; return the paths and the planted truth.
 
@@ -89,8 +127,14 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
         New folder (must not exist or be empty).
     n_subjects : int
         Subjects sub-01.. (events of real sub-01..03, reused cyclically).
-    n_train_runs, n_test_runs : int
-        Runs per subject from the training and test sessions.
+    n_train_runs, n_test_runs, n_imagery_runs : int
+        Runs per subject from the training, test and imagery sessions.
+    preproc_spm : bool
+        Also write ``derivatives/preproc-spm/output`` runs as ds001246 ships them (float,
+        first 3 volumes dropped).
+    fmriprep : bool
+        Also write fMRIPrep-like derivatives (``space-T1w`` on a padded grid, confounds with
+        motion regressors); every run then carries a motion artefact.
     layers : dict, optional
         Layer name -> unit shape (default :data:`DEFAULT_LAYERS`).
     snr : float
@@ -120,13 +164,15 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     for i, sub in enumerate(subjects):
         tmpl = f"{(i % 3) + 1:02d}"
         plan[sub] = (tmpl, template_runs(tmpl, "perceptionTraining")[:n_train_runs]
-                     + template_runs(tmpl, "perceptionTest")[:n_test_runs])
+                     + template_runs(tmpl, "perceptionTest")[:n_test_runs]
+                     + template_runs(tmpl, "imageryTest")[:n_imagery_runs])
     # images named in the events used
     images = set()
     for tmpl, runs in plan.values():
         for ses, fname in runs:
             ev = pd.read_csv(src / f"sub-{tmpl}" / ses / "func" / fname, sep="\t", dtype=str)
-            images.update(ev.loc[ev["event_type"] == "stimulus", "stimulus_name"])
+            if "stimulus_name" in ev.columns:
+                images.update(ev.loc[ev["event_type"] == "stimulus", "stimulus_name"])
     images = sorted(images)
     n_img = len(images)
     Z = rng.standard_normal((n_img, n_latent))
@@ -160,6 +206,10 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     sidecar = json.loads((src / "task-perception_bold.json").read_text())
     sidecar.pop("SliceTiming", None)  # 50 slices in ds001246, fewer here
     (out / "task-perception_bold.json").write_text(json.dumps(sidecar, indent=2))
+    if n_imagery_runs:
+        side = json.loads((src / "task-imagery_bold.json").read_text())
+        side.pop("SliceTiming", None)
+        (out / "task-imagery_bold.json").write_text(json.dumps(side, indent=2))
     pd.DataFrame({"participant_id": [f"sub-{s}" for s in subjects]}).to_csv(
         out / "participants.tsv", sep="\t", index=False)
     (out / ".bidsignore").write_text("stimuli/\n")
@@ -170,6 +220,15 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     n_roi = int(roi_any.sum())
     hrf = _hrf(tr)
     img_index = {name: i for i, name in enumerate(images)}
+    cat_index = {}
+    for name in images:
+        cat_index.setdefault(name.split("_")[0], img_index[name])
+    if fmriprep:
+        fp_root = out / "derivatives" / "fmriprep"
+        fp_root.mkdir(parents=True, exist_ok=True)
+        (fp_root / "dataset_description.json").write_text(json.dumps({
+            "Name": "simulated fMRIPrep outputs", "BIDSVersion": "1.9.0",
+            "DatasetType": "derivative", "GeneratedBy": [{"Name": "fMRIPrep (simulated)"}]}))
     for sub, (tmpl, runs) in plan.items():
         anat = out / "sourcedata" / f"sub-{sub}" / "anat"
         anat.mkdir(parents=True, exist_ok=True)
@@ -183,27 +242,33 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
             func.mkdir(parents=True, exist_ok=True)
             new_name = fname.replace(f"sub-{tmpl}_", f"sub-{sub}_")
             shutil.copyfile(src / f"sub-{tmpl}" / ses / "func" / fname, func / new_name)
-            onset = ev["onset"].astype(float).to_numpy()
-            dur = ev["duration"].astype(float).to_numpy()
-            n_vols = int(round((onset[-1] + dur[-1]) / tr))
-            neural = np.zeros((n_vols, n_roi))
-            for k in np.flatnonzero(ev["event_type"].to_numpy() == "stimulus"):
-                resp = Z[img_index[ev["stimulus_name"].iloc[k]]] @ A
-                v0, v1 = int(onset[k] // tr), int(np.ceil((onset[k] + dur[k]) / tr))
-                neural[v0:v1] += resp
-            bold_roi = np.stack([np.convolve(c, hrf)[:n_vols] for c in neural.T], axis=1)
-            bold_roi *= snr / max(bold_roi.std(), 1e-12)
-            t = np.linspace(-1, 1, n_vols)[:, None]
-            data = rng.standard_normal((n_vols, *grid)).astype(np.float32)
-            data = data.reshape(n_vols, -1)
-            drift = rng.standard_normal(data.shape[1]) * 2.0
-            data += drift * t
-            data[:, np.flatnonzero(roi_any.ravel())] += bold_roi
-            vol = (1000.0 + 8.0 * data).reshape(n_vols, *grid).transpose(1, 2, 3, 0)
-            img = nib.Nifti1Image(np.round(vol).astype(np.int16), affine)
-            img.header.set_xyzt_units("mm", "sec")
-            img.header.set_zooms((3.0, 3.0, 3.0, tr))
-            nib.save(img, func / new_name.replace("_events.tsv", "_bold.nii.gz"))
+            data, motion = _simulate_bold(ev, tr, grid, roi_any, A, Z, img_index, cat_index, hrf,
+                                          snr, rng, motion_artifact=fmriprep)
+            stem = new_name[: -len("_events.tsv")]
+            vol = (1000.0 + 8.0 * data).reshape(len(data), *grid).transpose(1, 2, 3, 0)
+            vol = np.round(vol).astype(np.int16)
+            _save_bold(vol, affine, tr, func / f"{stem}_bold.nii.gz")
+            if preproc_spm:
+                d = out / "derivatives" / "preproc-spm" / "output" / f"sub-{sub}" / ses / "func"
+                d.mkdir(parents=True, exist_ok=True)
+                # SPM outputs of ds001246 lack the first 3 volumes (9 s) and are float
+                _save_bold(vol[..., 3:].astype(np.float32), affine, tr,
+                           d / f"{stem}_bold_preproc.nii.gz")
+            if fmriprep:
+                d = fp_root / f"sub-{sub}" / ses / "func"
+                d.mkdir(parents=True, exist_ok=True)
+                # fMRIPrep resamples to another grid: one voxel of padding on each side
+                padded = np.pad(vol.astype(np.float32), ((1, 1), (1, 1), (1, 1), (0, 0)),
+                                constant_values=0.0)
+                aff = affine.copy()
+                aff[:3, 3] -= 3.0
+                _save_bold(padded, aff, tr,
+                           d / f"{stem}_space-T1w_desc-preproc_bold.nii.gz")
+                cols = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
+                conf = pd.DataFrame(motion, columns=cols)
+                conf["framewise_displacement"] = np.r_[np.nan, np.abs(np.diff(motion[:, 0]))]
+                conf.to_csv(d / f"{stem}_desc-confounds_timeseries.tsv", sep="\t", index=False,
+                            na_rep="n/a")
     stim = out / "stimuli"
     stim.mkdir(exist_ok=True)
     features = stim / "features_simulated.h5"
@@ -212,6 +277,14 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
                          dtype=h5py.string_dtype("utf-8"))
         for name, Y in feats.items():
             f.create_dataset(f"layers/{name}", data=Y)
+        if n_imagery_runs:
+            cats = sorted(c for c in cat_index if any(
+                n.startswith(c + "_") for n in images))
+            f.create_dataset("category_name", data=np.array(cats, dtype=object),
+                             dtype=h5py.string_dtype("utf-8"))
+            for name, Y in feats.items():
+                f.create_dataset(f"category_layers/{name}",
+                                 data=Y[[cat_index[c] for c in cats]])
         f.attrs.update({"network": "simulated", "weights": "planted", "complete": True})
     with h5py.File(stim / "truth_simulated.h5", "w") as f:
         for name, rho in truth.items():
@@ -227,6 +300,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-subjects", "--n_subjects", type=int, default=2)
     parser.add_argument("--n-train-runs", "--n_train_runs", type=int, default=20)
     parser.add_argument("--n-test-runs", "--n_test_runs", type=int, default=4)
+    parser.add_argument("--n-imagery-runs", "--n_imagery_runs", type=int, default=0)
+    parser.add_argument("--preproc-spm", "--preproc_spm", action="store_true",
+                        help="also write derivatives/preproc-spm/output runs")
+    parser.add_argument("--fmriprep", action="store_true",
+                        help="also write fMRIPrep-like derivatives with confounds")
     parser.add_argument("--snr", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
 
@@ -234,7 +312,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace) -> int:
     res = simulate_dataset(args.out_dir, n_subjects=args.n_subjects,
                            n_train_runs=args.n_train_runs, n_test_runs=args.n_test_runs,
-                           snr=args.snr, seed=args.seed)
+                           n_imagery_runs=args.n_imagery_runs, preproc_spm=args.preproc_spm,
+                           fmriprep=args.fmriprep, snr=args.snr, seed=args.seed)
     print(f"Simulated dataset: {res['bids_dir']}\nFeatures: {res['features']}\n"
           f"Planted truth: {res['bids_dir'] / 'stimuli' / 'truth_simulated.h5'}")
     return 0

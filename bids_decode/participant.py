@@ -63,10 +63,16 @@ def zscore_train(X_train, X_test):
     return ((X_train - mu) / sd).astype(np.float32), ((X_test - mu) / sd).astype(np.float32)
 
 
-def _features_path(config: RunConfig, subject: str, labels: list[str]) -> Path:
-    """The features file: --features, or extracted from the stimulus images."""
+def _features_path(config: RunConfig) -> Path:
+    """The features file: --features, or extracted once from every stimulus image.
+
+    Extraction covers every image of the stimulus folder, so all subjects (and parallel
+    jobs, serialised by a lock) share one file in the work folder.
+    """
     if config.features:
         return Path(config.features)
+    from filelock import FileLock
+
     from . import features as feat
 
     stimuli = Path(config.stimuli_dir or Path(config.bids_dir) / "stimuli")
@@ -75,12 +81,14 @@ def _features_path(config: RunConfig, subject: str, labels: list[str]) -> Path:
             f"No --features file was given and the stimulus folder {stimuli} does not exist. "
             "Give precomputed features with --features FILE, or the images with --stimuli-dir."
         )
-    names = sorted(set(labels))
-    out = config.work_path / "features" / f"{config.network}_{_safe(str(config.weights))}.h5"
-    return feat.extract_features(
-        feat.find_images(stimuli, names), names, out, network=config.network,
-        layers=list(config.layers) or None, weights=config.weights, device=config.device,
-    )
+    paths, names = feat.discover_images(stimuli)
+    folder = derivatives.ensure_dir(config.work_path / "features")
+    out = folder / f"{_safe(config.network)}_{_safe(str(config.weights or 'cache'))}.h5"
+    with FileLock(str(out) + ".lock", timeout=-1):
+        return feat.extract_features(
+            paths, names, out, network=config.network, layers=list(config.layers) or None,
+            weights=config.weights, device=config.device,
+        )
 
 
 def _chunk_units(config: RunConfig, n_rows: int, n_images: int) -> int:
@@ -385,7 +393,7 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
                 "dropped", subject, samples.X_train.shape[0], len(samples.test_labels),
                 samples.info["n_test_blocks"], samples.info["n_repeats_dropped"])
     # 4. features
-    ff = FeatureFile(_features_path(config, subject, samples.train_labels + samples.test_labels))
+    ff = FeatureFile(_features_path(config))
     with ff:
         layers = ff.check_layers(config.layers)
         train_rows = ff.rows_for(samples.train_labels, what="training stimuli")

@@ -117,6 +117,7 @@ def _simulate_bold(ev, tr, grid, roi_any, A, Z, img_index, cat_index, hrf, snr, 
 def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
                      n_test_runs: int = 4, n_imagery_runs: int = 0,
                      preproc_spm: bool = False, fmriprep: bool = False,
+                     stimulus_images: bool = False,
                      layers: dict | None = None, n_latent: int = 12,
                      snr: float = 1.0, seed: int = 0, grid=GRID) -> dict:
     """Write the dataset and its features; return the paths and the planted truth.
@@ -132,6 +133,10 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     preproc_spm : bool
         Also write ``derivatives/preproc-spm/output`` runs as ds001246 ships them (float,
         first 3 volumes dropped).
+    stimulus_images : bool
+        Also write a JPEG per image in ``stimuli/`` whose content is a smooth colour pattern
+        driven by the image's latent vector (so a network's features of the images relate to
+        what the simulated brain sees).
     fmriprep : bool
         Also write fMRIPrep-like derivatives (``space-T1w`` on a padded grid, confounds with
         motion regressors); every run then carries a motion artefact.
@@ -271,6 +276,8 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
                             na_rep="n/a")
     stim = out / "stimuli"
     stim.mkdir(exist_ok=True)
+    if stimulus_images:
+        write_images(stim, images, Z, rng)
     features = stim / "features_simulated.h5"
     with h5py.File(features, "w") as f:
         f.create_dataset("stimulus_name", data=np.array(images, dtype=object),
@@ -295,6 +302,24 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     return {"bids_dir": out, "features": features, "truth": truth, "images": images}
 
 
+def write_images(folder: Path, names: list[str], Z: np.ndarray, rng, size: int = 64) -> None:
+    """One JPEG per image: a smooth RGB pattern, a linear function of its latent vector."""
+    from PIL import Image
+
+    n_latent = Z.shape[1]
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    basis = np.empty((n_latent, size, size, 3))
+    for k in range(n_latent):
+        for c in range(3):
+            fx, fy = rng.uniform(0.5, 4.0, 2)
+            phase = rng.uniform(0, 2 * np.pi)
+            basis[k, :, :, c] = np.sin(2 * np.pi * (fx * xx + fy * yy) + phase)
+    for name, z in zip(names, Z):
+        pix = 128 + 40 * np.tensordot(z, basis, axes=1) / np.sqrt(n_latent)
+        img = Image.fromarray(np.clip(pix, 0, 255).astype(np.uint8), "RGB")
+        img.save(folder / f"{name}.JPEG", quality=95)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", type=Path, help="new folder for the simulated dataset")
     parser.add_argument("--n-subjects", "--n_subjects", type=int, default=2)
@@ -305,6 +330,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write derivatives/preproc-spm/output runs")
     parser.add_argument("--fmriprep", action="store_true",
                         help="also write fMRIPrep-like derivatives with confounds")
+    parser.add_argument("--stimulus-images", "--stimulus_images", action="store_true",
+                        help="also write stimulus images (JPEG) into OUT_DIR/stimuli")
     parser.add_argument("--snr", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
 
@@ -313,7 +340,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     res = simulate_dataset(args.out_dir, n_subjects=args.n_subjects,
                            n_train_runs=args.n_train_runs, n_test_runs=args.n_test_runs,
                            n_imagery_runs=args.n_imagery_runs, preproc_spm=args.preproc_spm,
-                           fmriprep=args.fmriprep, snr=args.snr, seed=args.seed)
+                           fmriprep=args.fmriprep, stimulus_images=args.stimulus_images,
+                           snr=args.snr, seed=args.seed)
     print(f"Simulated dataset: {res['bids_dir']}\nFeatures: {res['features']}\n"
           f"Planted truth: {res['bids_dir'] / 'stimuli' / 'truth_simulated.h5'}")
     return 0

@@ -66,6 +66,8 @@ def main(argv=None):
     ap.add_argument("--budget-s", type=float, default=300.0, help="stop tuning/timing past this")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, to test the script")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--grid", default="torch:256:64,torch:1024:64,blocked:256:64,blocked:1024:64",
+                    help="tuning grid: comma-separated cholesky:sub_batch:block")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
 
@@ -74,7 +76,7 @@ def main(argv=None):
     dec = import_decoding()
     backends = sys.modules["bids_decode._backends"]
     n, n_test, p, k, alpha = 1200, 50, 5000, 500, 100.0
-    tune_units = 4096
+    tune_units = 8192
     if args.smoke:
         n, n_test, p, k = 120, 10, 300, 30
         args.units, args.batch_size, args.compare_units, tune_units = 2000, 512, 64, 256
@@ -101,22 +103,23 @@ def main(argv=None):
     # 1. tune on tune_units units (after a warm-up)
     timed_decode(dec, design, Y[:, :256], Xt, k, 256, args.device)
     tuning = []
-    for chol in ("torch", "blocked"):
-        for sub in (256, 1024):
-            if time.perf_counter() - t_start > args.budget_s / 3:
-                break
-            backends.TORCH_DEFAULTS.update(cholesky=chol, sub_batch=sub)
-            try:
-                _, dt = timed_decode(dec, design, Y[:, :tune_units], Xt, k, tune_units,
-                                     args.device)
-            except torch.OutOfMemoryError as err:  # pragma: no cover - device dependent
-                print("OOM", chol, sub, err, flush=True)
-                torch.cuda.empty_cache()
-                continue
-            tuning.append({"cholesky": chol, "sub_batch": sub, "units_per_s": tune_units / dt})
-            print("tune", tuning[-1], flush=True)
+    for item in args.grid.split(","):
+        chol, sub, block = item.split(":")
+        if time.perf_counter() - t_start > args.budget_s / 3:
+            break
+        backends.TORCH_DEFAULTS.update(cholesky=chol, sub_batch=int(sub), block=int(block))
+        try:
+            _, dt = timed_decode(dec, design, Y[:, :tune_units], Xt, k, tune_units, args.device)
+        except torch.OutOfMemoryError as err:  # pragma: no cover - device dependent
+            print("OOM", item, err, flush=True)
+            torch.cuda.empty_cache()
+            continue
+        tuning.append({"cholesky": chol, "sub_batch": int(sub), "block": int(block),
+                       "units_per_s": tune_units / dt})
+        print("tune", tuning[-1], flush=True)
     best = max(tuning, key=lambda r: r["units_per_s"])
-    backends.TORCH_DEFAULTS.update(cholesky=best["cholesky"], sub_batch=best["sub_batch"])
+    backends.TORCH_DEFAULTS.update(cholesky=best["cholesky"], sub_batch=best["sub_batch"],
+                                   block=best["block"])
     info["tuning"] = tuning
     info["best"] = best
 
@@ -150,7 +153,8 @@ def main(argv=None):
         pathlib.Path(args.json).write_text(json.dumps(info, indent=2))
     print()
     print(f"device: {info.get('gpu', args.device)}   torch {info['torch']}")
-    print(f"best torch path: cholesky={best['cholesky']} sub_batch={best['sub_batch']}")
+    print(f"best torch path: cholesky={best['cholesky']} sub_batch={best['sub_batch']} "
+          f"block={best['block']}")
     print(f"{'units':>10} {'seconds':>9} {'units/s':>10} {'GFLOP/s':>9} "
           f"{'VGG19 (14.86M) projected':>26}")
     print(f"{units:>10} {dt:>9.2f} {ups:>10.0f} {info['gflops']:>9.0f} "

@@ -73,13 +73,22 @@ class Design:
     """
 
     X: np.ndarray
-    gram: np.ndarray
     xz: np.ndarray
     alpha: float
     mean: np.ndarray
     norm: np.ndarray
     device: str = "cpu"
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def gram(self) -> np.ndarray:
+        """``X' X + alpha I`` in ``dtype``, computed on first use (the all-voxel dual path
+        never needs it)."""
+        if "gram" not in self._cache:
+            g = self.X.T @ self.X
+            g[np.diag_indices_from(g)] += self.alpha
+            self._cache["gram"] = g
+        return self._cache["gram"]
 
     @property
     def dtype(self) -> np.dtype:
@@ -92,7 +101,7 @@ class Design:
     def gram_as(self, dtype) -> np.ndarray:
         """The Gram matrix in another dtype (float64 is recomputed, not upcast)."""
         dtype = np.dtype(dtype)
-        if dtype == self.gram.dtype:
+        if dtype == self.X.dtype:
             return self.gram
         key = ("gram", dtype)
         if key not in self._cache:
@@ -138,15 +147,13 @@ def prepare_design(X, alpha, *, dtype=np.float64, device="cpu") -> Design:
     if not np.isfinite(X64).all():
         raise DataError("X contains NaN or infinite values; clean or mask them before decoding.")
     Xb = _with_bias(X64.astype(dtype))
-    gram = Xb.T @ Xb
-    gram[np.diag_indices_from(gram)] += alpha
     mean = X64.mean(axis=0)
     xc = X64 - mean
     norm = np.sqrt((xc**2).sum(axis=0))
     const = norm <= np.sqrt(CONSTANT_VAR * X64.shape[0])
     norm[const] = 0.0
     xz = np.divide(xc, norm, out=np.zeros_like(xc), where=~const)
-    design = Design(X=Xb, gram=gram, xz=xz, alpha=float(alpha), mean=mean, norm=norm,
+    design = Design(X=Xb, xz=xz, alpha=float(alpha), mean=mean, norm=norm,
                     device=str(device))
     if dtype != np.float64:
         design._cache["x64"] = X64
@@ -291,6 +298,8 @@ def _solve_selected_torch(design: Design, Y, n_voxels: int, xt):
     st = _torch_state(design)
     dev = st["xz"].device
     Y64 = torch.as_tensor(np.asarray(Y)).to(dev, dtype=torch.float64)
+    if not bool(torch.isfinite(Y64).all()):
+        raise DataError(_NONFINITE_Y)
     ct = Y64.T @ st["xz"]  # (n_units, n_voxels) float64
     ysum = Y64.sum(dim=0)
     index = torch.topk(ct.abs(), n_voxels, dim=1, sorted=False).indices.sort(dim=1).values
@@ -570,15 +579,19 @@ def _n_jobs(n_jobs) -> int:
 
 
 def _check_y(design: Design, Y) -> np.ndarray:
+    """Y as a 2-D array; finiteness is checked here on the CPU, on the device otherwise."""
     Y = np.asarray(Y)
     if Y.ndim == 1:
         Y = Y[:, None]
     if Y.ndim != 2 or Y.shape[0] != design.X.shape[0]:
         raise UsageError(
             f"Y must have shape (n_samples={design.X.shape[0]}, n_units); got {Y.shape}.")
-    if not np.isfinite(Y).all():
-        raise DataError("Y contains NaN or infinite values; remove those units or samples.")
+    if design.device == "cpu" and not np.isfinite(Y).all():
+        raise DataError(_NONFINITE_Y)
     return Y
+
+
+_NONFINITE_Y = "Y contains NaN or infinite values; remove those units or samples."
 
 
 class VoxelSelectionRidge(RegressorMixin, BaseEstimator):

@@ -1,0 +1,134 @@
+"""Full-size ingestion: load a ds001246-sized subject run by run, against plain decompression.
+
+Builds a subject on the real grid (64 x 64 x 50 voxels of 3 mm, 178 volumes of int16 per run,
+ds001246's real events) with a VC-sized ROI (~4,500 voxels), then times in separate processes
+(one process per measurement, so peak RSS is per measurement):
+
+1. plain decompression of every run (``gzip`` read into memory, nothing else);
+2. ``bids_decode.samples.build_samples`` (mask, cast, detrend/z-score, block averaging).
+
+Prints wall time, the ratio (goal <= 1.5) and peak RSS (goal < 4 GB).
+
+    python benchmarks/bench_ingestion.py [--runs 59] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+GRID = (64, 64, 50)
+
+
+def make_subject(root: Path, n_runs: int, seed: int = 0) -> None:
+    import nibabel as nib
+
+    from bids_decode.simulate import _data_root, template_runs
+
+    rng = np.random.default_rng(seed)
+    n_train = max(1, round(n_runs * 24 / 59))
+    runs = (template_runs("01", "perceptionTraining")[:n_train]
+            + template_runs("01", "perceptionTest")[:max(1, n_runs - n_train)])
+    src = _data_root()
+    (root / "dataset_description.json").write_text(json.dumps(
+        {"Name": "bench", "BIDSVersion": "1.9.0"}))
+    (root / "task-perception_bold.json").write_text(json.dumps(
+        {"RepetitionTime": 3.0, "TaskName": "perception"}))
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    x, y, z = np.ogrid[:64, :64, :50]
+    vc = ((x - 32) ** 2 / 400 + (y - 12) ** 2 / 100 + (z - 20) ** 2 / 120) < 1
+    anat = root / "sourcedata" / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(vc.astype(np.uint8), affine), anat / "vc.nii.gz")
+    base = (rng.random(GRID) * 800 + 200).astype(np.float32)
+    for ses, fname in runs:
+        func = root / "sub-01" / ses / "func"
+        func.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / "sub-01" / ses / "func" / fname, func / fname)
+        data = base[..., None] + rng.standard_normal((*GRID, 178)).astype(np.float32) * 20
+        img = nib.Nifti1Image(data.astype(np.int16), affine)
+        img.header.set_zooms((3.0, 3.0, 3.0, 3.0))
+        nib.save(img, func / fname.replace("_events.tsv", "_bold.nii.gz"))
+    print(f"made {len(runs)} runs ({vc.sum()} ROI voxels) in {root}", flush=True)
+
+
+CHILD = r"""
+import gzip, json, sys, time
+from pathlib import Path
+root, mode = Path(sys.argv[1]), sys.argv[2]
+if mode != "decompress":
+    import nibabel as nib
+    import numpy as np
+    from bids_decode.layout import find_runs, make_layout
+    from bids_decode.samples import build_samples
+t0 = time.perf_counter()
+if mode == "decompress":
+    for f in sorted(root.glob("sub-01/*/func/*_bold.nii.gz")):
+        with gzip.open(f, "rb") as fh:
+            data = fh.read()
+        del data
+else:
+    lay = make_layout(root, ["01"])
+    train = find_runs(lay, "01", "perception", "perceptionTraining*", what="training")
+    test = find_runs(lay, "01", "perception", "perceptionTest*", what="test")
+    mask = np.asanyarray(nib.load(root / "sourcedata/sub-01/anat/vc.nii.gz").dataobj) > 0
+    s = build_samples(train, test, mask, (64, 64, 50, 178), shift=3.0)
+    assert s.X_train.shape[1] == mask.sum()
+wall = time.perf_counter() - t0
+# VmHWM belongs to this process image (ru_maxrss would carry the parent's over exec)
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(json.dumps({"wall": wall, "rss_mb": int(hwm) / 1024}))
+"""
+
+
+def measure(root: Path, mode: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(root), mode],
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"{mode} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=59, help="runs (ds001246: 24 train + 35 test)")
+    p.add_argument("--keep", type=Path, default=None, help="build/reuse the subject here")
+    args = p.parse_args(argv)
+    tmp = None
+    root = args.keep
+    if root is None:
+        tmp = tempfile.mkdtemp(prefix="bench_ingest_")
+        root = Path(tmp)
+    try:
+        if not (root / "dataset_description.json").exists():
+            root.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            make_subject(root, args.runs)
+            print(f"build: {time.perf_counter() - t0:.0f} s", flush=True)
+        n = len(list(root.glob("sub-01/*/func/*_bold.nii.gz")))
+        size = sum(f.stat().st_size for f in root.glob("sub-01/*/func/*_bold.nii.gz")) / 2**20
+        dec = measure(root, "decompress")
+        ing = measure(root, "ingest")
+        print(f"\nfull-size ingestion, {n} runs of 64x64x50x178 int16 ({size:.0f} MiB gzip)")
+        print(f"{'step':<28}{'wall s':>9}{'peak RSS MiB':>15}")
+        print(f"{'gzip decompression only':<28}{dec['wall']:>9.1f}{dec['rss_mb']:>15.0f}")
+        print(f"{'bids_decode build_samples':<28}{ing['wall']:>9.1f}{ing['rss_mb']:>15.0f}")
+        ratio = ing["wall"] / dec["wall"]
+        print(f"ratio ingestion/decompression: {ratio:.2f} (goal <= 1.5); "
+              f"peak RSS {ing['rss_mb'] / 1024:.2f} GiB (goal < 4)")
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

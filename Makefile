@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean container-test
 
 install: $(VENV)/.installed
 
@@ -29,7 +29,10 @@ demo: install
 	@echo "Demo outputs in $(DEMO)/derivatives (open sub-01.html and group/report.html)"
 
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not container" $(PYTEST_ARGS)
+
+container-test: install
+	bash scripts/container-test.sh
 
 lint: install
 	$(VENV)/bin/ruff check bids_decode tests benchmarks

@@ -224,6 +224,13 @@ def run(config: RunConfig) -> int:
 
         return group.run_group(config)
     subjects = layout.resolve_subjects(bids_dir, config.participant_label)
+    if config.reports_only:
+        from .report import write_subject_report
+
+        for sub in subjects:
+            LOGGER.info("sub-%s: report %s", sub,
+                        write_subject_report(out_dir, sub, config.task))
+        return EXIT_OK
     if not config.skip_bids_validation:
         from .validation import validate_bids
 

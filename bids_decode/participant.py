@@ -431,10 +431,15 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
                 write_roi_sidecar(config, subject, roi, ff, samples, tr)
                 write_summary(config, subject, roi_rows)
             rows.extend(roi_rows)
+    write_run_config(config, subject, samples.info)
     if complete:
         write_qc(config, subject, train_runs[0], union, masks, ref.shape, samples,
                  collector.messages)
-    write_run_config(config, subject, samples.info)
+        # 7. the subject's visual report (from the outputs only)
+        from .report import write_subject_report
+
+        html = write_subject_report(Path(config.output_dir), subject, config.task)
+        LOGGER.info("sub-%s: report %s", subject, html)
     LOGGER.info("sub-%s: done in %.1f s", subject, time.time() - t0)
     return {"subject": subject, "rows": rows, "info": samples.info, "complete": complete}
 

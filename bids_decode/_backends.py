@@ -157,7 +157,7 @@ def solve_selected_numba(gram, index, rhs, cond_max, xt=None):
 
 #: Tuning of the torch path: the factorisation ("torch": ``torch.linalg.cholesky_ex``;
 #: "blocked": :func:`blocked_cholesky`, GEMM-rich) and the units gathered at once.
-TORCH_DEFAULTS = {"cholesky": "torch", "sub_batch": 512, "block": 64}
+TORCH_DEFAULTS = {"cholesky": "blocked", "sub_batch": 4096, "block": 64}
 
 
 def blocked_cholesky(A, block: int = 64):

@@ -79,6 +79,25 @@ def ensure_dir(path: Path) -> Path:
     return path
 
 
+def check_free_space(folder: Path, need_bytes: int, what: str) -> None:
+    """Refuse to start writing ``what`` when ``folder`` lacks the space it will take.
+
+    HDF5 does not fail cleanly when a disk fills mid-write, so sizes are checked first
+    (with a 10% + 1 MiB margin).
+    """
+    import shutil
+
+    folder = ensure_dir(Path(folder))
+    free = shutil.disk_usage(folder).free
+    need = int(need_bytes * 1.1) + 2**20
+    if free < need:
+        raise OutputError(
+            f"Not enough space in {folder} to write {what}: it needs about "
+            f"{need / 2**20:.1f} MiB and {free / 2**20:.1f} MiB are free. Free some space or "
+            "choose another output or work folder (-w)."
+        )
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path):
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds."""

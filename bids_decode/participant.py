@@ -125,6 +125,8 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
     pattern = evaluation.PatternAccumulator(n_test)
     n_const = 0
     chunk = _chunk_units(config, rows_per_sample, len(ff.names))
+    derivatives.check_free_space(work_file.parent, (n_test + 2) * (hi - lo) * 4,
+                                 f"the work file {work_file.name}")
     n_chunks = max(1, -(-(hi - lo) // chunk))
     with derivatives.atomic_path(work_file) as tmp, h5py.File(tmp, "w") as w:
         dec = w.create_dataset("decoded", (n_test, hi - lo), dtype="f4",
@@ -182,6 +184,8 @@ def assemble_roi(config: RunConfig, subject: str, ff: FeatureFile, roi: RoiData,
                                 suffix="decoding", ext=".h5")
     n_test = len(test_labels)
     rows = []
+    size = sum((n_test + 3) * ff.n_units(layer) * 4 for layer in layers)
+    derivatives.check_free_space(out.parent, size, out.name)
     with derivatives.atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
         h5.create_dataset("stimulus_name", data=np.array(test_labels, dtype=object),
                           dtype=h5py.string_dtype("utf-8"))

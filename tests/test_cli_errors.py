@@ -222,3 +222,72 @@ def test_invalid_bids_dataset_fails_validation(capsys, ds, tmp_path):
                  str(ds / "stimuli" / "features_simulated.h5")])
     err = capsys.readouterr().err
     _assert_clean_failure(code, err, EXIT_VALIDATION, "--skip-bids-validation")
+
+
+def test_mismatched_trs(capsys, ds, tmp_path):
+    bold = sorted(ds.glob("sub-01/ses-perceptionTest*/func/*_bold.nii.gz"))[0]
+    sidecar = bold.with_name(bold.name.replace(".nii.gz", ".json"))
+    sidecar.write_text('{"RepetitionTime": 2.0}')
+    code, err = _run(capsys, ds, tmp_path / "out")
+    _assert_clean_failure(code, err, EXIT_DATAERR, "repetition times", "2.0", "3.0")
+
+
+def test_partial_features_file(capsys, ds, tmp_path):
+    src = ds / "stimuli" / "features_simulated.h5"
+    bad = tmp_path / "partial.h5"
+    bad.write_bytes(src.read_bytes()[: src.stat().st_size // 3])
+    code, err = _run(capsys, ds, tmp_path / "out", features=bad)
+    _assert_clean_failure(code, err, EXIT_DATAERR, "partial.h5")
+    assert _no_results(tmp_path / "out")
+
+
+def test_stimulus_without_features_or_image(capsys, ds, tmp_path):
+    """No --features: images are needed; a missing one is named with the folder."""
+    from bids_decode.simulate import write_images
+
+    stim = tmp_path / "stimuli"
+    stim.mkdir()
+    import pandas as pd
+
+    names = set()
+    for ev in ds.glob("sub-01/*/func/*_events.tsv"):
+        df = pd.read_csv(ev, sep="\t", dtype=str)
+        names.update(df.loc[df.event_type == "stimulus", "stimulus_name"])
+    names = sorted(names)
+    write_images(stim, names[1:], np.random.default_rng(0).standard_normal((len(names) - 1, 3)),
+                 np.random.default_rng(1), size=16)
+    code = main([str(ds), str(tmp_path / "out"), "participant", "--stimuli-dir", str(stim),
+                 "--network", "alexnet", "--weights", "random", "--layers", "fc8",
+                 "--skip-bids-validation"])
+    err = capsys.readouterr().err
+    _assert_clean_failure(code, err, EXIT_DATAERR, names[0])
+
+
+def test_mask_on_another_grid_is_resampled_with_a_warning(capsys, ds, tmp_path):
+    from nilearn.image import resample_img
+
+    for f in ds.glob("sourcedata/sub-01/anat/*_HVC.nii.gz"):
+        img = nib.load(f)
+        aff = img.affine.copy()
+        aff[:3, :3] *= 2 / 3  # 2 mm voxels
+        nib.save(resample_img(img, target_affine=aff, interpolation="nearest",
+                              force_resample=True, copy_header=True), f)
+    code, err = _run(capsys, ds, tmp_path / "out", "--roi", "HVC", "--layers", "fc8")
+    assert code == 0, err
+    assert "another grid" in err and "resampled" in err
+
+
+def test_disk_full(capsys, ds, tmp_path):
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        code, err = _run(capsys, ds, mnt / "out", "--work-dir", str(tmp_path / "work"))
+        _assert_clean_failure(code, err, EXIT_CANTCREAT, str(mnt / "out"), "space")
+        assert not list((mnt / "out").glob("sub-*/func/*_decoding.h5"))
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

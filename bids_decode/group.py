@@ -278,67 +278,94 @@ def check_consistent(output_dir: Path, task: str, subjects: list[SubjectOutputs]
 
 # --------------------------------------------------------------------------- 3. statistics
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if a.size < 3:
+class _Ranked:
+    """One subject's accuracies over a set of units: centred values, sort order, ranks."""
+
+    def __init__(self, x: np.ndarray):
+        x = np.asarray(x, dtype=np.float64)
+        self.n = x.size
+        self.xc = x - x.mean() if x.size else x
+        self.norm = float(np.sqrt(self.xc @ self.xc))
+        x32 = x.astype(np.float32)
+        # accuracies are stored as float32: sorting them as float32 is exact and faster
+        self.order = np.argsort(x32 if np.array_equal(x32, x) else x)
+        xs = x[self.order]
+        start = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]]) if x.size else np.array([], int)
+        counts = np.diff(np.r_[start, x.size])
+        ranks = np.empty(x.size)
+        ranks[self.order] = np.repeat(start + (counts + 1) / 2.0, counts)  # ties: average
+        self.rc = ranks - ranks.mean() if x.size else ranks
+        self.rnorm = float(np.sqrt(self.rc @ self.rc))
+
+    def top(self, n_top: int) -> np.ndarray:
+        return self.order[self.n - n_top:]
+
+
+def _corr(a: np.ndarray, b: np.ndarray, na: float, nb: float) -> float:
+    if a.size < 3 or na == 0 or nb == 0:
         return float("nan")
-    a = a - a.mean()
-    b = b - b.mean()
-    den = np.sqrt((a @ a) * (b @ b))
-    return float(np.clip((a @ b) / den, -1, 1)) if den > 0 else float("nan")
+    return float(np.clip((a @ b) / (na * nb), -1.0, 1.0))
 
 
-def pair_correlations(acc: dict[str, np.ndarray]) -> list[dict]:
-    """Pearson and Spearman r of unit accuracies for every pair of subjects.
+def pair_statistics(acc: dict[str, np.ndarray], percents=TOP_PERCENTS
+                    ) -> tuple[list[dict], list[dict]]:
+    """Between-subject correlation and top-k% overlap of unit accuracies for every pair.
+
+    Each subject's accuracies are centred and sorted once over the units finite in every
+    subject (the usual case: NaN units are the constant features, the same for all); a pair
+    whose finite units differ from that set is recomputed over its own common units.
 
     Parameters
     ----------
     acc : dict subject -> ndarray of shape (n_units,)
-        Units whose accuracy is NaN in either subject of a pair are left out of that pair.
+    percents : sequence of float
+        k of the top-k% overlaps.
 
     Returns
     -------
-    list of dict with subject_a, subject_b, r, spearman_r, n_units
+    pairs : list of dict with subject_a, subject_b, r (Pearson), spearman_r, n_units
+    overlap : list of dict with subject_a, subject_b, top_percent, n_units, n_top, n_shared,
+        overlap (n_shared / n_top), chance (n_top / n_units); ``n_top = round(k/100 * n)``,
+        at least 1, the same for both subjects, so the overlap is symmetric.
     """
-    from scipy.stats import rankdata
-
     subs = list(acc)
     finite = {s: np.isfinite(acc[s]) for s in subs}
     common = np.logical_and.reduce([finite[s] for s in subs])
-    common_ranks = {s: rankdata(acc[s][common]) for s in subs}
-    rows = []
+    cache: dict[str, _Ranked] = {}
+    pairs, overlap = [], []
     for a, b in combinations(subs, 2):
         ok = finite[a] & finite[b]
         if np.array_equal(ok, common):
-            ra, rb = common_ranks[a], common_ranks[b]
+            for s in (a, b):
+                if s not in cache:
+                    cache[s] = _Ranked(acc[s][common])
+            ra, rb = cache[a], cache[b]
         else:
-            ra, rb = rankdata(acc[a][ok]), rankdata(acc[b][ok])
-        rows.append({"subject_a": a, "subject_b": b, "r": _pearson(acc[a][ok], acc[b][ok]),
-                     "spearman_r": _pearson(ra, rb), "n_units": int(ok.sum())})
-    return rows
+            ra, rb = _Ranked(acc[a][ok]), _Ranked(acc[b][ok])
+        n = ra.n
+        pairs.append({"subject_a": a, "subject_b": b, "r": _corr(ra.xc, rb.xc, ra.norm, rb.norm),
+                      "spearman_r": _corr(ra.rc, rb.rc, ra.rnorm, rb.rnorm), "n_units": n})
+        if n == 0:
+            continue
+        for k in percents:
+            n_top = max(1, int(round(k / 100 * n)))
+            in_b = np.zeros(n, dtype=bool)
+            in_b[rb.top(n_top)] = True
+            shared = int(in_b[ra.top(n_top)].sum())
+            overlap.append({"subject_a": a, "subject_b": b, "top_percent": k, "n_units": n,
+                            "n_top": n_top, "n_shared": shared, "overlap": shared / n_top,
+                            "chance": n_top / n})
+    return pairs, overlap
+
+
+def pair_correlations(acc: dict[str, np.ndarray]) -> list[dict]:
+    """Pearson and Spearman r of unit accuracies for every subject pair (see pair_statistics)."""
+    return pair_statistics(acc, percents=())[0]
 
 
 def top_overlap(acc: dict[str, np.ndarray], percents=TOP_PERCENTS) -> list[dict]:
-    """For each subject pair and k: the fraction of a's top-k% units that are top-k% in b.
-
-    Units are ranked among those finite in both subjects; ``n_top = round(k/100 * n)``
-    (at least 1), the same for both, so the overlap is symmetric. Chance is ``n_top / n``.
-    """
-    rows = []
-    for a, b in combinations(list(acc), 2):
-        ok = np.isfinite(acc[a]) & np.isfinite(acc[b])
-        n = int(ok.sum())
-        if n == 0:
-            continue
-        xa, xb = acc[a][ok], acc[b][ok]
-        for k in percents:
-            n_top = max(1, int(round(k / 100 * n)))
-            ta = np.argpartition(-xa, n_top - 1)[:n_top]
-            tb = np.argpartition(-xb, n_top - 1)[:n_top]
-            shared = int(np.intersect1d(ta, tb, assume_unique=True).size)
-            rows.append({"subject_a": a, "subject_b": b, "top_percent": k, "n_units": n,
-                         "n_top": n_top, "n_shared": shared, "overlap": shared / n_top,
-                         "chance": n_top / n})
-    return rows
+    """Top-k% overlap of unit accuracies for every subject pair (see pair_statistics)."""
+    return pair_statistics(acc, percents)[1]
 
 
 def _nanmean(a) -> float:
@@ -350,22 +377,32 @@ def _nanmean(a) -> float:
 
 @dataclass
 class TrueLayer:
-    """True test features of one layer and the per-unit statistics used to z-score them.
+    """True test features of one layer, z-scored, with what every ROI's scoring reuses.
 
     Attributes
     ----------
-    test : ndarray of shape (n_test, n_units), float32
-        True values of the test images, in the group's test-image order.
+    z : ndarray of shape (n_test, n_units), float32
+        True values of the test images (group test-image order), z-scored with the mean and
+        SD (ddof=1) over the reference images; 0 for constant units.
     mu, sd : ndarray of shape (n_units,), float64
-        Mean and standard deviation (ddof=1) over the reference images.
+        The reference statistics (sd is 1 for constant units).
     const : ndarray of shape (n_units,), bool
         Units constant over the reference images (scored NaN, as in the participant level).
+    z_sum, zss, tss : ndarray of shape (n_units,), float64
+        Per unit, the sum over test images of ``z``, of squared centred and of squared ``z``.
+    st, stt : ndarray of shape (n_test,), float64
+        Per image, the sum over units of ``z`` and of ``z**2`` (pattern correlation).
     """
 
-    test: np.ndarray
+    z: np.ndarray
     mu: np.ndarray
     sd: np.ndarray
     const: np.ndarray
+    z_sum: np.ndarray
+    zss: np.ndarray
+    tss: np.ndarray
+    st: np.ndarray
+    stt: np.ndarray
 
 
 def reference_rows(ff: FeatureFile, test_rows: np.ndarray) -> tuple[np.ndarray, str]:
@@ -384,21 +421,31 @@ def reference_rows(ff: FeatureFile, test_rows: np.ndarray) -> tuple[np.ndarray, 
 
 def read_true_layer(ff: FeatureFile, layer: str, test_rows: np.ndarray, ref_rows: np.ndarray,
                     mem_gb: float) -> TrueLayer:
-    """Stream one layer of the features file into :class:`TrueLayer`."""
+    """Stream one layer of the features file into a :class:`TrueLayer`."""
     n_units = ff.n_units(layer)
-    n_img = len(ff.names)
+    n_img, n_test = len(ff.names), len(test_rows)
     chunk = int(max(256, min(1 << 22, mem_gb * 2**30 * 0.2 / (8 * n_img))))
-    test = np.empty((len(test_rows), n_units), dtype=np.float32)
-    mu = np.empty(n_units)
-    sd = np.empty(n_units)
+    z = np.empty((n_test, n_units), dtype=np.float32)
+    mu, sd, z_sum, zss, tss = (np.empty(n_units) for _ in range(5))
+    const = np.empty(n_units, dtype=bool)
+    st, stt = np.zeros(n_test), np.zeros(n_test)
     for s, e, Y in ff.iter_unit_chunks(layer, np.arange(n_img), chunk):
         R = Y[ref_rows]
-        mu[s:e] = R.mean(axis=0)
-        sd[s:e] = R.std(axis=0, ddof=1) if R.shape[0] > 1 else 0.0
-        test[:, s:e] = Y[test_rows]
-    const = ~(sd > 1e-12 * np.maximum(1.0, np.abs(mu)))
-    sd[const] = 1.0
-    return TrueLayer(test, mu, sd, const)
+        m = R.mean(axis=0)
+        d = R.std(axis=0, ddof=1) if R.shape[0] > 1 else np.zeros(e - s)
+        c = ~(d > 1e-12 * np.maximum(1.0, np.abs(m)))
+        d[c] = 1.0
+        t = (Y[test_rows] - m) / d
+        t[:, c] = 0.0
+        z_sum[s:e] = t.sum(axis=0)
+        tc = t - z_sum[s:e] / n_test
+        mu[s:e], sd[s:e], const[s:e] = m, d, c
+        zss[s:e] = np.einsum("ij,ij->j", tc, tc)
+        tss[s:e] = np.einsum("ij,ij->j", t, t)
+        st += t.sum(axis=1)
+        stt += np.einsum("ij,ij->i", t, t)
+        z[:, s:e] = t
+    return TrueLayer(z, mu, sd, const, z_sum, zss, tss, st, stt)
 
 
 def _slice_step(shape: tuple[int, ...], max_units: int) -> tuple[int, int]:
@@ -408,16 +455,22 @@ def _slice_step(shape: tuple[int, ...], max_units: int) -> tuple[int, int]:
 
 
 def average_layer(sources: list[tuple[h5py.Dataset, np.ndarray]], truth: TrueLayer,
-                  out: h5py.Dataset, mem_gb: float) -> tuple[np.ndarray, np.ndarray]:
+                  out, mem_gb: float) -> tuple[np.ndarray, np.ndarray]:
     """Average the subjects' decoded features of one layer, write them, score them.
+
+    Scores are those of the participant level (:func:`bids_decode.evaluation.
+    profile_correlation` and :class:`~bids_decode.evaluation.PatternAccumulator`), computed
+    with the true side precomputed once per layer in ``truth``.
 
     Parameters
     ----------
     sources : list of (dataset of shape (n_test, *unit_shape), row order)
         Each subject's ``/<layer>/decoded`` and the index of each group test image in it.
     truth : TrueLayer
-    out : h5py.Dataset of shape (n_test, *unit_shape)
+    out : h5py.Dataset or ndarray of shape (n_test, *unit_shape)
         Receives the averaged decoded features (features' own units).
+    mem_gb : float
+        Memory budget; about a fifth of it is used per chunk of units.
 
     Returns
     -------
@@ -430,27 +483,41 @@ def average_layer(sources: list[tuple[h5py.Dataset, np.ndarray]], truth: TrueLay
     shape = tuple(out.shape[1:])
     n_test = out.shape[0]
     n_units = int(np.prod(shape))
-    per, step = _slice_step(shape, int(max(1, mem_gb * 2**30 * 0.2 /
-                                           (8 * n_test * (len(sources) + 4)))))
+    per, step = _slice_step(shape, int(max(1, mem_gb * 2**30 * 0.2 / (8 * n_test * 4))))
     acc = np.full(n_units, np.nan)
-    pattern = evaluation.PatternAccumulator(n_test)
+    sp, spp, cross = np.zeros(n_test), np.zeros(n_test), np.zeros((n_test, n_test))
+    tiny = np.finfo(np.float64).tiny
+    identity = [np.array_equal(order, np.arange(n_test)) for _, order in sources]
     for a in range(0, shape[0], step):
         b = min(shape[0], a + step)
         s, e = a * per, b * per
-        total = np.zeros((n_test, e - s))
-        for ds, order in sources:
-            total += ds[:, a:b].reshape(ds.shape[0], -1)[order]
-        mean = total / len(sources)
-        out[:, a:b] = mean.reshape((n_test, b - a, *shape[1:])).astype(np.float32)
-        mu, sd, const = truth.mu[s:e], truth.sd[s:e], truth.const[s:e]
-        zd = (mean - mu) / sd
-        zt = (truth.test[:, s:e] - mu) / sd
-        zd[:, const] = 0.0
-        zt[:, const] = 0.0
-        r = evaluation.profile_correlation(zd, zt)
-        r[const] = np.nan
-        acc[s:e] = r
-        pattern.update(zd, zt)
+        zd = np.zeros((n_test, e - s))
+        for (ds, order), same in zip(sources, identity):
+            slab = ds[:, a:b].reshape(n_test, -1)
+            zd += slab if same else slab[order]
+        zd /= len(sources)
+        out[:, a:b] = zd.reshape((n_test, b - a, *shape[1:])).astype(np.float32)
+        # z-score with the reference statistics (in place: zd is the averaged decoded)
+        const = truth.const[s:e]
+        zd -= truth.mu[s:e]
+        zd /= truth.sd[s:e]
+        if const.any():
+            zd[:, const] = 0.0
+        zt = truth.z[:, s:e].astype(np.float64)
+        # profile correlation per unit, from sums (the true side's are precomputed)
+        dsum = zd.sum(axis=0)
+        dss = np.einsum("ij,ij->j", zd, zd)
+        num = np.einsum("ij,ij->j", zd, zt) - dsum * truth.z_sum[s:e] / n_test
+        dvar = np.maximum(dss - dsum**2 / n_test, 0.0)
+        den = np.sqrt(dvar * truth.zss[s:e])
+        ok = (den > np.maximum(np.sqrt(dss * truth.tss[s:e]) * 1e-12, tiny)) & ~const
+        acc[s:e][ok] = np.clip(num[ok] / den[ok], -1.0, 1.0)
+        # pattern sums over units
+        sp += zd.sum(axis=1)
+        spp += np.einsum("ij,ij->i", zd, zd)
+        cross += zd @ zt.T
+    pattern = evaluation.PatternAccumulator.from_state(
+        {"n": n_units, "sp": sp, "st": truth.st, "spp": spp, "stt": truth.stt, "cross": cross})
     return acc, pattern.correlation_matrix()
 
 
@@ -487,7 +554,7 @@ class LayerResult:
     pairs: list[dict]
     overlap: list[dict]
     subject_means: dict[str, float]
-    acc_sample: dict[str, np.ndarray]
+    distributions: dict[str, dict]
     scatter: tuple[np.ndarray, np.ndarray] | None
     averaged: dict | None
 
@@ -524,15 +591,15 @@ def run_group(config: RunConfig) -> int:
         _write_table(group_path(out_dir, task, "rankconsistency", "overlap", ".tsv"),
                      overlap_rows, OVERLAP_COLUMNS, OVERLAP_SIDECAR)
         # 7. figures and report
+        from . import report
+
         figs = group_figures(plan, results, task)
+        if all(res.averaged for res in results.values()):
+            figs += _averaged_decoded_figure(out_dir, task, plan.rois[0])
         fig_dir = group_dir(out_dir) / "figures"
         for fig in figs:
             with derivatives.atomic_path(fig_dir / fig.name) as tmp:
                 tmp.write_bytes(fig.png)
-        from . import report
-
-        if all(res.averaged for res in results.values()):
-            report.write_subject_report(averaged_dir(out_dir), AVERAGED, task)
         report.write_group_report(out_dir, task, plan=plan,
                                   summary=pd.read_csv(summary_path, sep="\t", na_values="n/a",
                                                       keep_default_na=False),
@@ -544,6 +611,23 @@ def run_group(config: RunConfig) -> int:
               f"[{row['r_min']:.3f}, {row['r_max']:.3f}]")
     print(f"Report: {group_dir(out_dir) / 'report.html'}")
     return 0
+
+
+def _averaged_decoded_figure(out_dir: Path, task: str, roi: str) -> list:
+    """Decoded vs true values of the Averaged subject's best and median units (one ROI).
+
+    The full subject report of the Averaged subject (every ROI) is
+    ``report.write_subject_report(OUTPUT_DIR / "group", "Averaged", task)``; the group level
+    draws one ROI to stay fast.
+    """
+    from . import report
+
+    sf = report.SubjectFiles.find(averaged_dir(out_dir), AVERAGED, task)
+    figs, _ = report.decoded_true_figures(sf, rois=[roi])
+    for f in figs:
+        f.name = f"task-{task}_desc-{roi}_averageddecoded.png"
+        f.title = f"Averaged subject: decoded vs true values, {roi}"
+    return figs
 
 
 def _summary_row(roi, layer, n_subjects, shape, res: LayerResult) -> dict:
@@ -587,6 +671,11 @@ def _compute(config: RunConfig, plan: GroupPlan) -> dict[tuple[str, str], LayerR
     results: dict[tuple[str, str], LayerResult] = {}
     ff = _open_features(plan)
     with contextlib.ExitStack() as stack:
+        # The products here are (n_test x units) @ (units x n_test): memory-bound, and a
+        # multi-threaded BLAS on busy cores is up to 30x slower than one thread.
+        from threadpoolctl import threadpool_limits
+
+        stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
         handles = {(s.label, roi): stack.enter_context(h5py.File(s.h5[roi], "r"))
                    for s in plan.subjects for roi in plan.rois}
         avg = None
@@ -603,10 +692,6 @@ def _compute(config: RunConfig, plan: GroupPlan) -> dict[tuple[str, str], LayerR
             truth = None
             if ff is not None:
                 truth = read_true_layer(ff, layer, test_rows, ref_rows, config.mem_gb)
-            n_units = int(np.prod(plan.shapes[layer]))
-            rng = np.random.default_rng(0)
-            keep = (np.sort(rng.choice(n_units, figures.MAX_VIOLIN_POINTS, replace=False))
-                    if n_units > figures.MAX_VIOLIN_POINTS else slice(None))
             for roi in plan.rois:
                 acc = {s.label: handles[s.label, roi][layer]["accuracy"][()].astype(
                     np.float64).ravel() for s in plan.subjects}
@@ -614,13 +699,14 @@ def _compute(config: RunConfig, plan: GroupPlan) -> dict[tuple[str, str], LayerR
                 if avg is not None:
                     averaged = _average_roi_layer(handles, plan, roi, layer, truth, orders,
                                                   avg[roi], config.mem_gb)
-                sample = {f"sub-{k}": v[keep] for k, v in acc.items()}
+                dists = {f"sub-{k}": figures.distribution(v) for k, v in acc.items()}
                 if averaged is not None:
-                    sample[AVERAGED] = averaged.pop("accuracy")[keep]
+                    dists[AVERAGED] = figures.distribution(averaged.pop("accuracy"))
+                pairs, overlap = pair_statistics(acc)
                 results[roi, layer] = LayerResult(
-                    pairs=pair_correlations(acc), overlap=top_overlap(acc),
+                    pairs=pairs, overlap=overlap,
                     subject_means={k: _nanmean(v) for k, v in acc.items()},
-                    acc_sample=sample,
+                    distributions=dists,
                     scatter=(acc[first], acc[second]) if roi == plan.rois[0] else None,
                     averaged=averaged,
                 )
@@ -737,14 +823,15 @@ def group_figures(plan: GroupPlan, results: dict[tuple[str, str], LayerResult], 
     figs = []
     for roi in plan.rois:
         fig = figures.accuracy_violins(
-            {layer: results[roi, layer].acc_sample for layer in plan.layers},
+            {layer: results[roi, layer].distributions for layer in plan.layers},
             title=f"Unit accuracy, ROI {roi}")
         figs.append(GroupFigure(
             f"task-{task}_desc-{roi}_accuracy.png", f"Distribution of unit accuracy: {roi}",
             "Per layer, the distribution over units of the decoding accuracy (Pearson r of "
             "decoded and true values over the test images) for each subject and for the "
-            "Averaged subject. Violins show a random subset of at most "
-            f"{figures.MAX_VIOLIN_POINTS} units; boxes show the median and quartiles.",
+            "Averaged subject, over every unit with a finite accuracy. Violins: smoothed "
+            "density; boxes: median and quartiles, whiskers to the furthest unit within 1.5 "
+            "interquartile ranges.",
             figures.to_png(fig)))
     a, b = plan.subjects[0].label, plan.subjects[1].label
     roi0 = plan.rois[0]

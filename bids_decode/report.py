@@ -274,12 +274,13 @@ def accuracy_figures(sf: SubjectFiles) -> list[ReportFigure]:
             for la in layers:
                 if la in f:
                     acc = f[la]["accuracy"][()].ravel()
-                    data[la][roi] = figures._subsample(acc, figures.MAX_VIOLIN_POINTS)
+                    data[la][roi] = figures.distribution(acc)
     out = [ReportFigure(
         "accuracy", "Distribution of unit accuracy",
         "Per layer, the distribution over units of the decoding accuracy (Pearson r between "
-        "decoded and true values over the test images) for each ROI. Violins show a random "
-        f"subset of at most {figures.MAX_VIOLIN_POINTS} units; boxes the median and quartiles.",
+        "decoded and true values over the test images) for each ROI, over every unit with a "
+        "finite accuracy. Violins: smoothed density; boxes: median and quartiles, whiskers to "
+        "the furthest unit within 1.5 interquartile ranges.",
         figures.to_png(figures.accuracy_violins(data)))]
     s = sf.summary
     rois = list(sf.h5) or list(dict.fromkeys(s["roi"].astype(str)))
@@ -302,8 +303,12 @@ def accuracy_figures(sf: SubjectFiles) -> list[ReportFigure]:
     return out
 
 
-def decoded_true_figures(sf: SubjectFiles) -> tuple[list[ReportFigure], list[str]]:
-    """Decoded vs true values of the best and a median unit of each layer, one figure per ROI."""
+def decoded_true_figures(sf: SubjectFiles, rois: Sequence[str] | None = None
+                         ) -> tuple[list[ReportFigure], list[str]]:
+    """Decoded vs true values of the best and a median unit of each layer, one figure per ROI.
+
+    Returns (figures, notes); ``rois`` restricts the ROIs drawn (default all).
+    """
     from .featurefile import FeatureFile
 
     feat = sf.first_sidecar.get("FeaturesFile") or sf.config.get("features")
@@ -313,6 +318,8 @@ def decoded_true_figures(sf: SubjectFiles) -> tuple[list[ReportFigure], list[str
     out = []
     with FeatureFile(feat) as ff, h5py.File(feat, "r") as raw:
         for roi, path in sf.h5.items():
+            if rois is not None and roi not in rois:
+                continue
             data = {}
             with h5py.File(path, "r") as f:
                 names = [_str(v) for v in f["stimulus_name"][()]]
@@ -498,10 +505,9 @@ def write_group_report(output_dir: Path, task: str, *, plan, summary: pd.DataFra
         rep = output_dir / f"sub-{s.label}.html"
         link = (f'<a href="../{esc(rep.name)}">report</a>' if rep.is_file() else "")
         subs.append(f"<li>sub-{esc(s.label)} {link}</li>")
-    avg = gdir / "sub-Averaged.html"
-    if avg.is_file():
-        subs.append('<li>Averaged (decoded features averaged over subjects) '
-                    '<a href="sub-Averaged.html">report</a></li>')
+    if (gdir / "sub-Averaged").is_dir():
+        subs.append("<li>Averaged: the subjects' decoded features averaged, scored like a "
+                    "subject (files under <code>group/sub-Averaged/</code>)</li>")
     intro = (f"<p>{len(plan.subjects)} subjects, ROIs {esc(', '.join(plan.rois))}, layers "
              f"{esc(', '.join(plan.layers))}, {len(plan.test_names)} test images.</p>"
              f"<ul>{''.join(subs)}</ul>" + "".join(note(n) for n in plan.notes))

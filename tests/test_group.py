@@ -161,6 +161,7 @@ def test_group_figures_one_panel_per_layer(outputs):
     expected[f"task-{TASK}_desc-crosssubject_bars.png"] = ROIS
     expected[f"task-{TASK}_desc-roilayer_heatmap.png"] = [
         "mean unit accuracy", "mean between-subject r", "Averaged subject accuracy"]
+    expected[f"task-{TASK}_desc-VC_averageddecoded.png"] = list(LAYERS)
     assert sorted(p.name for p in fig_dir.iterdir()) == sorted(expected)
     for name, panels in expected.items():
         pixels, titles = _png_panels((fig_dir / name).read_bytes())
@@ -168,7 +169,7 @@ def test_group_figures_one_panel_per_layer(outputs):
         assert pixels.std() > 10, f"{name} looks blank"
     html = (outputs["out"] / "group" / "report.html").read_text()
     assert html.count("<img ") == len(expected)
-    assert "sub-Averaged.html" in html and (outputs["out"] / "group" / "sub-Averaged.html").exists()
+    assert "Averaged subject: decoded vs true values, VC" in html
 
 
 def test_figure_functions_draw_one_panel_per_entry():

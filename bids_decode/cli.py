@@ -231,6 +231,7 @@ def run(config: RunConfig) -> int:
             LOGGER.info("sub-%s: report %s", sub,
                         write_subject_report(out_dir, sub, config.task))
         return EXIT_OK
+    config.check_device()
     if not config.skip_bids_validation:
         from .validation import validate_bids
 

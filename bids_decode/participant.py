@@ -140,8 +140,9 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
             Ztr = (Ytr - mu) / sd
             Zte = (Yte - mu) / sd
             Ztr[:, const] = 0.0
-            P = decoding.predict_chunk(design, Ztr, roi.X_test, config.n_voxels)
-            P = np.asarray(P, dtype=np.float64)
+            P = np.concatenate(list(decoding.iter_decode(
+                design, [Ztr], roi.X_test, config.n_voxels, n_jobs=config.nprocs or None,
+                mem_bytes=int(config.mem_gb * 2**30 * 0.5))), axis=1).astype(np.float64)
             P[:, const] = 0.0
             acc[s - lo:e - lo] = evaluation.profile_correlation(P, Zte)
             dec[:, s - lo:e - lo] = (P * sd + mu).astype(np.float32)
@@ -408,7 +409,7 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
             roi = prepare_roi(spec.name, masks[spec.name], samples,
                               mask_files(bids_dir, subject, spec, roots, config.atlas))
             design = decoding.prepare_design(roi.X_train, config.alpha,
-                                             dtype=np.dtype(config.dtype))
+                                             dtype=np.dtype(config.dtype), device=config.device)
             shard_files = {}
             for layer in layers:
                 wf = _work_file(config, subject, roi, layer, config.unit_shard, ff)

@@ -132,3 +132,22 @@ def test_four_parallel_participant_jobs(ds4, tmp_path):
         errors = [i for i in validator_issues(out, find_validator())
                   if i.get("severity") == "error"]
         assert errors == []
+
+
+def test_unit_shards_merge_into_the_unsharded_outputs(ds4, reference, tmp_path):
+    out = tmp_path / "shards"
+    for i in (2, 3, 1):
+        done = subprocess.run(_cmd(ds4, out, "--participant-label", "01", "--unit-shard",
+                                   f"{i}/3"), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        if i != 1:  # outputs appear only once every shard is done
+            assert not list(out.glob("sub-01/func/*_decoding.h5"))
+    a, b = _outputs(reference[0]), _outputs(out)
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], pd.DataFrame):
+            pd.testing.assert_frame_equal(a[k], b[k], rtol=1e-9)
+        elif a[k].dtype.kind in "fc":
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-9, atol=1e-12, err_msg=str(k))
+        else:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=str(k))

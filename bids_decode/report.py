@@ -515,12 +515,12 @@ def write_group_report(output_dir: Path, task: str, *, plan, summary: pd.DataFra
             "top10_overlap_mean", "profile_r_mean", "averaged_profile_r_mean",
             "averaged_identification_accuracy"]
     sections = [("subjects", "Subjects", intro),
+                ("figures", "Figures", "".join(figure_html(f) for f in figures)),
                 ("summary", "Between-subject consistency",
                  "<p>r: Pearson correlation, over units, of two subjects' unit accuracies "
                  "(mean, min and max over subject pairs). top10_overlap_mean: fraction of one "
                  "subject's top-10% units that are top-10% in the other (chance 0.1).</p>"
-                 + table(summary, [c for c in cols if c in summary.columns])),
-                ("figures", "Figures", "".join(figure_html(f) for f in figures))]
+                 + table(summary, [c for c in cols if c in summary.columns]))]
     files = [p.relative_to(output_dir) for p in sorted(gdir.rglob("*"))
              if p.is_file() and not p.name.startswith(".")]
     sections.append(("files", "Files", "<ul>" + "".join(

@@ -23,10 +23,10 @@ BIDSIGNORE = [
     "*_qc.h5",
     "*_config.json",
     "*.html",
-    "logs/",
-    "group/",
-    "figures/",
-    ".bids_decode_work/",
+    "logs",
+    "group",
+    "figures",
+    ".bids_decode_work",
     "*.lock",
 ]
 
@@ -108,6 +108,9 @@ def atomic_path(path: Path):
     tmp = Path(tmp)
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600: outputs are meant to be shared
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)

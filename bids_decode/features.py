@@ -28,7 +28,6 @@ import csv
 import hashlib
 import json
 import logging
-import os
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -41,8 +40,8 @@ import torch
 import torchvision
 from PIL import Image, UnidentifiedImageError
 
-from . import __version__
-from .errors import BidsDecodeError, DataError, MissingInputError, OutputError, UsageError
+from . import __version__, derivatives
+from .errors import DataError, MissingInputError, UsageError
 from .networks import (
     NETWORKS,
     NetworkSpec,
@@ -410,31 +409,11 @@ def extract_features(
             return out_path
         logger.warning("Features file %s exists but %s: recomputing it.", out_path, reason)
 
-    # 4.-6. stream into a temporary file, then rename
-    try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(
-            f"Cannot create the folder {out_path.parent} for {out_path.name} ({err}). "
-            "Choose a writable output path."
-        ) from err
-    tmp_path = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    # 4.-6. stream into a temporary file, then rename (nothing half-written is left behind)
     model.to(torch_device)
-    try:
+    with derivatives.atomic_path(out_path) as tmp_path:
         _write_features(tmp_path, model, spec, layer_names, image_paths, names, attrs,
                         torch_device, batch_size)
-        os.replace(tmp_path, out_path)
-    except OSError as err:
-        tmp_path.unlink(missing_ok=True)
-        if isinstance(err, BidsDecodeError):
-            raise
-        raise OutputError(
-            f"Cannot write features file {out_path} ({err}). Check free space and write "
-            "permission of its folder, or choose another output path."
-        ) from err
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
     logger.info("Wrote %s: %d images x %d layers of %s.", out_path, len(names),
                 len(layer_names), network)
     return out_path

@@ -259,7 +259,7 @@ def qc_figures(sf: SubjectFiles) -> tuple[list[ReportFigure], list[str]]:
             out.append(ReportFigure(
                 "counts", "Samples per image",
                 "Number of samples (blocks) of each image in the training and test splits, "
-                "images sorted by count. ds001246 shows each training image 5 times (1 sample "
+                "images sorted by count. ds001246 shows each training image once (1 sample "
                 "per block) and each test image about 35 times (averaged per image).",
                 figures.to_png(figures.sample_counts(counts))))
     return out, []

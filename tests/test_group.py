@@ -249,9 +249,6 @@ def test_output_dir_stays_bids_valid(outputs):
     res = subprocess.run([exe, str(outputs["out"])], capture_output=True, text=True,
                          timeout=120)
     errors = [ln for ln in res.stdout.splitlines() if "[ERROR]" in ln]
-    if errors and "group" not in derivatives.BIDSIGNORE:
-        pytest.xfail("the validator flags /group/ until derivatives.BIDSIGNORE lists 'group' "
-                     "(a 'group/' pattern is not honoured for that folder)")
     assert not errors, res.stdout[-3000:]
 
 

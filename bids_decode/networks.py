@@ -332,6 +332,16 @@ def _missing_weights_message(spec: NetworkSpec) -> str:
             "pass --weights random for untrained, seeded weights (tests and demos only)."
         )
     cache = torchvision_cache_path(spec)
+    if os.environ.get("BIDS_DECODE_CONTAINER"):
+        torch_home = os.environ.get("TORCH_HOME", "/opt/torch")
+        return (
+            f"No weights for network {spec.name!r}: this container image was built without "
+            f"them ({cache} is missing) and the image is read-only. On a machine with internet "
+            f"access run `python -c \"import torchvision; {spec.weights_hint}\"`, then mount "
+            f"the folder holding hub/checkpoints/{spec.cache_file} at {torch_home} (docker: "
+            f"-v DIR:{torch_home}:ro; apptainer: -B DIR:{torch_home}:ro), or mount the file "
+            "and pass it as --weights FILE."
+        )
     return (
         f"No weights for network {spec.name!r}: --weights was not given and torchvision's "
         f"cache has no {cache}. On a machine with internet access run "

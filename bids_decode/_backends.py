@@ -48,6 +48,10 @@ def _lapack(name: str, n_args: int):
 _COMPILE_LOCK = threading.Lock()
 
 
+#: units whose blocks are gathered together (work memory: SUB_BATCH * (k + 1)^2 per thread)
+SUB_BATCH = 32
+
+
 def _numba_kernel(dtype_char: str):
     """The batch solver for 'f' (float32) or 'd' (float64), compiled once per process."""
     with _COMPILE_LOCK:
@@ -68,52 +72,82 @@ def _compile_kernel(dtype_char: str):
         # outputs coef (B, k), intercept (B,), status (B,) int64, pred (B, n_test).
         n_units, k = index.shape
         m = k + 1
-        bias = gram.shape[0] - 1
-        work = np.empty(m * m, dtype=gram.dtype)
+        n_rows = gram.shape[0]
+        bias = n_rows - 1
+        sub = min(SUB_BATCH, n_units)
+        work = np.empty((sub, m * m), dtype=gram.dtype)
+        sels = np.empty((sub, m), dtype=np.int64)
+        # bucket (unit, position) pairs by Gram row: each row is read once per sub-batch and
+        # scattered to every unit selecting it (the row stays in cache; a unit-by-unit gather
+        # would stream ~one cache line per element of every unit's block from memory)
+        counts = np.zeros(n_rows + 1, dtype=np.int64)
+        bucket_u = np.empty(sub * m, dtype=np.int64)
+        bucket_j = np.empty(sub * m, dtype=np.int64)
         vec = np.empty(m, dtype=gram.dtype)
-        sel = np.empty(m, dtype=np.int64)
         info = np.zeros(1, dtype=np.int32)
         ints = np.array([m, 1], dtype=np.int32)
         uplo = np.array([76], dtype=np.int8)  # 'L'
         n_test = xt.shape[1]
-        for u in range(n_units):
-            for i in range(k):
-                sel[i] = index[u, i]
-            sel[k] = bias
-            # lower triangle, column-major: column j holds G[sel[j:], sel[j]] = G[sel[j], sel[j:]]
-            for j in range(m):
-                row = gram[sel[j]]
-                off = j * m
-                for i in range(j, m):
-                    work[off + i] = row[sel[i]]
-            potrf(uplo.ctypes, ints.ctypes, work.ctypes, ints.ctypes, info.ctypes)
-            if info[0] != 0:
-                status[u] = info[0]
-                continue
-            dmin = work[0]
-            dmax = work[0]
-            for j in range(1, m):
-                d = work[j * m + j]
-                if d < dmin:
-                    dmin = d
-                if d > dmax:
-                    dmax = d
-            if not (dmin > 0) or (dmax / dmin) ** 2 > cond_max:
-                status[u] = -1
-                continue
-            for i in range(m):
-                vec[i] = rhs[u, i]
-            potrs(uplo.ctypes, ints.ctypes, ints[1:].ctypes, work.ctypes, ints.ctypes,
-                  vec.ctypes, ints.ctypes, info.ctypes)
-            status[u] = info[0]
-            for i in range(k):
-                coef[u, i] = vec[i]
-            intercept[u] = vec[k]
-            for t in range(n_test):
-                acc = vec[k]
+        for u0 in range(0, n_units, sub):
+            nb = min(sub, n_units - u0)
+            counts[:] = 0
+            for b in range(nb):
                 for i in range(k):
-                    acc += xt[sel[i], t] * vec[i]
-                pred[u, t] = acc
+                    sels[b, i] = index[u0 + b, i]
+                    counts[sels[b, i] + 1] += 1
+                sels[b, k] = bias
+                counts[bias + 1] += 1
+            for r in range(n_rows):
+                counts[r + 1] += counts[r]
+            fill = counts[:-1].copy()
+            for b in range(nb):
+                for j in range(m):
+                    r = sels[b, j]
+                    bucket_u[fill[r]] = b
+                    bucket_j[fill[r]] = j
+                    fill[r] += 1
+            # lower triangle, column-major: column j holds G[sel[j:], sel[j]] = G[sel[j], sel[j:]]
+            for r in range(n_rows):
+                if counts[r + 1] == counts[r]:
+                    continue
+                row = gram[r]
+                for q in range(counts[r], counts[r + 1]):
+                    b = bucket_u[q]
+                    j = bucket_j[q]
+                    off = j * m
+                    for i in range(j, m):
+                        work[b, off + i] = row[sels[b, i]]
+            for b in range(nb):
+                u = u0 + b
+                wb = work[b]
+                potrf(uplo.ctypes, ints.ctypes, wb.ctypes, ints.ctypes, info.ctypes)
+                if info[0] != 0:
+                    status[u] = info[0]
+                    continue
+                dmin = wb[0]
+                dmax = wb[0]
+                for j in range(1, m):
+                    d = wb[j * m + j]
+                    if d < dmin:
+                        dmin = d
+                    if d > dmax:
+                        dmax = d
+                if not (dmin > 0) or (dmax / dmin) ** 2 > cond_max:
+                    status[u] = -1
+                    continue
+                for i in range(m):
+                    vec[i] = rhs[u, i]
+                potrs(uplo.ctypes, ints.ctypes, ints[1:].ctypes, wb.ctypes, ints.ctypes,
+                      vec.ctypes, ints.ctypes, info.ctypes)
+                status[u] = info[0]
+                for i in range(k):
+                    coef[u, i] = vec[i]
+                intercept[u] = vec[k]
+                for t in range(n_test):
+                    acc = vec[k]
+                    for i in range(k):
+                        acc += xt[sels[b, i], t] * vec[i]
+                    pred[u, t] = acc
 
     return solve_batch
 

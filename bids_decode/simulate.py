@@ -117,7 +117,7 @@ def _simulate_bold(ev, tr, grid, roi_any, A, Z, img_index, cat_index, hrf, snr, 
 def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
                      n_test_runs: int = 4, n_imagery_runs: int = 0,
                      preproc_spm: bool = False, fmriprep: bool = False,
-                     stimulus_images: bool = False,
+                     stimulus_images: bool = False, photos: list | None = None,
                      layers: dict | None = None, n_latent: int = 12,
                      snr: float = 1.0, seed: int = 0, grid=GRID) -> dict:
     """Write the dataset and its features; return the paths and the planted truth.
@@ -137,6 +137,8 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
         Also write a JPEG per image in ``stimuli/`` whose content is a smooth colour pattern
         driven by the image's latent vector (so a network's features of the images relate to
         what the simulated brain sees).
+    photos : list of ndarray, optional
+        Real photographs (RGB) used as the images' backgrounds (see :func:`write_images`).
     fmriprep : bool
         Also write fMRIPrep-like derivatives (``space-T1w`` on a padded grid, confounds with
         motion regressors); every run then carries a motion artefact.
@@ -277,7 +279,7 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     stim = out / "stimuli"
     stim.mkdir(exist_ok=True)
     if stimulus_images:
-        write_images(stim, images, Z, rng)
+        write_images(stim, images, Z, rng, photos=photos)
     features = stim / "features_simulated.h5"
     with h5py.File(features, "w") as f:
         f.create_dataset("stimulus_name", data=np.array(images, dtype=object),
@@ -302,9 +304,19 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     return {"bids_dir": out, "features": features, "truth": truth, "images": images}
 
 
-def write_images(folder: Path, names: list[str], Z: np.ndarray, rng, size: int = 64) -> None:
-    """One JPEG per image: a smooth RGB pattern, a linear function of its latent vector."""
+def write_images(folder: Path, names: list[str], Z: np.ndarray, rng, size: int = 64,
+                 photos: list[np.ndarray] | None = None) -> None:
+    """One JPEG per image: a smooth RGB pattern, a linear function of its latent vector.
+
+    With ``photos`` (RGB uint8 arrays), each image is a photo (cycled through the list,
+    resized to ``size``) with the latent pattern blended in, so the stimuli are real
+    photographs whose differences the simulated brain encodes.
+    """
     from PIL import Image
+
+    backgrounds = [np.asarray(Image.fromarray(np.asarray(p)[..., :3]).convert("RGB")
+                              .resize((size, size)), dtype=np.float64)
+                   for p in (photos or [])]
 
     n_latent = Z.shape[1]
     yy, xx = np.mgrid[0:size, 0:size] / size
@@ -314,8 +326,12 @@ def write_images(folder: Path, names: list[str], Z: np.ndarray, rng, size: int =
             fx, fy = rng.uniform(0.5, 4.0, 2)
             phase = rng.uniform(0, 2 * np.pi)
             basis[k, :, :, c] = np.sin(2 * np.pi * (fx * xx + fy * yy) + phase)
-    for name, z in zip(names, Z):
-        pix = 128 + 40 * np.tensordot(z, basis, axes=1) / np.sqrt(n_latent)
+    for i, (name, z) in enumerate(zip(names, Z)):
+        pattern = 40 * np.tensordot(z, basis, axes=1) / np.sqrt(n_latent)
+        if backgrounds:
+            pix = 0.5 * backgrounds[i % len(backgrounds)] + 64 + pattern
+        else:
+            pix = 128 + pattern
         img = Image.fromarray(np.clip(pix, 0, 255).astype(np.uint8), "RGB")
         img.save(folder / f"{name}.JPEG", quality=95)
 

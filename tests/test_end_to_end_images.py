@@ -1,8 +1,8 @@
 """Stimulus images -> features (random-weight AlexNet) -> participant -> group, end to end.
 
-The simulated images are smooth colour patterns driven by each image's latent vector, and the
-simulated brain responds to the same latent vector: the network's features of the images are
-therefore decodable, and no precomputed features file is given.
+The stimuli are real photographs (scikit-image's samples) with a smooth colour pattern driven
+by each image's latent vector blended in; the simulated brain responds to the latent vector,
+so the network's features of the images are decodable. No precomputed features file is given.
 """
 
 from __future__ import annotations
@@ -17,10 +17,15 @@ from bids_decode.cli import main
 
 @pytest.fixture(scope="module")
 def with_images(tmp_path_factory):
+    """Real photographs (scikit-image's samples) with the latent pattern blended in."""
+    data = pytest.importorskip("skimage.data")
     from bids_decode.simulate import simulate_dataset
 
+    photos = [getattr(data, n)() for n in ("astronaut", "coffee", "chelsea", "rocket",
+                                           "hubble_deep_field", "immunohistochemistry")]
     return simulate_dataset(tmp_path_factory.mktemp("img") / "ds", n_subjects=2,
-                            n_train_runs=8, n_test_runs=2, stimulus_images=True, seed=4)
+                            n_train_runs=8, n_test_runs=2, stimulus_images=True,
+                            photos=photos, seed=4)
 
 
 def test_images_to_group(with_images, tmp_path):

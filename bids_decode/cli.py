@@ -273,9 +273,24 @@ def _subcommand(argv: list[str]) -> int:
     return mod.run_from_args(args)
 
 
+def close_log_files() -> None:
+    """Close the log file handlers (so an OUTPUT_DIR on removable media can be unmounted)."""
+    root = logging.getLogger("bids_decode")
+    for h in list(root.handlers):
+        if isinstance(h, logging.FileHandler):
+            root.removeHandler(h)
+            h.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (no traceback for errors the user can fix)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        close_log_files()
+
+
+def _main(argv: list[str]) -> int:
     try:
         if argv and argv[0] in ("simulate", "features"):
             return _subcommand(argv)

@@ -175,6 +175,18 @@ class FeatureFile:
             )
         return "layers", groups
 
+    def target_unit(self, layer: str, flat_unit: int, targets) -> np.ndarray:
+        """True values of one unit for each test label (from :meth:`test_targets`).
+
+        Returns
+        -------
+        ndarray of shape (n_labels,), float64
+        """
+        group, rows = targets
+        idx = np.unravel_index(int(flat_unit), self.unit_shape(layer))
+        column = np.asarray(self._h5[group][layer][(slice(None), *idx)], dtype=np.float64)
+        return np.array([column[r].mean() for r in rows])
+
     def iter_unit_chunks(
         self, layer: str, rows: np.ndarray, max_units: int,
         unit_range: tuple[int, int] | None = None, group: str = "layers",

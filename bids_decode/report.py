@@ -316,14 +316,14 @@ def decoded_true_figures(sf: SubjectFiles, rois: Sequence[str] | None = None
         return [], [f"The features file {feat} is not available, so decoded and true values "
                     "cannot be compared here."]
     out = []
-    with FeatureFile(feat) as ff, h5py.File(feat, "r") as raw:
+    with FeatureFile(feat) as ff:
         for roi, path in sf.h5.items():
             if rois is not None and roi not in rois:
                 continue
             data = {}
             with h5py.File(path, "r") as f:
                 names = [_str(v) for v in f["stimulus_name"][()]]
-                rows = ff.rows_for(names, what="test images")
+                targets = ff.test_targets(names)  # images, or imagined categories
                 for la in sf.layers:
                     if la not in f or la not in ff.layers:
                         continue
@@ -337,7 +337,7 @@ def decoded_true_figures(sf: SubjectFiles, rois: Sequence[str] | None = None
                     for label, flat in units.items():
                         idx = np.unravel_index(flat, acc.shape)
                         dec = f[la]["decoded"][(slice(None), *idx)]
-                        true = raw["layers"][la][(slice(None), *idx)][rows]
+                        true = ff.target_unit(la, flat, targets)
                         panel.append((f"{label} unit {flat}", true, dec))
                     data[la] = panel
             if data:

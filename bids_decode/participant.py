@@ -133,6 +133,12 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
                                chunks=(n_test, max(1, min(hi - lo, 16384))))
         bar = progress_bar(total=n_chunks, desc=f"{roi.name}/{layer}", unit="chunk")
         for s, e, Ytr, Yte in _chunks(ff, layer, train_rows, targets, chunk, (lo, hi)):
+            if not (np.isfinite(Ytr).all() and np.isfinite(Yte).all()):
+                raise DataError(
+                    f"Layer '{layer}' of the features file {ff.path} has NaN or infinite values "
+                    f"(units {s}..{e - 1} of the stimuli used). Recompute the features, or "
+                    "leave the layer out with --layers."
+                )
             mu = Ytr.mean(axis=0)
             sd = Ytr.std(axis=0, ddof=1)
             const = ~(sd > 1e-12 * np.maximum(1.0, np.abs(mu)))

@@ -117,11 +117,12 @@ def read_blocks(events: Path, spec: EventSpec | str | None = None) -> Blocks:
             f"'{spec.event_type}' and a value in '{col}'). Check the file or --task."
         )
     names = df[col].astype(str).tolist()
-    onsets = df["onset"].to_numpy(float)
-    durations = df["duration"].to_numpy(float)
+    onsets = pd.to_numeric(df["onset"], errors="coerce").to_numpy(float)
+    durations = pd.to_numeric(df["duration"], errors="coerce").to_numpy(float)
     if not (np.isfinite(onsets).all() and np.isfinite(durations).all()):
-        raise DataError(f"The events file {events} has missing onsets or durations in its "
-                        "sample rows. Fix the file.")
+        raise DataError(f"The events file {events} has missing or non-numeric onsets or "
+                        "durations in its sample rows. Fix the file (seconds, 'n/a' only for "
+                        "rows that are not samples).")
     keep = np.ones(len(names), dtype=bool)
     for i in range(1, len(names)):
         if spec.drop_repeats and names[i] == names[i - 1]:

@@ -291,3 +291,25 @@ def test_disk_full(capsys, ds, tmp_path):
         assert not list((mnt / "out").glob("sub-*/func/*_decoding.h5"))
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_non_numeric_onsets(capsys, ds, tmp_path):
+    ev = sorted(ds.glob("sub-01/ses-perceptionTraining*/func/*_events.tsv"))[0]
+    lines = ev.read_text().splitlines()
+    cells = lines[2].split("\t")
+    cells[0] = "soon"
+    lines[2] = "\t".join(cells)
+    ev.write_text("\n".join(lines) + "\n")
+    code, err = _run(capsys, ds, tmp_path / "out")
+    _assert_clean_failure(code, err, EXIT_DATAERR, ev.name, "non-numeric")
+
+
+def test_nan_features(capsys, ds, tmp_path):
+    src = ds / "stimuli" / "features_simulated.h5"
+    bad = tmp_path / "nan.h5"
+    bad.write_bytes(src.read_bytes())
+    with h5py.File(bad, "a") as f:
+        f["layers/fc8"][:, 3] = np.nan
+    code, err = _run(capsys, ds, tmp_path / "out", "--layers", "fc8", features=bad)
+    _assert_clean_failure(code, err, EXIT_DATAERR, "nan.h5", "fc8", "NaN")
+    assert _no_results(tmp_path / "out")

@@ -17,7 +17,7 @@ import pandas as pd
 
 from . import decoding, derivatives, evaluation
 from .config import RunConfig
-from .errors import DataError, MissingInputError
+from .errors import DataError, MissingInputError, UsageError
 from .featurefile import FeatureFile
 from .layout import BoldSource, check_trs, find_runs, make_layout
 from .progress import progress_bar
@@ -380,6 +380,13 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
                            what="training", source=source)
     test_runs = find_runs(layout, subject, config.task, config.test_session_glob, what="test",
                           source=source)
+    shared = sorted({r.bold.name for r in train_runs} & {r.bold.name for r in test_runs})
+    if shared:
+        raise UsageError(
+            f"{len(shared)} run(s) of sub-{subject} would both train and test the decoders "
+            f"(e.g. {shared[0]}): --train-session '{config.train_session}' and --test-session "
+            f"'{config.test_session_glob}' overlap. Choose disjoint session patterns."
+        )
     tr = check_trs(train_runs + test_runs)
     LOGGER.info("sub-%s: %d training and %d test runs (TR %.3g s)", subject, len(train_runs),
                 len(test_runs), tr)

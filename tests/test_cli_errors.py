@@ -313,3 +313,9 @@ def test_nan_features(capsys, ds, tmp_path):
     code, err = _run(capsys, ds, tmp_path / "out", "--layers", "fc8", features=bad)
     _assert_clean_failure(code, err, EXIT_DATAERR, "nan.h5", "fc8", "NaN")
     assert _no_results(tmp_path / "out")
+
+
+def test_train_and_test_runs_must_differ(capsys, ds, tmp_path):
+    code, err = _run(capsys, ds, tmp_path / "out", "--train-session", "perception*",
+                     "--test-session", "perceptionTest*")
+    _assert_clean_failure(code, err, EXIT_USAGE, "both train and test", "disjoint")

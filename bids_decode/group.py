@@ -681,8 +681,15 @@ def _compute(config: RunConfig, plan: GroupPlan) -> dict[tuple[str, str], LayerR
         avg = None
         if ff is not None:
             stack.enter_context(ff)
-            test_rows = ff.rows_for(plan.test_names, what="test images of the participant "
-                                                           "outputs")
+            kind, groups = ff.test_targets(plan.test_names)
+            if kind != "layers" or any(len(g) != 1 for g in groups):
+                LOGGER.warning(
+                    "The test labels of task %s name categories, not images (e.g. %s): the "
+                    "Averaged subject is scored against image features only, so it is skipped.",
+                    config.task, plan.test_names[0])
+                ff = None
+        if ff is not None:
+            test_rows = np.array([g[0] for g in groups])
             ref_rows, ref_desc = reference_rows(ff, test_rows)
             avg = _open_averaged(stack, out_dir, config.task, plan, ref_desc)
         orders = {s.label: _row_order(plan.test_names, s.test_names) for s in plan.subjects}

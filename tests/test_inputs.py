@@ -161,3 +161,20 @@ def test_atlas_with_labels(rich, tmp_path):
     # the atlas label 'early' is exactly LVC
     assert h["early"][0] == h["LVC"][0]
     np.testing.assert_allclose(h["early"][1], h["LVC"][1], atol=1e-6)
+
+
+def test_imagery_group_level(tmp_path):
+    """The group level runs on imagery outputs (the Averaged subject needs image features)."""
+    from bids_decode.simulate import simulate_dataset
+
+    ds = simulate_dataset(tmp_path / "ds", n_subjects=2, n_train_runs=8, n_test_runs=1,
+                          n_imagery_runs=2, seed=12)
+    out = tmp_path / "out"
+    assert main([str(ds["bids_dir"]), str(out), "participant", "--task", "imagery",
+                 "--features", str(ds["features"]), "--n-voxels", "60", "--layers", "fc8",
+                 "--skip-bids-validation"]) == 0
+    assert main([str(ds["bids_dir"]), str(out), "group", "--task", "imagery"]) == 0
+    corr = pd.read_csv(out / "group" / "task-imagery_desc-crosssubject_correlation.tsv",
+                       sep="\t")
+    assert len(corr) == 1 and corr.r.iloc[0] > 0.5
+    assert not (out / "group" / "sub-Averaged").exists()

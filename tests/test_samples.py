@@ -109,3 +109,37 @@ def test_nonfinite_voxels_are_excluded(tmp_path):
     assert s.X_train.shape[1] == mask.sum() - 1
     assert np.isfinite(s.X_train).all()
     assert s.info["n_nonfinite_voxels"] == 1
+
+
+@pytest.mark.parametrize("subject", ["01", "02", "03"])
+def test_real_ds001246_tree_gives_1200_training_and_50_test_images(real_events_dir, tmp_path,
+                                                                   subject):
+    """Every real events file of a subject, tiny BOLD runs of the real length (178 volumes)."""
+    import json
+    import shutil
+
+    from bids_decode.layout import find_runs, make_layout
+
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    shutil.copyfile(real_events_dir / "dataset_description.json",
+                    ds / "dataset_description.json")
+    shutil.copyfile(real_events_dir / "task-perception_bold.json",
+                    ds / "task-perception_bold.json")
+    assert json.loads((ds / "task-perception_bold.json").read_text())["RepetitionTime"] == 3
+    img = nib.Nifti1Image(np.random.default_rng(0).standard_normal((2, 3, 2, 178))
+                          .astype(np.float32), np.eye(4))
+    for ev in sorted(real_events_dir.glob(f"sub-{subject}/ses-perception*/func/*_events.tsv")):
+        dst = ds / ev.relative_to(real_events_dir)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ev, dst)
+        nib.save(img, dst.with_name(dst.name.replace("_events.tsv", "_bold.nii.gz")))
+    layout = make_layout(ds, [subject])
+    train = find_runs(layout, subject, "perception", "perceptionTraining*", what="training")
+    test = find_runs(layout, subject, "perception", "perceptionTest*", what="test")
+    assert len(train) == 24 and len(test) == 35
+    assert {r.tr for r in train + test} == {3.0}
+    s = build_samples(train, test, np.ones((2, 3, 2), bool), (2, 3, 2, 178), shift=3.0)
+    assert s.X_train.shape == (1200, 12) and len(set(s.train_labels)) == 1200
+    assert len(s.test_labels) == 50 and (s.test_counts == 35).all()
+    assert s.info["n_repeats_dropped"] == 5 * (24 + 35)

@@ -29,7 +29,7 @@ from . import derivatives, evaluation, figures
 from .config import RunConfig
 from .errors import DataError, MissingInputError
 from .featurefile import FeatureFile
-from .layout import strip_sub
+from .layout import missing_labels
 
 LOGGER = logging.getLogger(__name__)
 
@@ -56,8 +56,7 @@ OVERLAP_COLUMNS = ["roi", "layer", "subject_a", "subject_b", "top_percent", "n_u
                    "n_shared", "overlap", "chance"]
 
 PAIR_SIDECAR = {
-    "roi": {"Description": "Region of interest"},
-    "layer": {"Description": "DNN layer"},
+    **derivatives.COMMON_COLUMNS,
     "subject_a": {"Description": "First subject of the pair (label without 'sub-')"},
     "subject_b": {"Description": "Second subject of the pair"},
     "r": {"Description": "Pearson r, over units, between the two subjects' unit accuracies "
@@ -161,8 +160,7 @@ def find_outputs(output_dir: Path, task: str, labels=()) -> list[SubjectOutputs]
         if not m or m.group(2) != task or path.parent.parent.name != f"sub-{m.group(1)}":
             continue
         per_sub.setdefault(m.group(1), {})[m.group(3)] = path
-    wanted = [strip_sub(lab) for lab in labels]
-    missing = [w for w in wanted if w not in per_sub]
+    wanted, missing = missing_labels(labels, per_sub)
     if missing:
         raise MissingInputError(
             f"No participant outputs for task '{task}' of {['sub-' + m for m in missing]} in "

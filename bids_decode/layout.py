@@ -84,6 +84,12 @@ def list_subjects(bids_dir: Path) -> list[str]:
     return sorted(p.name[4:] for p in bids_dir.glob("sub-*") if p.is_dir())
 
 
+def missing_labels(labels, found) -> tuple[list[str], list[str]]:
+    """The requested labels without ``sub-``, and those of them not in ``found``."""
+    wanted = [strip_sub(lab) for lab in labels]
+    return wanted, [w for w in wanted if w not in found]
+
+
 def resolve_subjects(bids_dir: Path, labels: tuple[str, ...]) -> list[str]:
     """Subjects to run: the given labels (with or without ``sub-``) or all of them."""
     found = list_subjects(bids_dir)
@@ -93,8 +99,7 @@ def resolve_subjects(bids_dir: Path, labels: tuple[str, ...]) -> list[str]:
                 f"No sub-* folders in {bids_dir}: nothing to process. Is BIDS_DIR right?"
             )
         return found
-    wanted = [strip_sub(lab) for lab in labels]
-    missing = [w for w in wanted if w not in found]
+    wanted, missing = missing_labels(labels, found)
     if missing:
         raise MissingInputError(
             f"Participant(s) {['sub-' + m for m in missing]} not found in {bids_dir} (it has "

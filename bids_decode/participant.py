@@ -291,8 +291,7 @@ def write_summary(config: RunConfig, subject: str, rows: list[dict]) -> Path:
 
 
 SUMMARY_SIDECAR = {
-    "roi": {"Description": "Region of interest"},
-    "layer": {"Description": "DNN layer"},
+    **derivatives.COMMON_COLUMNS,
     "n_units": {"Description": "Units in the layer"},
     "n_voxels": {"Description": "Voxels in the ROI"},
     "n_voxels_selected": {"Description": "Voxels used by each unit's decoder"},

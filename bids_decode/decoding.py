@@ -429,7 +429,7 @@ def predict_sparse(X, coef, index, intercept) -> np.ndarray:
 
 
 def predict_chunk(design: Design, Y, X_test, n_voxels: int, *, n_jobs=None,
-                  batch_size=None) -> np.ndarray:
+                  batch_size=None, mem_bytes=DEFAULT_MEM_BYTES) -> np.ndarray:
     """Fit a batch of units and predict the test samples.
 
     Parameters
@@ -441,7 +441,9 @@ def predict_chunk(design: Design, Y, X_test, n_voxels: int, *, n_jobs=None,
     n_jobs : int or None
         Threads (None: all CPUs the process may use; ignored on a GPU).
     batch_size : int or None
-        Units per thread task (None: from :data:`DEFAULT_MEM_BYTES`).
+        Units per thread task (None: from ``mem_bytes``).
+    mem_bytes : int
+        Memory budget for the units in flight.
 
     Returns
     -------
@@ -449,7 +451,8 @@ def predict_chunk(design: Design, Y, X_test, n_voxels: int, *, n_jobs=None,
     """
     Y = _check_y(design, Y)
     return np.concatenate(list(iter_decode(design, [Y], X_test, n_voxels, n_jobs=n_jobs,
-                                           batch_size=batch_size)), axis=1)
+                                           batch_size=batch_size, mem_bytes=mem_bytes)),
+                          axis=1)
 
 
 def batch_size_for(design: Design, n_voxels: int, mem_bytes=DEFAULT_MEM_BYTES,

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DataError, MissingInputError, UsageError
+from .errors import DataError, MissingInputError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -363,10 +363,3 @@ def check_trs(runs: list[Run]) -> float:
             "one TR: check the sidecars' RepetitionTime or select sessions with the same TR."
         )
     return trs[0]
-
-
-def check_session_glob(glob: str) -> str:
-    if not glob or "/" in glob:
-        raise UsageError(f"A session pattern must be an fnmatch pattern like "
-                         f"'perceptionTraining*'; got {glob!r}.")
-    return glob

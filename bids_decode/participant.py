@@ -146,9 +146,9 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
             Ztr = (Ytr - mu) / sd
             Zte = (Yte - mu) / sd
             Ztr[:, const] = 0.0
-            P = np.concatenate(list(decoding.iter_decode(
-                design, [Ztr], roi.X_test, config.n_voxels, n_jobs=config.nprocs or None,
-                mem_bytes=int(config.mem_gb * 2**30 * 0.5))), axis=1).astype(np.float64)
+            P = decoding.predict_chunk(
+                design, Ztr, roi.X_test, config.n_voxels, n_jobs=config.nprocs or None,
+                mem_bytes=int(config.mem_gb * 2**30 * 0.5)).astype(np.float64)
             P[:, const] = 0.0
             acc[s - lo:e - lo] = evaluation.profile_correlation(P, Zte)
             dec[:, s - lo:e - lo] = (P * sd + mu).astype(np.float32)

@@ -15,9 +15,9 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet $(TORCH_SPEC)
-	$(PIP) install --quiet -e '.[test]'
+	$(PIP) install --quiet --no-cache-dir --upgrade pip
+	$(PIP) install --quiet --no-cache-dir $(TORCH_SPEC)
+	$(PIP) install --quiet --no-cache-dir -e '.[test]'
 	touch $@
 
 demo: install

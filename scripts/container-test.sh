@@ -60,6 +60,17 @@ if ! "$DOCKER" info > /dev/null 2>&1; then
 fi
 
 # ------------------------------------------------------------------ 2. base, wheels, image
+# The wheels (3 GB), the base image and the built image (about 9 GB with its layers) need room:
+# on a host with too little, say so plainly instead of failing half-way through a build.
+NEED_GB=${CT_NEED_GB:-16}
+DROOT=$("$DOCKER" info -f '{{.DockerRootDir}}' 2> /dev/null || echo /var/lib/docker)
+for d in "$REPO" "$DROOT"; do
+    [ -d "$d" ] || continue
+    free_gb=$(df -P -BG "$d" | awk 'NR == 2 {sub("G", "", $4); print $4}')
+    if [ "${free_gb:-0}" -lt "$NEED_GB" ]; then
+        unavailable "only ${free_gb} GB free on the disk of $d; building the image needs about ${NEED_GB} GB (free some space, or set CT_NEED_GB)"
+    fi
+done
 docker/make-base.sh || fail "could not make the base image"
 docker/fetch-wheels.sh python3 2>&1 | grep -v 'is ignored: it is neither a file nor a directory' \
     || true

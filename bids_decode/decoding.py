@@ -44,6 +44,8 @@ from .errors import DataError, UsageError
 
 #: Default memory budget for one batch of units, in bytes (all threads together).
 DEFAULT_MEM_BYTES = 1 << 30
+#: smallest thread task when a chunk is split for load balance (its GEMM stays efficient)
+_MIN_TASK = 128
 #: Condition-number estimates above these redo a unit in float64 (float32) or warn (float64).
 COND_MAX = {np.dtype(np.float32): 1e4, np.dtype(np.float64): 1e12}
 #: Variance below which a voxel counts as constant (fastl2lir's threshold).
@@ -522,12 +524,22 @@ def iter_decode(design: Design, Y_chunks, X_test, n_voxels: int, *, n_jobs=None,
     with ThreadPoolExecutor(max_workers=n_jobs) as pool, threadpool_limits(1):
         for Y in Y_chunks:
             Y = _check_y(design, Y)
-            starts = range(0, Y.shape[1], batch_size)
-            parts = pool.map(task, [Y[:, s:s + batch_size] for s in starts])
+            size = _task_size(Y.shape[1], batch_size, n_jobs)
+            starts = range(0, Y.shape[1], size)
+            parts = pool.map(task, [Y[:, s:s + size] for s in starts])
             out = np.empty((X_test.shape[0], Y.shape[1]), dtype=design.dtype)
             for s, part in zip(starts, parts, strict=True):
                 out[:, s:s + part.shape[1]] = part
             yield out
+
+
+def _task_size(n_units: int, batch_size: int, n_jobs: int) -> int:
+    """Units per thread task: at most ``batch_size``, and small enough that a chunk makes at
+    least four tasks per thread (so no thread idles on the last one), equal in size."""
+    if n_jobs > 1:
+        batch_size = min(batch_size, max(_MIN_TASK, -(-n_units // (4 * n_jobs))))
+    n_tasks = -(-n_units // batch_size)
+    return max(1, -(-n_units // max(1, n_tasks)))
 
 
 def decode_units(X_train, Y, X_test, alpha=100.0, n_voxels=500, *, device="cpu",

@@ -106,6 +106,58 @@ def test_all_voxels_dual_form(data):
     np.testing.assert_allclose(predict_chunk(design, Y, Xt, 0), ref, rtol=1e-9, atol=1e-10)
 
 
+@pytest.fixture
+def lapack_choice(monkeypatch):
+    """Switch the CPU kernel's LAPACK for one test (the choice is cached per process)."""
+    from bids_decode import _backends
+
+    def use(name):
+        monkeypatch.setenv(_backends.LAPACK_ENV, name)
+        _backends.lapack_provider.cache_clear()
+        _backends._compile_kernel.cache_clear()
+
+    yield use
+    monkeypatch.delenv(_backends.LAPACK_ENV, raising=False)
+    _backends.lapack_provider.cache_clear()
+    _backends._compile_kernel.cache_clear()
+
+
+@pytest.mark.parametrize("provider", ["scipy", "mkl"])
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 2e-4)])
+def test_lapack_providers_match_reference(data, lapack_choice, provider, dtype, rtol):
+    from bids_decode import _backends
+
+    if provider == "mkl" and _backends._mkl_library() is None:
+        pytest.skip("the mkl package is not installed here")
+    lapack_choice(provider)
+    assert _backends.lapack_provider() == provider
+    X, Y, Xt = data
+    ref, _ = reference(X, Y, Xt, 3.0, K)
+    pred = predict_chunk(prepare_design(X, 3.0, dtype=dtype), Y, Xt, K)
+    np.testing.assert_allclose(pred, ref, rtol=rtol, atol=rtol * np.abs(ref).max())
+
+
+def test_lapack_choice_checked(lapack_choice):
+    from bids_decode import _backends
+
+    lapack_choice("openblas")
+    with pytest.raises(ValueError, match="BIDS_DECODE_LAPACK must be 'mkl', 'scipy'"):
+        _backends.lapack_provider()
+
+
+def test_task_sizes_balance_threads():
+    from bids_decode.decoding import _task_size
+
+    for n_units, batch, jobs in [(4000, 2739, 2), (300000, 2739, 2), (129, 128, 2), (7, 16, 2),
+                                 (5000, 2739, 1), (1, 16, 2)]:
+        size = _task_size(n_units, batch, jobs)
+        n_tasks = -(-n_units // size)
+        assert 1 <= size <= batch
+        assert n_tasks * size - n_units < n_tasks  # tasks equal to within one unit
+        if jobs > 1 and n_units >= 4 * jobs * 128:
+            assert n_tasks >= 4 * jobs
+
+
 def test_batch_size_invariance(data):
     X, Y, Xt = data
     design = prepare_design(X, 3.0, dtype=np.float32)

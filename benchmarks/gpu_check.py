@@ -66,6 +66,8 @@ def main(argv=None):
     ap.add_argument("--budget-s", type=float, default=300.0, help="stop tuning/timing past this")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, to test the script")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--profile", type=int, default=0, metavar="UNITS",
+                    help="also profile one iter_decode call on UNITS units (torch.profiler)")
     ap.add_argument("--grid", default="torch:256:64,torch:1024:64,blocked:256:64,blocked:1024:64",
                     help="tuning grid: comma-separated cholesky:sub_batch:block")
     args = ap.parse_args(argv)
@@ -136,6 +138,17 @@ def main(argv=None):
         info["max_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
     print("throughput", {k_: info[k_] for k_ in ("units", "seconds", "units_per_s",
                                                  "vgg19_projected_s", "gflops")}, flush=True)
+
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
+                                         if args.device.startswith("cuda") else [])
+        with profile(activities=acts) as prof:
+            timed_decode(dec, design, Y[:, :args.profile], Xt, k, args.profile, args.device)
+        key = "cuda_time_total" if args.device.startswith("cuda") else "cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=40),
+              flush=True)
 
     # 3. agreement with the CPU kernel (float32) and a float64 CPU reference
     m = args.compare_units

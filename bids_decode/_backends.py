@@ -316,10 +316,8 @@ def solve_selected_torch(gram, index, rhs, cond_max, xt=None, *, sub_batch=None,
     sub_batch = sub_batch or TORCH_DEFAULTS["sub_batch"]
     cholesky = cholesky or TORCH_DEFAULTS["cholesky"]
     n_units, k = index.shape
-    m = k + 1
     P = gram.shape[0]
     dev = gram.device
-    flat = gram.reshape(-1)
     coef = torch.zeros((n_units, k), dtype=gram.dtype, device=dev)
     intercept = torch.zeros(n_units, dtype=gram.dtype, device=dev)
     status = torch.zeros(n_units, dtype=torch.int64, device=dev)
@@ -328,7 +326,8 @@ def solve_selected_torch(gram, index, rhs, cond_max, xt=None, *, sub_batch=None,
     for s in range(0, n_units, sub_batch):
         e = min(s + sub_batch, n_units)
         sel = torch.cat([index[s:e], bias.expand(e - s, 1)], dim=1)  # (b, m)
-        sub = flat[(sel[:, :, None] * P + sel[:, None, :]).reshape(-1)].reshape(e - s, m, m)
+        # broadcast advanced indexing: no (b, m, m) int64 index is materialised
+        sub = gram[sel[:, :, None], sel[:, None, :]]
         if cholesky == "blocked":
             L, info = blocked_cholesky(sub, TORCH_DEFAULTS["block"])
         else:
@@ -345,6 +344,9 @@ def solve_selected_torch(gram, index, rhs, cond_max, xt=None, *, sub_batch=None,
         coef[s:e] = w[:, :k]
         intercept[s:e] = w[:, k]
         if xt is not None:
-            # (b, k, n_test) gathered test data times weights
-            pred[s:e] = torch.einsum("bkt,bk->bt", xt[index[s:e]], w[:, :k]) + w[:, k:]
+            # weights scattered into a dense (b, n_voxels) block, then one GEMM with the test
+            # data: fewer bytes than gathering a (b, k, n_test) block of it
+            dense = torch.zeros((e - s, xt.shape[0]), dtype=w.dtype, device=dev)
+            dense.scatter_(1, index[s:e], w[:, :k])
+            pred[s:e] = dense @ xt + w[:, k:]
     return coef, intercept, status, pred

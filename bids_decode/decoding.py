@@ -30,6 +30,7 @@ voxels as fastl2lir in float64 (up to exact ties).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -243,14 +244,15 @@ def _solve_cpu(gram, index, rhs, cond_max, xt):
     return tuple(None if o is None else o.numpy() for o in out)
 
 
-def _solve_selected(design: Design, Y, n_voxels: int, xt):
+def _solve_selected(design: Design, Y, n_voxels: int, xt, *, keep_coef: bool = True):
     """Select, solve and (optionally) predict one batch of units; redo failures in float64.
 
     Returns coef (n_units, k), index (n_units, k) sorted ascending, intercept (n_units,),
-    pred (n_units, n_test) or None.
+    pred (n_units, n_test) or None. With ``keep_coef=False`` (predictions only) a torch device
+    returns None for coef, index and intercept instead of copying them back.
     """
     if design.device != "cpu":
-        return _solve_selected_torch(design, Y, n_voxels, xt)
+        return _solve_selected_torch(design, Y, n_voxels, xt, keep_coef=keep_coef)
     scores, ct, ysum = _scores_rhs(design, Y)
     index = _top_k(scores, n_voxels)
     rhs = _rhs_selected(design, ct, ysum, index)
@@ -293,39 +295,58 @@ def _torch_state(design: Design):
     return design._cache["torch"]
 
 
-def _solve_selected_torch(design: Design, Y, n_voxels: int, xt):
-    """:func:`_solve_selected` with every step on the torch device."""
+def _solve_selected_torch(design: Design, Y, n_voxels: int, xt, *, keep_coef: bool = True):
+    """:func:`_solve_selected` with every step on the torch device.
+
+    Y goes to the device in its own dtype (float32 from a features file: half the bytes of
+    float64) and is converted there; the finiteness check is read at the one synchronisation
+    point, with the results.
+    """
     import torch
 
     st = _torch_state(design)
     dev = st["xz"].device
-    Y64 = torch.as_tensor(np.asarray(Y)).to(dev, dtype=torch.float64)
-    if not bool(torch.isfinite(Y64).all()):
-        raise DataError(_NONFINITE_Y)
+    Yd = torch.as_tensor(np.asarray(Y)).to(dev, non_blocking=True)
+    finite = torch.isfinite(Yd).all()
+    Y64 = Yd.to(torch.float64)
     ct = Y64.T @ st["xz"]  # (n_units, n_voxels) float64
     ysum = Y64.sum(dim=0)
+    del Yd, Y64
     index = torch.topk(ct.abs(), n_voxels, dim=1, sorted=False).indices.sort(dim=1).values
     rhs = torch.empty((index.shape[0], n_voxels + 1), dtype=torch.float64, device=dev)
     rhs[:, :-1] = (torch.gather(ct, 1, index) * st["norm"][index]
                    + st["mean"][index] * ysum[:, None])
     rhs[:, -1] = ysum
+    del ct
     dtype = design.dtype
-    xt_t = None if xt is None else torch.as_tensor(np.asarray(xt, dtype=dtype), device=dev)
+    xt_t = None
+    if xt is not None:  # the test data, sent once per iter_decode call
+        if st.get("xt_src") is not xt:
+            st["xt"] = torch.as_tensor(np.asarray(xt, dtype=dtype), device=dev)
+            st["xt_src"] = xt
+        xt_t = st["xt"]
     coef, intercept, status, pred = _backends.solve_selected_torch(
         st["gram"], index, rhs.to(st["gram"].dtype), COND_MAX[dtype], xt_t)
-    out = [coef.cpu().numpy(), index.cpu().numpy(), intercept.cpu().numpy(),
-           None if pred is None else pred.cpu().numpy()]
-    bad = torch.nonzero(status != 0).flatten()
+    bad = torch.nonzero(status != 0).flatten()  # synchronises
+    if not bool(finite):
+        raise DataError(_NONFINITE_Y)
     if bad.numel():
         if "gram64" not in st:
             st["gram64"] = torch.as_tensor(design.gram_as(np.float64), device=dev)
         c64, b64, s64, p64 = _backends.solve_selected_torch(
             st["gram64"], index[bad], rhs[bad], COND_MAX[np.dtype(np.float64)],
             None if xt_t is None else xt_t.double())
-        _merge_redo(bad.cpu().numpy(), s64.cpu().numpy(), (out[0], c64.cpu().numpy()),
-                    (out[2], b64.cpu().numpy()),
-                    (out[3], None if p64 is None else p64.cpu().numpy()))
-    return tuple(out)
+        failed = s64 > 0
+        _report_failures(s64.cpu().numpy())
+        nan = torch.tensor(float("nan"), dtype=coef.dtype, device=dev)
+        coef[bad] = torch.where(failed[:, None], nan, c64.to(coef.dtype))
+        intercept[bad] = torch.where(failed, nan, b64.to(coef.dtype))
+        if pred is not None:
+            pred[bad] = torch.where(failed[:, None], nan, p64.to(pred.dtype))
+    pred_np = None if pred is None else pred.cpu().numpy()
+    if not keep_coef:
+        return None, None, None, pred_np
+    return coef.cpu().numpy(), index.cpu().numpy(), intercept.cpu().numpy(), pred_np
 
 
 def _report_failures(status64) -> None:
@@ -516,17 +537,22 @@ def iter_decode(design: Design, Y_chunks, X_test, n_voxels: int, *, n_jobs=None,
     xt = np.ascontiguousarray(np.asarray(X_test, dtype=design.dtype).T)  # (n_voxels, n_test)
 
     def task(Yb):
-        return _solve_selected(design, Yb, int(n_voxels), xt)[3].T
+        return _solve_selected(design, Yb, int(n_voxels), xt, keep_coef=False)[3].T
 
     from threadpoolctl import threadpool_limits
 
     # one BLAS thread each: OpenBLAS's threaded potrf at this size is many times slower
-    with ThreadPoolExecutor(max_workers=n_jobs) as pool, threadpool_limits(1):
+    # one thread (a GPU, or n_jobs=1) runs the tasks in the caller's thread
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(threadpool_limits(1))
+        pool_map = map
+        if n_jobs > 1:
+            pool_map = stack.enter_context(ThreadPoolExecutor(max_workers=n_jobs)).map
         for Y in Y_chunks:
             Y = _check_y(design, Y)
             size = _task_size(Y.shape[1], batch_size, n_jobs)
             starts = range(0, Y.shape[1], size)
-            parts = pool.map(task, [Y[:, s:s + size] for s in starts])
+            parts = pool_map(task, [Y[:, s:s + size] for s in starts])
             out = np.empty((X_test.shape[0], Y.shape[1]), dtype=design.dtype)
             for s, part in zip(starts, parts, strict=True):
                 out[:, s:s + part.shape[1]] = part

@@ -255,16 +255,19 @@ def solve_selected_numba(gram, index, rhs, cond_max, xt=None):
 TORCH_DEFAULTS = {"cholesky": "blocked", "sub_batch": 4096, "block": 64}
 
 
-def blocked_cholesky(A, block: int = 64):
+def blocked_cholesky(A, block: int = 64, *, zero_upper: bool = True):
     """Left-looking blocked Cholesky of a batch, in place, with batched GEMMs.
 
     Parameters
     ----------
     A : Tensor of shape (n_units, m, m)
         Symmetric matrices (only the lower triangle is read); overwritten by ``L``
-        (the strict upper triangle is zeroed).
+        (the strict upper triangle is zeroed unless ``zero_upper`` is False).
     block : int
         Block size; the diagonal blocks go to ``torch.linalg.cholesky_ex``.
+    zero_upper : bool
+        Zero the strict upper triangle (False leaves what was there, for callers that read
+        only the lower triangle: one pass over the batch less).
 
     Returns
     -------
@@ -287,7 +290,7 @@ def blocked_cholesky(A, block: int = 64):
         if j1 < m:
             A[:, j1:, j0:j1] = torch.linalg.solve_triangular(
                 L11.mT, A[:, j1:, j0:j1], upper=True, left=False)
-    return A.tril_(), info
+    return (A.tril_() if zero_upper else A), info
 
 
 def solve_selected_torch(gram, index, rhs, cond_max, xt=None, *, sub_batch=None,
@@ -329,7 +332,7 @@ def solve_selected_torch(gram, index, rhs, cond_max, xt=None, *, sub_batch=None,
         # broadcast advanced indexing: no (b, m, m) int64 index is materialised
         sub = gram[sel[:, :, None], sel[:, None, :]]
         if cholesky == "blocked":
-            L, info = blocked_cholesky(sub, TORCH_DEFAULTS["block"])
+            L, info = blocked_cholesky(sub, TORCH_DEFAULTS["block"], zero_upper=False)
         else:
             L, info = torch.linalg.cholesky_ex(sub)
         diag = torch.diagonal(L, dim1=-2, dim2=-1)
@@ -338,7 +341,10 @@ def solve_selected_torch(gram, index, rhs, cond_max, xt=None, *, sub_batch=None,
         st = torch.where(info != 0, info.to(torch.int64),
                          torch.where(bad_cond, torch.full_like(status[s:e], ILL_CONDITIONED),
                                      torch.zeros_like(status[s:e])))
-        w = torch.cholesky_solve(rhs[s:e, :, None].to(gram.dtype), L)[:, :, 0]
+        # two triangular solves read only the lower triangle (cholesky_solve would copy L
+        # into column-major order first)
+        z = torch.linalg.solve_triangular(L, rhs[s:e, :, None].to(gram.dtype), upper=False)
+        w = torch.linalg.solve_triangular(L.mT, z, upper=True)[:, :, 0]
         w = torch.where((st == 0)[:, None], w, torch.zeros_like(w))
         status[s:e] = st
         coef[s:e] = w[:, :k]

@@ -137,7 +137,7 @@ def _compile_kernel(dtype_char: str):
         bias = n_rows - 1
         sub = min(SUB_BATCH, n_units)
         work = np.empty((sub, m * m), dtype=gram.dtype)
-        sels = np.empty((sub, m), dtype=np.int64)
+        sels = np.empty((sub, m), dtype=np.int32)  # int32: the gather loop vectorises better
         # bucket (unit, position) pairs by Gram row: each row is read once per sub-batch and
         # scattered to every unit selecting it (the row stays in cache; a unit-by-unit gather
         # would stream ~one cache line per element of every unit's block from memory)
@@ -248,6 +248,91 @@ def solve_selected_numba(gram, index, rhs, cond_max, xt=None):
            np.ascontiguousarray(rhs, dtype=dtype), float(cond_max), xt_arr, coef, intercept,
            status, pred)
     return coef, intercept, status, (None if xt is None else pred)
+
+
+@functools.cache
+def _compile_refine():
+    @numba.njit(nogil=True, fastmath=True)
+    def _dot(a, b):
+        acc = 0.0
+        for i in range(a.shape[0]):
+            acc += a[i] * b[i]
+        return acc
+
+    @numba.njit(nogil=True)
+    def refine(scores, thr, half_width, yt, xzt, k, out):
+        # scores (B, P) float32 |xz' y| from a float32 GEMM; thr (B,) the k-th largest of each
+        # row; half_width (B,) twice the rounding bound; yt (B, n) and xzt (P, n) float64;
+        # out (B, k) int64: the top k by the float64 score, ascending. Returns the number of
+        # float64 dot products computed.
+        n_units, p = scores.shape
+        cand = np.empty(p, dtype=np.int64)
+        mark = np.zeros(p, dtype=np.bool_)
+        tmp = np.empty(p + 1, dtype=np.int64)
+        n_dots = 0
+        for u in range(n_units):
+            hi = thr[u] + half_width[u]
+            lo = thr[u] - half_width[u]
+            d = 0
+            c = 0
+            for v in range(p):  # branch-free but for the rare candidates
+                sv = scores[u, v]
+                m = sv > hi
+                mark[v] = m
+                d += m
+                if (sv >= lo) & (sv <= hi):
+                    cand[c] = v
+                    c += 1
+            need = k - d
+            if need == c:
+                for j in range(c):
+                    mark[cand[j]] = True
+            else:
+                exact = np.empty(c, dtype=np.float64)
+                for j in range(c):
+                    exact[j] = -abs(_dot(yt[u], xzt[cand[j]]))
+                n_dots += c
+                order = np.argsort(exact, kind="mergesort")
+                for j in range(need):
+                    mark[cand[order[j]]] = True
+            j = 0
+            for v in range(p):  # branch-free compaction of the marked voxels, ascending
+                tmp[j] = v
+                j += mark[v]
+            for i in range(k):
+                out[u, i] = tmp[i]
+        return n_dots
+
+    return refine
+
+
+def select_refined(scores, k, half_width, yt, xzt):
+    """Top-``k`` voxels per unit from float32 scores, exact to the float64 ranking.
+
+    A voxel whose float32 score lies more than ``half_width`` above the float32 k-th largest
+    is in the float64 top k, one more than ``half_width`` below is out (``half_width`` being
+    twice a bound on the float32 rounding error of each score); the few in between are
+    re-scored in float64 and ranked.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_units, n_voxels), float32
+    k : int
+    half_width : ndarray of shape (n_units,), float64
+    yt : ndarray of shape (n_units, n_samples), float64
+    xzt : ndarray of shape (n_voxels, n_samples), float64
+
+    Returns
+    -------
+    index : ndarray of shape (n_units, k), int64, ascending
+    n_dots : int
+        How many float64 scores were recomputed.
+    """
+    p = scores.shape[1]
+    thr = np.partition(scores, p - k, axis=1)[:, p - k].astype(np.float64)
+    out = np.empty((scores.shape[0], k), dtype=np.int64)
+    n_dots = _compile_refine()(scores, thr, half_width, yt, xzt, int(k), out)
+    return out, int(n_dots)
 
 
 #: Tuning of the torch path: the factorisation ("torch": ``torch.linalg.cholesky_ex``;

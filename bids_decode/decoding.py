@@ -195,6 +195,33 @@ def _rhs_selected(design: Design, ct, ysum, index) -> np.ndarray:
     return rhs
 
 
+def _select_rhs_float32(design: Design, Y, k: int):
+    """Selection and right-hand sides from one float32 GEMM (half the float64 one's time).
+
+    The selection equals the float64 ranking's. A float32 score differs from the exact one
+    by at most ``tol = (n + 2) * u * ||y||`` (u = eps / 2 the unit roundoff; ``|xz_v| = 1``;
+    the standard bound for a dot product of n terms in any summation order, plus rounding
+    xz to float32), so the exact k-th largest lies within ``tol`` of the float32 one, and
+    only scores within ``2 tol`` of it (about 10 voxels per unit) are recomputed in float64
+    (:func:`bids_decode._backends.select_refined`). The right-hand sides take the float32
+    products, well inside the float32 solve's own error.
+
+    Returns index (n_units, k) ascending and rhs (n_units, k + 1) float64, bias last.
+    """
+    if "xz32" not in design._cache:
+        design._cache["xz32"] = design.xz.astype(np.float32)
+        design._cache["xzt64"] = np.ascontiguousarray(design.xz.T)
+    Y32 = np.asarray(Y, dtype=np.float32)
+    ct = Y32.T @ design._cache["xz32"]  # (n_units, n_voxels) float32
+    yt = np.ascontiguousarray(Y32.T, dtype=np.float64)
+    ysum = yt.sum(axis=1)
+    n = yt.shape[1]
+    half_width = (n + 2) * np.finfo(np.float32).eps * np.sqrt((yt**2).sum(axis=1))  # 2 tol
+    index, _ = _backends.select_refined(np.abs(ct), k, half_width, yt,
+                                        design._cache["xzt64"])
+    return index, _rhs_selected(design, ct, ysum, index)
+
+
 def _top_k(scores, k: int, *, ordered: bool = False) -> np.ndarray:
     """Indices of the ``k`` largest scores per row (ascending, or by decreasing score)."""
     p = scores.shape[1]
@@ -253,15 +280,22 @@ def _solve_selected(design: Design, Y, n_voxels: int, xt, *, keep_coef: bool = T
     """
     if design.device != "cpu":
         return _solve_selected_torch(design, Y, n_voxels, xt, keep_coef=keep_coef)
-    scores, ct, ysum = _scores_rhs(design, Y)
-    index = _top_k(scores, n_voxels)
-    rhs = _rhs_selected(design, ct, ysum, index)
     dtype = design.dtype
+    if dtype == np.float32 and _backends.have_numba():
+        index, rhs = _select_rhs_float32(design, Y, n_voxels)
+    else:
+        scores, ct, ysum = _scores_rhs(design, Y)
+        index = _top_k(scores, n_voxels)
+        rhs = _rhs_selected(design, ct, ysum, index)
     coef, intercept, status, pred = _solve_cpu(design.gram, index, rhs.astype(dtype),
                                                COND_MAX[dtype], xt)
     bad = np.flatnonzero(status != 0)
     if bad.size:
         xt64 = None if xt is None else np.asarray(xt, dtype=np.float64)
+        # right-hand sides of the redone units from float64 products (the float32 ones
+        # would carry their rounding through an ill-conditioned block)
+        _, ct_bad, ysum_bad = _scores_rhs(design, np.asarray(Y)[:, bad])
+        rhs[bad] = _rhs_selected(design, ct_bad, ysum_bad, index[bad])
         c64, b64, s64, p64 = _solve_cpu(design.gram_as(np.float64), index[bad], rhs[bad],
                                         COND_MAX[np.dtype(np.float64)], xt64)
         _merge_redo(bad, s64, (coef, c64), (intercept, b64), (pred, p64))

@@ -84,16 +84,19 @@ def lapack_provider() -> str:
     ``mkl`` where the ``mkl`` package loads, unless the environment variable
     ``BIDS_DECODE_LAPACK`` says ``scipy``; ``BIDS_DECODE_LAPACK=mkl`` without it is an error.
     """
+    from .errors import UsageError
+
     want = os.environ.get(LAPACK_ENV, "").strip().lower()
     if want not in ("", "mkl", "scipy"):
-        raise ValueError(f"{LAPACK_ENV} must be 'mkl', 'scipy' or unset; got {want!r}.")
+        raise UsageError(f"The environment variable {LAPACK_ENV} must be 'mkl', 'scipy' or "
+                         f"unset; got {want!r}. Set it to one of those or unset it.")
     if want == "scipy":
         return "scipy"
     if _mkl_library() is not None:
         return "mkl"
     if want == "mkl":
-        raise RuntimeError(f"{LAPACK_ENV}=mkl but the 'mkl' package is not installed or does "
-                           "not load; install it (pip install mkl) or unset the variable.")
+        raise UsageError(f"{LAPACK_ENV}=mkl but the 'mkl' package is not installed or does "
+                         "not load; install it (pip install mkl) or unset the variable.")
     return "scipy"
 
 

@@ -154,7 +154,13 @@ class RunConfig:
         return dataclasses.replace(self, **kw)
 
     def check_device(self) -> None:
-        """Refuse --device cuda where no GPU is visible (before any work is done)."""
+        """Refuse --device cuda where no GPU is visible, and a bad BIDS_DECODE_LAPACK (before
+        any work is done)."""
+        if self.device == "cpu":
+            from . import _backends
+
+            if _backends.have_numba():
+                _backends.lapack_provider()
         if self.device.startswith("cuda"):
             import torch
 

@@ -246,4 +246,16 @@ def provenance() -> dict:
         import torch
 
         vers["torch"] = torch.__version__
-    return {"versions": vers, "platform": platform.platform(), "container": container_info()}
+    with contextlib.suppress(ImportError):
+        import numba
+
+        vers["numba"] = numba.__version__
+    from . import _backends
+
+    cpu_lapack = _backends.lapack_provider() if _backends.have_numba() else "torch"
+    if cpu_lapack == "mkl":
+        import importlib.metadata
+
+        vers["mkl"] = importlib.metadata.version("mkl")
+    return {"versions": vers, "platform": platform.platform(), "container": container_info(),
+            "cpu_lapack": cpu_lapack}

@@ -160,7 +160,7 @@ def test_lapack_choice_checked(lapack_choice):
     from bids_decode import _backends
 
     lapack_choice("openblas")
-    with pytest.raises(ValueError, match="BIDS_DECODE_LAPACK must be 'mkl', 'scipy'"):
+    with pytest.raises(UsageError, match="BIDS_DECODE_LAPACK must be 'mkl', 'scipy'"):
         _backends.lapack_provider()
 
 

@@ -253,8 +253,13 @@ def solve_selected_numba(gram, index, rhs, cond_max, xt=None):
     return coef, intercept, status, (None if xt is None else pred)
 
 
-@functools.cache
 def _compile_refine():
+    with _COMPILE_LOCK:  # threads ask for it at once; compile it once
+        return _compile_refine_unlocked()
+
+
+@functools.cache
+def _compile_refine_unlocked():
     @numba.njit(nogil=True, fastmath=True)
     def _dot(a, b):
         acc = 0.0

@@ -208,17 +208,17 @@ def _select_rhs_float32(design: Design, Y, k: int):
 
     Returns index (n_units, k) ascending and rhs (n_units, k + 1) float64, bias last.
     """
-    if "xz32" not in design._cache:
-        design._cache["xz32"] = design.xz.astype(np.float32)
-        design._cache["xzt64"] = np.ascontiguousarray(design.xz.T)
+    if "xz32" not in design._cache:  # one atomic store: threads may race to make it
+        design._cache["xz32"] = (design.xz.astype(np.float32),
+                                 np.ascontiguousarray(design.xz.T))
+    xz32, xzt64 = design._cache["xz32"]
     Y32 = np.asarray(Y, dtype=np.float32)
-    ct = Y32.T @ design._cache["xz32"]  # (n_units, n_voxels) float32
+    ct = Y32.T @ xz32  # (n_units, n_voxels) float32
     yt = np.ascontiguousarray(Y32.T, dtype=np.float64)
     ysum = yt.sum(axis=1)
     n = yt.shape[1]
     half_width = (n + 2) * np.finfo(np.float32).eps * np.sqrt((yt**2).sum(axis=1))  # 2 tol
-    index, _ = _backends.select_refined(np.abs(ct), k, half_width, yt,
-                                        design._cache["xzt64"])
+    index, _ = _backends.select_refined(np.abs(ct), k, half_width, yt, xzt64)
     return index, _rhs_selected(design, ct, ysum, index)
 
 

@@ -11,10 +11,10 @@ sklearn-style wrapper):
 1. :func:`prepare_design`, once per fit: the Gram matrix ``G = Xb' Xb + alpha I`` (``Xb`` is
    X with a bias column) and the centred, unit-norm voxels used for correlations.
 2. Per batch of units (:func:`fit_chunk`, :func:`predict_chunk`, :func:`iter_decode`): one
-   float64 GEMM gives the correlations of every voxel with every unit *and* the right-hand
-   sides ``Xb' y``; ``np.argpartition`` picks the top ``n_voxels`` per unit; a compiled kernel
-   gathers ``G[S, S]``, factorises it (Cholesky), solves, and predicts the test samples from
-   the selected voxels only. Weights stay sparse: values plus voxel indices.
+   GEMM gives the correlations of every voxel with every unit *and* the right-hand sides
+   ``Xb' y``; the top ``n_voxels`` per unit are picked; a compiled kernel gathers
+   ``G[S, S]``, factorises it (Cholesky), solves, and predicts the test samples from the
+   selected voxels only. Weights stay sparse: values plus voxel indices.
 3. Units whose block is not positive definite or ill-conditioned in float32 are redone in
    float64; a float64 failure gives NaN weights and a warning that says why.
 4. ``n_voxels=0`` (all voxels): one factorisation for every unit. Predictions come from the
@@ -24,8 +24,10 @@ sklearn-style wrapper):
 Batches are sized from a memory budget and run on ``n_jobs`` threads (BLAS limited to one
 thread each); ``device="cuda"`` runs the same steps with torch on the GPU.
 
-The ranking uses float64 correlations whatever ``dtype`` is, so float32 selects the same
-voxels as fastl2lir in float64 (up to exact ties).
+The selection is the float64 ranking's whatever ``dtype`` is, so float32 selects the same
+voxels as fastl2lir in float64 (up to exact ties): in float64 the GEMM is float64; in
+float32 (on the CPU) it is float32, and the few scores within the float32 rounding bound of
+the selection threshold are recomputed in float64 (:func:`_select_rhs_float32`).
 """
 
 from __future__ import annotations

@@ -132,6 +132,12 @@ def _load_mask(path: Path, ref: nib.Nifti1Image, value: int | None = None
         ) from err
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
+    if data.ndim != 3:
+        raise DataError(
+            f"The ROI mask {path} is {data.ndim}-D (shape {tuple(data.shape)}); a 3-D mask is "
+            "expected. Save the one volume you mean as its own 3-D file (for a 4-D atlas, "
+            "e.g. nilearn.image.index_img) and name that file instead."
+        )
     same_grid = data.shape == ref.shape[:3] and np.allclose(img.affine, ref.affine, atol=1e-3)
     if not same_grid:
         from nilearn.image import resample_to_img

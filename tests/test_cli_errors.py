@@ -162,6 +162,16 @@ def test_empty_roi(capsys, ds, tmp_path):
     _assert_clean_failure(code, err, EXIT_DATAERR, "V1", "empty")
 
 
+def test_four_d_mask(capsys, ds, tmp_path):
+    f = sorted(ds.glob("sourcedata/sub-01/anat/*_LH_V1d.nii.gz"))[0]
+    img = nib.load(f)
+    data = np.asarray(img.dataobj)
+    nib.save(nib.Nifti1Image(np.stack([data, data], axis=-1), img.affine), f)
+    code, err = _run(capsys, ds, tmp_path / "out", "--roi", "V1")
+    _assert_clean_failure(code, err, EXIT_DATAERR, f.name, "4-D", "3-D mask is expected")
+    assert _no_results(tmp_path / "out")
+
+
 def test_user_mask_missing(capsys, ds, tmp_path):
     code, err = _run(capsys, ds, tmp_path / "out", "--roi", f"mine={tmp_path}/m.nii.gz")
     _assert_clean_failure(code, err, EXIT_NOINPUT, "m.nii.gz")

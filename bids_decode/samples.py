@@ -123,6 +123,11 @@ def read_blocks(events: Path, spec: EventSpec | str | None = None) -> Blocks:
         raise DataError(f"The events file {events} has missing or non-numeric onsets or "
                         "durations in its sample rows. Fix the file (seconds, 'n/a' only for "
                         "rows that are not samples).")
+    if (durations < 0).any():
+        i = int(np.flatnonzero(durations < 0)[0])
+        raise DataError(f"The events file {events} has a negative duration ({durations[i]:g} s "
+                        f"for '{names[i]}' at {onsets[i]:g} s); durations are seconds >= 0. "
+                        "Fix the file.")
     keep = np.ones(len(names), dtype=bool)
     for i in range(1, len(names)):
         if spec.drop_repeats and names[i] == names[i - 1]:

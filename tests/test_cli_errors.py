@@ -314,6 +314,20 @@ def test_non_numeric_onsets(capsys, ds, tmp_path):
     _assert_clean_failure(code, err, EXIT_DATAERR, ev.name, "non-numeric")
 
 
+def test_negative_duration(capsys, ds, tmp_path):
+    ev = sorted(ds.glob("sub-01/ses-perceptionTest*/func/*_events.tsv"))[-1]
+    lines = ev.read_text().splitlines()
+    header = lines[0].split("\t")
+    row = next(i for i, line in enumerate(lines) if "\tstimulus\t" in line)
+    cells = lines[row].split("\t")
+    cells[header.index("duration")] = "-9"
+    lines[row] = "\t".join(cells)
+    ev.write_text("\n".join(lines) + "\n")
+    code, err = _run(capsys, ds, tmp_path / "out")
+    _assert_clean_failure(code, err, EXIT_DATAERR, ev.name, "negative duration", "-9 s")
+    assert _no_results(tmp_path / "out")
+
+
 def test_nan_features(capsys, ds, tmp_path):
     src = ds / "stimuli" / "features_simulated.h5"
     bad = tmp_path / "nan.h5"

@@ -10,8 +10,8 @@ Two backends solve the per-unit selected-voxel ridge systems of a batch of units
   else SciPy's (``BIDS_DECODE_LAPACK=scipy`` or ``mkl`` forces one). Threads run the kernel
   on different unit batches. When numba is missing, a torch CPU fallback does the same with
   batched calls.
-- ``torch``: batched gather, ``torch.linalg.cholesky_ex`` and ``torch.cholesky_solve`` on
-  any torch device (CUDA in practice).
+- ``torch``: batched gather, a blocked (or ``torch.linalg.cholesky_ex``) Cholesky and two
+  triangular solves on any torch device (CUDA in practice).
 
 Every solver returns a status per unit: 0 (solved), a positive LAPACK ``info`` (the block is
 not positive definite) or -1 (ill-conditioned: the squared ratio of the largest to the smallest

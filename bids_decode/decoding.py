@@ -305,13 +305,16 @@ def _solve_selected(design: Design, Y, n_voxels: int, xt, *, keep_coef: bool = T
 
 
 def _merge_redo(bad, status64, *pairs) -> None:
-    """Write float64 redos into the batch outputs; NaN (with a warning) where they failed."""
+    """Write float64 redos into the batch outputs; NaN (with a warning) where they failed.
+
+    Works on numpy arrays and on torch tensors (on their device) alike.
+    """
     _report_failures(status64)
     failed = status64 > 0
     for out, redo in pairs:
         if out is None:
             continue
-        redo = redo.astype(out.dtype)
+        redo = redo.astype(out.dtype) if isinstance(redo, np.ndarray) else redo.to(out.dtype)
         redo[failed] = np.nan
         out[bad] = redo
 
@@ -372,13 +375,7 @@ def _solve_selected_torch(design: Design, Y, n_voxels: int, xt, *, keep_coef: bo
         c64, b64, s64, p64 = _backends.solve_selected_torch(
             st["gram64"], index[bad], rhs[bad], COND_MAX[np.dtype(np.float64)],
             None if xt_t is None else xt_t.double())
-        failed = s64 > 0
-        _report_failures(s64.cpu().numpy())
-        nan = torch.tensor(float("nan"), dtype=coef.dtype, device=dev)
-        coef[bad] = torch.where(failed[:, None], nan, c64.to(coef.dtype))
-        intercept[bad] = torch.where(failed, nan, b64.to(coef.dtype))
-        if pred is not None:
-            pred[bad] = torch.where(failed[:, None], nan, p64.to(pred.dtype))
+        _merge_redo(bad, s64, (coef, c64), (intercept, b64), (pred, p64))
     pred_np = None if pred is None else pred.cpu().numpy()
     if not keep_coef:
         return None, None, None, pred_np

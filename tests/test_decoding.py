@@ -212,15 +212,19 @@ def test_non_pd_block_redone_in_float64(data, monkeypatch):
     np.testing.assert_allclose(pred, ref, rtol=2e-4, atol=2e-4 * np.abs(ref).max())
 
 
-def test_truly_non_pd_gives_nan_and_warning():
+@pytest.mark.parametrize("device", ["cpu", "torch-cpu"])
+def test_truly_non_pd_gives_nan_and_warning(device):
     """alpha < 0 makes blocks indefinite: NaN with a warning, never a silent number."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((9, 15))
     Y = rng.standard_normal((9, 4))
-    design = prepare_design(X, -50.0)
+    design = prepare_design(X, -50.0, device=device)
     with pytest.warns(RuntimeWarning, match="not positive definite"):
         coef, index, intercept = fit_chunk(design, Y, 5)
     assert np.isnan(coef).all() and np.isnan(intercept).all()
+    with pytest.warns(RuntimeWarning, match="not positive definite"):
+        pred = predict_chunk(design, Y, X[:3], 5)
+    assert np.isnan(pred).all()
 
 
 def test_ill_conditioned_float32_is_redone():

@@ -79,6 +79,22 @@ def _strip_image_suffix(name: str) -> str:
     return str(path.with_suffix("")) if path.suffix.lower() in IMAGE_EXTENSIONS else name
 
 
+def _stimulus_folder(stimuli_dir, hint: str) -> Path:
+    """``stimuli_dir`` as a Path, or a MissingInputError (``hint`` says which folder)."""
+    stimuli_dir = Path(stimuli_dir)
+    if not stimuli_dir.is_dir():
+        raise MissingInputError(
+            f"Stimulus folder {stimuli_dir} does not exist or is not a folder. Pass the "
+            f"folder holding the stimulus images ({hint})."
+        )
+    return stimuli_dir
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """Every image file below ``folder`` (recursively), sorted."""
+    return sorted(p for p in folder.rglob("*") if _is_image(p))
+
+
 def discover_images(stimuli_dir: Path) -> tuple[list[Path], list[str]]:
     """Every image under ``stimuli_dir`` (recursively), sorted, with its name.
 
@@ -89,13 +105,8 @@ def discover_images(stimuli_dir: Path) -> tuple[list[Path], list[str]]:
         The path relative to ``stimuli_dir`` without its extension, POSIX style
         (the file's stem when the folder is flat).
     """
-    stimuli_dir = Path(stimuli_dir)
-    if not stimuli_dir.is_dir():
-        raise MissingInputError(
-            f"Stimulus folder {stimuli_dir} does not exist or is not a folder. Pass the "
-            "folder holding the stimulus images (for ds001246: the 1,250 ImageNet images)."
-        )
-    paths = sorted(p for p in stimuli_dir.rglob("*") if _is_image(p))
+    stimuli_dir = _stimulus_folder(stimuli_dir, "for ds001246: the 1,250 ImageNet images")
+    paths = _images_under(stimuli_dir)
     if not paths:
         raise MissingInputError(
             f"No images in {stimuli_dir}: expected files ending in "
@@ -130,14 +141,9 @@ def find_images(stimuli_dir: Path, names: list[str]) -> list[Path]:
     DataError
         A name matches several images by file name only.
     """
-    stimuli_dir = Path(stimuli_dir)
-    if not stimuli_dir.is_dir():
-        raise MissingInputError(
-            f"Stimulus folder {stimuli_dir} does not exist or is not a folder. Pass the "
-            "folder holding the stimulus images (default for the participant level: "
-            "BIDS_DIR/stimuli)."
-        )
-    images = [p for p in stimuli_dir.rglob("*") if _is_image(p)]
+    stimuli_dir = _stimulus_folder(stimuli_dir,
+                                   "default for the participant level: BIDS_DIR/stimuli")
+    images = _images_under(stimuli_dir)
     by_relative: dict[str, list[Path]] = {}
     by_stem: dict[str, list[Path]] = {}
     for path in images:

@@ -36,3 +36,19 @@ def participant_out(sim, tmp_path_factory):
                  str(sim["features"]), "--roi", "VC", "LVC", "--n-voxels", "100"])
     assert code == 0
     return out
+
+
+@pytest.fixture
+def lapack_choice(monkeypatch):
+    """Switch the CPU kernel's LAPACK for one test (the choice is cached per process)."""
+    from bids_decode import _backends
+
+    def use(name):
+        monkeypatch.setenv(_backends.LAPACK_ENV, name)
+        _backends.lapack_provider.cache_clear()
+        _backends._compile_kernel.cache_clear()
+
+    yield use
+    monkeypatch.delenv(_backends.LAPACK_ENV, raising=False)
+    _backends.lapack_provider.cache_clear()
+    _backends._compile_kernel.cache_clear()

@@ -345,15 +345,8 @@ def test_train_and_test_runs_must_differ(capsys, ds, tmp_path):
     _assert_clean_failure(code, err, EXIT_USAGE, "both train and test", "disjoint")
 
 
-def test_bad_lapack_choice_refused_before_work(capsys, ds, tmp_path, monkeypatch):
-    from bids_decode import _backends
-
-    monkeypatch.setenv(_backends.LAPACK_ENV, "openblas")
-    _backends.lapack_provider.cache_clear()
-    try:
-        code, err = _run(capsys, ds, tmp_path / "out")
-    finally:
-        monkeypatch.delenv(_backends.LAPACK_ENV)
-        _backends.lapack_provider.cache_clear()
+def test_bad_lapack_choice_refused_before_work(capsys, ds, tmp_path, lapack_choice):
+    lapack_choice("openblas")
+    code, err = _run(capsys, ds, tmp_path / "out")
     _assert_clean_failure(code, err, EXIT_USAGE, "BIDS_DECODE_LAPACK", "'mkl', 'scipy'")
     assert _no_results(tmp_path / "out")

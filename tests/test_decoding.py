@@ -106,22 +106,6 @@ def test_all_voxels_dual_form(data):
     np.testing.assert_allclose(predict_chunk(design, Y, Xt, 0), ref, rtol=1e-9, atol=1e-10)
 
 
-@pytest.fixture
-def lapack_choice(monkeypatch):
-    """Switch the CPU kernel's LAPACK for one test (the choice is cached per process)."""
-    from bids_decode import _backends
-
-    def use(name):
-        monkeypatch.setenv(_backends.LAPACK_ENV, name)
-        _backends.lapack_provider.cache_clear()
-        _backends._compile_kernel.cache_clear()
-
-    yield use
-    monkeypatch.delenv(_backends.LAPACK_ENV, raising=False)
-    _backends.lapack_provider.cache_clear()
-    _backends._compile_kernel.cache_clear()
-
-
 @pytest.mark.parametrize("provider", ["scipy", "mkl"])
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 2e-4)])
 def test_lapack_providers_match_reference(data, lapack_choice, provider, dtype, rtol):

@@ -129,8 +129,11 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
                                  f"the work file {work_file.name}")
     n_chunks = max(1, -(-(hi - lo) // chunk))
     with derivatives.atomic_path(work_file) as tmp, h5py.File(tmp, "w") as w:
+        # one image row per HDF5 chunk, as wide as a unit chunk: each write below covers
+        # whole chunks, and assemble_roi's image-by-image read touches each chunk once
+        # (chunks of all images re-read every chunk once per image: 10x slower at 300k units)
         dec = w.create_dataset("decoded", (n_test, hi - lo), dtype="f4",
-                               chunks=(n_test, max(1, min(hi - lo, 16384))))
+                               chunks=(1, max(1, min(hi - lo, chunk))))
         bar = progress_bar(total=n_chunks, desc=f"{roi.name}/{layer}", unit="chunk")
         for s, e, Ytr, Yte in _chunks(ff, layer, train_rows, targets, chunk, (lo, hi)):
             if not (np.isfinite(Ytr).all() and np.isfinite(Yte).all()):

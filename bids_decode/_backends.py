@@ -115,6 +115,15 @@ _COMPILE_LOCK = threading.Lock()
 #: units whose blocks are gathered together (work memory: SUB_BATCH * (k + 1)^2 per thread)
 SUB_BATCH = 32
 
+if numba is not None:
+    @numba.njit(nogil=True)
+    def _aligned(n, dtype):
+        """An uninitialised 1-D array of ``n`` elements starting on a 64-byte boundary."""
+        itemsize = np.empty(0, dtype).itemsize
+        buf = np.empty(n + 64 // itemsize, dtype)
+        off = ((64 - buf.ctypes.data % 64) % 64) // itemsize
+        return buf[off:off + n]
+
 
 def _numba_kernel(dtype_char: str):
     """The batch solver for 'f' (float32) or 'd' (float64), compiled once per process."""
@@ -139,7 +148,12 @@ def _compile_kernel(dtype_char: str):
         n_rows = gram.shape[0]
         bias = n_rows - 1
         sub = min(SUB_BATCH, n_units)
-        work = np.empty((sub, m * m), dtype=gram.dtype)
+        # every unit's workspace starts on a 64-byte boundary: MKL's results may depend on
+        # the alignment of its operands (its reproducibility conditions), so a unit's bits
+        # must not depend on where its slot happens to fall
+        align = 64 // gram.itemsize
+        slot = -(-(m * m) // align) * align
+        work = _aligned(sub * slot, gram.dtype).reshape((sub, slot))
         sels = np.empty((sub, m), dtype=np.int32)  # int32: the gather loop vectorises better
         # bucket (unit, position) pairs by Gram row: each row is read once per sub-batch and
         # scattered to every unit selecting it (the row stays in cache; a unit-by-unit gather
@@ -147,7 +161,7 @@ def _compile_kernel(dtype_char: str):
         counts = np.zeros(n_rows + 1, dtype=np.int64)
         bucket_u = np.empty(sub * m, dtype=np.int64)
         bucket_j = np.empty(sub * m, dtype=np.int64)
-        vec = np.empty(m, dtype=gram.dtype)
+        vec = _aligned(m, gram.dtype)
         info = np.zeros(1, dtype=np.int32)
         ints = np.array([m, 1], dtype=np.int32)
         uplo = np.array([76], dtype=np.int8)  # 'L'

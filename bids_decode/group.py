@@ -386,21 +386,12 @@ class TrueLayer:
         The reference statistics (sd is 1 for constant units).
     const : ndarray of shape (n_units,), bool
         Units constant over the reference images (scored NaN, as in the participant level).
-    z_sum, zss, tss : ndarray of shape (n_units,), float64
-        Per unit, the sum over test images of ``z``, of squared centred and of squared ``z``.
-    st, stt : ndarray of shape (n_test,), float64
-        Per image, the sum over units of ``z`` and of ``z**2`` (pattern correlation).
     """
 
     z: np.ndarray
     mu: np.ndarray
     sd: np.ndarray
     const: np.ndarray
-    z_sum: np.ndarray
-    zss: np.ndarray
-    tss: np.ndarray
-    st: np.ndarray
-    stt: np.ndarray
 
 
 def reference_rows(ff: FeatureFile, test_rows: np.ndarray) -> tuple[np.ndarray, str]:
@@ -424,26 +415,15 @@ def read_true_layer(ff: FeatureFile, layer: str, test_rows: np.ndarray, ref_rows
     n_img, n_test = len(ff.names), len(test_rows)
     chunk = int(max(256, min(1 << 22, mem_gb * 2**30 * 0.2 / (8 * n_img))))
     z = np.empty((n_test, n_units), dtype=np.float32)
-    mu, sd, z_sum, zss, tss = (np.empty(n_units) for _ in range(5))
+    mu, sd = np.empty(n_units), np.empty(n_units)
     const = np.empty(n_units, dtype=bool)
-    st, stt = np.zeros(n_test), np.zeros(n_test)
     for s, e, Y in ff.iter_unit_chunks(layer, np.arange(n_img), chunk):
-        R = Y[ref_rows]
-        m = R.mean(axis=0)
-        d = R.std(axis=0, ddof=1) if R.shape[0] > 1 else np.zeros(e - s)
-        c = ~(d > 1e-12 * np.maximum(1.0, np.abs(m)))
-        d[c] = 1.0
+        m, d, c = evaluation.unit_stats(Y[ref_rows])
         t = (Y[test_rows] - m) / d
         t[:, c] = 0.0
-        z_sum[s:e] = t.sum(axis=0)
-        tc = t - z_sum[s:e] / n_test
         mu[s:e], sd[s:e], const[s:e] = m, d, c
-        zss[s:e] = np.einsum("ij,ij->j", tc, tc)
-        tss[s:e] = np.einsum("ij,ij->j", t, t)
-        st += t.sum(axis=1)
-        stt += np.einsum("ij,ij->i", t, t)
         z[:, s:e] = t
-    return TrueLayer(z, mu, sd, const, z_sum, zss, tss, st, stt)
+    return TrueLayer(z, mu, sd, const)
 
 
 def _slice_step(shape: tuple[int, ...], max_units: int) -> tuple[int, int]:
@@ -457,8 +437,8 @@ def average_layer(sources: list[tuple[h5py.Dataset, np.ndarray]], truth: TrueLay
     """Average the subjects' decoded features of one layer, write them, score them.
 
     Scores are those of the participant level (:func:`bids_decode.evaluation.
-    profile_correlation` and :class:`~bids_decode.evaluation.PatternAccumulator`), computed
-    with the true side precomputed once per layer in ``truth``.
+    profile_correlation` and :class:`~bids_decode.evaluation.PatternAccumulator`), with the
+    true side z-scored once per layer in ``truth``.
 
     Parameters
     ----------
@@ -483,8 +463,7 @@ def average_layer(sources: list[tuple[h5py.Dataset, np.ndarray]], truth: TrueLay
     n_units = int(np.prod(shape))
     per, step = _slice_step(shape, int(max(1, mem_gb * 2**30 * 0.2 / (8 * n_test * 4))))
     acc = np.full(n_units, np.nan)
-    sp, spp, cross = np.zeros(n_test), np.zeros(n_test), np.zeros((n_test, n_test))
-    tiny = np.finfo(np.float64).tiny
+    pattern = evaluation.PatternAccumulator(n_test)
     identity = [np.array_equal(order, np.arange(n_test)) for _, order in sources]
     for a in range(0, shape[0], step):
         b = min(shape[0], a + step)
@@ -502,20 +481,8 @@ def average_layer(sources: list[tuple[h5py.Dataset, np.ndarray]], truth: TrueLay
         if const.any():
             zd[:, const] = 0.0
         zt = truth.z[:, s:e].astype(np.float64)
-        # profile correlation per unit, from sums (the true side's are precomputed)
-        dsum = zd.sum(axis=0)
-        dss = np.einsum("ij,ij->j", zd, zd)
-        num = np.einsum("ij,ij->j", zd, zt) - dsum * truth.z_sum[s:e] / n_test
-        dvar = np.maximum(dss - dsum**2 / n_test, 0.0)
-        den = np.sqrt(dvar * truth.zss[s:e])
-        ok = (den > np.maximum(np.sqrt(dss * truth.tss[s:e]) * 1e-12, tiny)) & ~const
-        acc[s:e][ok] = np.clip(num[ok] / den[ok], -1.0, 1.0)
-        # pattern sums over units
-        sp += zd.sum(axis=1)
-        spp += np.einsum("ij,ij->i", zd, zd)
-        cross += zd @ zt.T
-    pattern = evaluation.PatternAccumulator.from_state(
-        {"n": n_units, "sp": sp, "st": truth.st, "spp": spp, "stt": truth.stt, "cross": cross})
+        acc[s:e] = np.where(const, np.nan, evaluation.profile_correlation(zd, zt))
+        pattern.update(zd, zt)
     return acc, pattern.correlation_matrix()
 
 

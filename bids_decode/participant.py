@@ -19,6 +19,7 @@ from . import decoding, derivatives, evaluation
 from .config import RunConfig
 from .errors import DataError, MissingInputError, UsageError
 from .featurefile import FeatureFile
+from .grid import UNIT_BLOCK, shard_range
 from .layout import BoldSource, check_trs, find_runs, make_layout
 from .progress import progress_bar
 from .rois import RoiSpec, load_roi, mask_files, read_atlas_labels
@@ -31,6 +32,10 @@ SUMMARY_COLUMNS = [
     "profile_r_mean", "profile_r_median", "pattern_r_mean", "identification_accuracy",
     "n_train_samples", "n_test_images",
 ]
+
+
+#: Version of the work files' layout (pattern sums as exact integer limbs since 2).
+WORK_FORMAT = 2
 
 
 @dataclass
@@ -47,12 +52,6 @@ class RoiData:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "", name) or "x"
-
-
-def shard_range(n_units: int, shard: tuple[int, int]) -> tuple[int, int]:
-    """Contiguous flattened unit range of shard ``i`` of ``N`` (1-based)."""
-    i, n = shard
-    return (n_units * (i - 1)) // n, (n_units * i) // n
 
 
 def zscore_train(X_train, X_test):
@@ -92,8 +91,10 @@ def _features_path(config: RunConfig) -> Path:
 
 
 def _chunk_units(config: RunConfig, n_rows: int, n_images: int) -> int:
+    """Units per chunk read from the features file: a quarter of ``--mem``, on the unit grid."""
     per_unit = 8 * (n_images + 4 * n_rows)
-    return int(max(64, min(1 << 20, config.mem_gb * 2**30 * 0.25 / per_unit)))
+    units = int(max(UNIT_BLOCK, min(1 << 20, config.mem_gb * 2**30 * 0.25 / per_unit)))
+    return units // UNIT_BLOCK * UNIT_BLOCK
 
 
 def _chunks(ff: FeatureFile, layer: str, train_rows, targets, chunk: int, unit_range):
@@ -103,8 +104,11 @@ def _chunks(ff: FeatureFile, layer: str, train_rows, targets, chunk: int, unit_r
     sizes = np.array([len(g) for g in test_groups])
     if group == "layers":
         rows = np.concatenate([train_rows, *test_groups])
+        starts = np.r_[0, np.cumsum(sizes)[:-1]]
         for s, e, Y in ff.iter_unit_chunks(layer, rows, chunk, unit_range):
-            Yte = np.add.reduceat(Y[n_train:], np.r_[0, np.cumsum(sizes)[:-1]], axis=0)
+            # per unit, a contiguous sum over each label's rows (the same bits in any chunk)
+            Yt = np.ascontiguousarray(Y[n_train:].T)
+            Yte = np.add.reduceat(Yt, starts, axis=1).T
             yield s, e, Y[:n_train], Yte / sizes[:, None]
         return
     cat_rows = np.concatenate(test_groups)
@@ -133,7 +137,7 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
         # whole chunks, and assemble_roi's image-by-image read touches each chunk once
         # (chunks of all images re-read every chunk once per image: 10x slower at 300k units)
         dec = w.create_dataset("decoded", (n_test, hi - lo), dtype="f4",
-                               chunks=(1, max(1, min(hi - lo, chunk))))
+                               chunks=(1, min(hi - lo, chunk)) if hi > lo else None)
         bar = progress_bar(total=n_chunks, desc=f"{roi.name}/{layer}", unit="chunk")
         for s, e, Ytr, Yte in _chunks(ff, layer, train_rows, targets, chunk, (lo, hi)):
             if not (np.isfinite(Ytr).all() and np.isfinite(Yte).all()):
@@ -142,10 +146,7 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
                     f"(units {s}..{e - 1} of the stimuli used). Recompute the features, or "
                     "leave the layer out with --layers."
                 )
-            mu = Ytr.mean(axis=0)
-            sd = Ytr.std(axis=0, ddof=1)
-            const = ~(sd > 1e-12 * np.maximum(1.0, np.abs(mu)))
-            sd[const] = 1.0
+            mu, sd, const = evaluation.unit_stats(Ytr)
             Ztr = (Ytr - mu) / sd
             Zte = (Yte - mu) / sd
             Ztr[:, const] = 0.0
@@ -168,7 +169,8 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
 
 def _work_file(config: RunConfig, subject: str, roi: RoiData, layer: str, shard, ff) -> Path:
     key = json.dumps({
-        "params": config.decoding_fingerprint(), "roi": roi.digest, "layer": layer,
+        "format": WORK_FORMAT, "params": config.decoding_fingerprint(), "roi": roi.digest,
+        "layer": layer,
         "features": [str(ff.path.resolve()), ff.path.stat().st_size, ff.path.stat().st_mtime_ns],
     }, sort_keys=True, default=str)
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]

@@ -149,28 +149,79 @@ def test_lapack_choice_checked(lapack_choice):
 
 
 def test_task_sizes_balance_threads():
-    from bids_decode.decoding import _task_size
+    from bids_decode.decoding import UNIT_BLOCK, _task_size
 
     for n_units, batch, jobs in [(4000, 2739, 2), (300000, 2739, 2), (129, 128, 2), (7, 16, 2),
-                                 (5000, 2739, 1), (1, 16, 2)]:
+                                 (5000, 2739, 1), (1, 16, 2), (70000, 65536, 2)]:
         size = _task_size(n_units, batch, jobs)
-        n_tasks = -(-n_units // size)
-        assert 1 <= size <= batch
-        assert n_tasks * size - n_units < n_tasks  # tasks equal to within one unit
+        blocks, per_task = -(-n_units // UNIT_BLOCK), size // UNIT_BLOCK
+        n_tasks = -(-blocks // per_task)
+        assert size % UNIT_BLOCK == 0  # tasks start and end on the unit grid
+        assert UNIT_BLOCK <= size <= max(UNIT_BLOCK, batch)
+        assert n_tasks * per_task - blocks < n_tasks  # tasks equal to within one block
         if jobs > 1 and n_units >= 4 * jobs * 128:
             assert n_tasks >= 4 * jobs
 
 
-def test_batch_size_invariance(data):
-    X, Y, Xt = data
+@pytest.fixture(scope="module")
+def wide():
+    """Five and a bit grid blocks of units, so batches, threads and chunks can split them."""
+    rng = np.random.default_rng(11)
+    n, p, u = 53, 37, 5 * decoding.UNIT_BLOCK + 13
+    X = rng.standard_normal((n, p)) * rng.uniform(0.5, 3, p) + 1.0
+    Y = X[:, :8] @ rng.standard_normal((8, u)) + rng.standard_normal((n, u))
+    Xt = rng.standard_normal((7, p)) + 1.0
+    return X, Y, Xt
+
+
+SPLITS = [dict(n_jobs=1), dict(n_jobs=2), dict(n_jobs=1, batch_size=1),
+          dict(n_jobs=2, batch_size=100), dict(n_jobs=2, batch_size=10_000),
+          dict(n_jobs=1, mem_bytes=1)]
+CUTS = [[64, 192], [1, 65, 250], [13], [300, 301, 302]]  # chunk boundaries of the stream
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [K, 0])
+def test_partition_invariance_bit_for_bit(wide, dtype, k, monkeypatch):
+    """The same bits whatever the batch size, threads, memory budget or chunking (and with
+    float32 units redone in float64: the redo threshold is lowered so a third of them are)."""
+    X, Y, Xt = wide
+    monkeypatch.setitem(decoding.COND_MAX, np.dtype(np.float32), 40.0)
+    design = prepare_design(X, 3.0, dtype=dtype)
+    ref = predict_chunk(design, Y, Xt, k)
+    assert np.isfinite(ref).all()
+    for split in SPLITS:
+        np.testing.assert_array_equal(predict_chunk(design, Y, Xt, k, **split), ref,
+                                      err_msg=str(split))
+    for cuts in CUTS:
+        chunks = np.split(Y, [c for c in cuts if c < Y.shape[1]], axis=1)
+        outs = list(iter_decode(design, chunks, Xt, k, batch_size=64, n_jobs=2))
+        assert [o.shape[1] for o in outs] == [c.shape[1] for c in chunks]
+        np.testing.assert_array_equal(np.concatenate(outs, axis=1), ref, err_msg=str(cuts))
+
+
+def test_redo_threshold_exercised(wide, monkeypatch):
+    """The lowered threshold above really sends some float32 units to the float64 path."""
+    X, Y, _ = wide
+    monkeypatch.setitem(decoding.COND_MAX, np.dtype(np.float32), 40.0)
     design = prepare_design(X, 3.0, dtype=np.float32)
-    outs = [predict_chunk(design, Y, Xt, K, batch_size=b, n_jobs=j)
-            for b, j in [(None, 1), (2, 2), (3, 1), (5, 2), (11, 1)]]
-    for o in outs[1:]:
-        np.testing.assert_array_equal(o, outs[0])
-    chunks = [Y[:, :4], Y[:, 4:5], Y[:, 5:]]
-    streamed = np.concatenate(list(iter_decode(design, chunks, Xt, K, batch_size=2)), axis=1)
-    np.testing.assert_array_equal(streamed, outs[0])
+    index, rhs = decoding._select_rhs_float32(design, Y, K)
+    _, _, status, _ = decoding._solve_cpu(design.gram, index, rhs.astype(np.float32), 40.0,
+                                          None)
+    assert 0.1 < (status != 0).mean() < 0.9
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_estimator_partition_invariance(wide, dtype):
+    X, Y, Xt = wide
+    fits = [VoxelSelectionRidge(alpha=3.0, n_voxels=K, dtype=dtype, n_jobs=j, batch_size=b)
+            .fit(X, Y) for j, b in [(1, None), (2, 1), (2, 100), (1, 10_000)]]
+    for f in fits[1:]:
+        for attr in ("coef_", "voxel_index_", "intercept_"):
+            np.testing.assert_array_equal(getattr(f, attr), getattr(fits[0], attr))
+    direct = predict_chunk(prepare_design(X, 3.0, dtype=dtype), Y, Xt, K)
+    np.testing.assert_allclose(fits[0].predict(Xt), direct, rtol=1e-5,
+                               atol=1e-5 * np.abs(direct).max())
 
 
 def test_non_pd_block_redone_in_float64(data, monkeypatch):

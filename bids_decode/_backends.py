@@ -20,6 +20,7 @@ Cholesky diagonal exceeds ``cond_max``); the caller redoes such units in float64
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import logging
@@ -110,6 +111,69 @@ def _lapack(name: str, n_args: int):
 
 
 _COMPILE_LOCK = threading.Lock()
+
+#: LLVM CPU names by the widest vector instruction set their kernels use (for provenance;
+#: a name not listed is reported as it is)
+_ISA_OF_CPU = {
+    "avx512": ("skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake-client",
+               "icelake-server", "tigerlake", "rocketlake", "sapphirerapids", "emeraldrapids",
+               "graniterapids", "znver4", "znver5", "x86-64-v4"),
+    "avx2": ("haswell", "broadwell", "skylake", "alderlake", "raptorlake", "meteorlake",
+             "znver1", "znver2", "znver3", "x86-64-v3"),
+    "sse": ("generic", "x86-64", "x86-64-v2", "nehalem", "westmere", "sandybridge",
+            "ivybridge"),
+}
+
+
+def _isa_of_features(features: str) -> str:
+    flags = {f[1:] for f in features.split(",") if f.startswith("+")}
+    return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse"
+
+
+def cpu_info() -> dict:
+    """The CPU and the code paths the decoder's kernels take on it (for provenance).
+
+    Returns
+    -------
+    dict
+        ``model`` (``/proc/cpuinfo``), ``host_isa`` (widest vector set of the CPU),
+        ``kernel_isa`` (the one the compiled kernels target: the host's, or that of
+        ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES``), ``numba_cpu``, ``lapack`` (the kernel's),
+        ``openblas`` (numpy's OpenBLAS version and kernel family), and the MKL settings
+        ``MKL_ENABLE_INSTRUCTIONS`` and ``MKL_CBWR`` when set.
+    """
+    import platform
+
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f
+                          if ln.startswith("model name")), model)
+    info = {"model": model, "host_isa": "unknown", "kernel_isa": "unknown", "numba_cpu": None}
+    if numba is not None:
+        import llvmlite.binding as ll
+
+        info["host_isa"] = _isa_of_features(ll.get_host_cpu_features().flatten())
+        name, features = numba.config.CPU_NAME, numba.config.CPU_FEATURES
+        info["numba_cpu"] = name or ll.get_host_cpu_name()
+        if features:
+            info["kernel_isa"] = _isa_of_features(features)
+        elif name and name != "host":
+            info["kernel_isa"] = next((isa for isa, names in _ISA_OF_CPU.items()
+                                       if name in names), f"unknown ({name})")
+        else:
+            info["kernel_isa"] = info["host_isa"]
+        info["lapack"] = lapack_provider()
+    with contextlib.suppress(Exception):
+        from threadpoolctl import threadpool_info
+
+        blas = [i for i in threadpool_info() if i.get("internal_api") == "openblas"]
+        if blas:
+            info["openblas"] = f"{blas[0].get('version')} {blas[0].get('architecture')}"
+    for var in ("MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "OPENBLAS_CORETYPE"):
+        if os.environ.get(var):
+            info[var] = os.environ[var]
+    return info
 
 
 #: units whose blocks are gathered together (work memory: SUB_BATCH * (k + 1)^2 per thread)

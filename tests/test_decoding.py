@@ -338,3 +338,53 @@ def test_bad_input_messages(data):
         fit_chunk(prepare_design(X, 1.0), bad, K)
     with pytest.raises(UsageError, match="float32 or float64"):
         prepare_design(X, 1.0, dtype=np.int32)
+
+
+#: The documented tolerance between machines, CPU code paths and devices (README,
+#: "Reproducibility"): float32 predictions within this fraction of the largest |prediction|,
+#: and accuracies (Pearson r) within ACCURACY_TOL.
+PREDICTION_RTOL, ACCURACY_TOL = 1e-5, 1e-6
+
+_OTHER_PATH = {"NUMBA_CPU_NAME": "haswell", "BIDS_DECODE_LAPACK": "scipy",
+               "MKL_ENABLE_INSTRUCTIONS": "AVX2", "MKL_CBWR": "AVX2"}
+_DECODE_SCRIPT = """
+import sys, numpy as np
+from bids_decode.decoding import decode_units
+from bids_decode.evaluation import profile_correlation
+rng = np.random.default_rng(4)
+n, p, u, t = 300, 400, 300, 40
+X = rng.standard_normal((n + t, p))
+Y = X[:, :30] @ rng.standard_normal((30, u)) * 0.05 + rng.standard_normal((n + t, u))
+mu, sd = X[:n].mean(0), X[:n].std(0)
+X = (X - mu) / sd
+Y = (Y - Y[:n].mean(0)) / Y[:n].std(0)
+pred = decode_units(X[:n], Y[:n], X[n:], alpha=100.0, n_voxels=100, device=sys.argv[2])
+np.savez(sys.argv[1], pred=pred, acc=profile_correlation(pred, Y[n:]))
+"""
+
+
+def _decode_in_subprocess(path, env, device="cpu"):
+    import os
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", _DECODE_SCRIPT, str(path), device], check=True,
+                   env={**os.environ, **env}, capture_output=True)
+    return np.load(path)
+
+
+@pytest.mark.parametrize("other", ["avx2-scipy", "torch-cpu"])
+def test_other_code_paths_agree_within_the_documented_tolerance(tmp_path, other):
+    """The AVX2 kernels with SciPy's LAPACK (what an AMD EPYC takes), or the torch path,
+    against the default path of this machine: within the documented tolerance."""
+    import os
+
+    env = dict(_OTHER_PATH) if other == "avx2-scipy" else {}
+    if other == "avx2-scipy" and not os.environ.get("OPENBLAS_CORETYPE"):
+        env["OPENBLAS_CORETYPE"] = "Haswell"  # numpy's GEMMs on the AVX2 kernels too
+    a = _decode_in_subprocess(tmp_path / "a.npz", {})
+    b = _decode_in_subprocess(tmp_path / "b.npz", env,
+                              device="torch-cpu" if other == "torch-cpu" else "cpu")
+    scale = np.abs(a["pred"]).max()
+    np.testing.assert_allclose(b["pred"], a["pred"], rtol=0, atol=PREDICTION_RTOL * scale)
+    np.testing.assert_allclose(b["acc"], a["acc"], rtol=0, atol=ACCURACY_TOL)

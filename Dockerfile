@@ -43,14 +43,16 @@ RUN --mount=type=bind,source=docker/wheels,target=/wheels \
 
 # Runtime environment: nothing is written into the image at run time (--read-only works with a
 # tmpfs on /tmp); any --user works (HOME and caches are under /tmp); weights are read from
-# torchvision's cache under TORCH_HOME, a read-only folder of the image.
+# torchvision's cache under TORCH_HOME, a read-only folder of the image; the decoder's compiled
+# kernels from BIDS_DECODE_CACHE_DIR, compiled at build time (copied to /tmp when first used,
+# since numba reads its cache only from a writable folder).
 ENV PATH=/opt/venv/bin:$PATH \
     TORCH_HOME=/opt/torch \
     HOME=/tmp \
     TMPDIR=/tmp \
     XDG_CACHE_HOME=/tmp/.cache \
     MPLCONFIGDIR=/tmp/.cache/matplotlib \
-    NUMBA_CACHE_DIR=/tmp/.cache/numba \
+    BIDS_DECODE_CACHE_DIR=/opt/bids_decode/kernels \
     DENO_DIR=/tmp/.cache/deno \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONNOUSERSITE=1 \
@@ -74,6 +76,8 @@ RUN pip install --no-cache-dir --disable-pip-version-check --no-index --no-deps 
  && rm -rf /opt/bids_decode/src /root/.cache \
  && python -c "import bids_decode, torch, torchvision, numba" \
  && bids_decode --version \
+ && python -c "from bids_decode._backends import warm_up; print('kernels compiled:', warm_up())" \
+ && chmod -R a+rX "$BIDS_DECODE_CACHE_DIR" \
  && rm -rf /tmp/* /tmp/.[!.]*
 
 ARG IMAGE_TAG=bids_decode

@@ -25,7 +25,9 @@ import ctypes
 import functools
 import logging
 import os
-import threading
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -101,16 +103,12 @@ def lapack_provider() -> str:
     return "scipy"
 
 
-def _lapack(name: str, n_args: int):
-    """A LAPACK routine (Fortran calling convention) as a ctypes function pointer."""
+def _lapack_address(name: str) -> int:
+    """Address of a LAPACK routine (Fortran calling convention) of the chosen provider."""
     if lapack_provider() == "mkl":
-        addr = ctypes.cast(getattr(_mkl_library(), name + "_"), ctypes.c_void_p).value
-    else:
-        addr = get_cython_function_address("scipy.linalg.cython_lapack", name)
-    return ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * n_args))(addr)
+        return ctypes.cast(getattr(_mkl_library(), name + "_"), ctypes.c_void_p).value
+    return get_cython_function_address("scipy.linalg.cython_lapack", name)
 
-
-_COMPILE_LOCK = threading.Lock()
 
 #: LLVM CPU names by the widest vector instruction set their kernels use (for provenance;
 #: a name not listed is reported as it is)
@@ -179,8 +177,75 @@ def cpu_info() -> dict:
 #: units whose blocks are gathered together (work memory: SUB_BATCH * (k + 1)^2 per thread)
 SUB_BATCH = 32
 
+#: environment variable naming the folder of compiled kernels (default: the user's cache)
+CACHE_ENV = "BIDS_DECODE_CACHE_DIR"
+
+
+def _writable(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+        return True
+    except OSError:
+        return False
+
+
+@functools.cache
+def numba_cache_dir() -> str | None:
+    """Where compiled kernels are cached on disk, or None where no folder can be written.
+
+    ``NUMBA_CACHE_DIR`` if set (numba's own variable); else ``$BIDS_DECODE_CACHE_DIR``, or
+    ``$XDG_CACHE_HOME/bids_decode`` (``~/.cache/bids_decode``). A cache that exists but cannot
+    be written (a read-only container image that ships its kernels compiled) is copied to a
+    temporary folder and used from there. numba keys each cached kernel by the source file,
+    the signature and the CPU name and features it was compiled for, and the kernels take the
+    LAPACK routines' addresses as arguments, so a cache never serves the wrong CPU or LAPACK.
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return os.environ["NUMBA_CACHE_DIR"]
+    base = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "bids_decode")
+    path = Path(base) / f"numba-{numba.__version__}"
+    if not _writable(path):
+        if not path.is_dir():
+            log.info("no writable folder for compiled kernels (%s): compiling each run", path)
+            return None
+        copy = Path(tempfile.mkdtemp(prefix="bids_decode-numba-"))
+        shutil.copytree(path, copy, dirs_exist_ok=True)
+        path = copy
+    numba.config.CACHE_DIR = str(path)
+    return str(path)
+
+
 if numba is not None:
-    @numba.njit(nogil=True)
+    from llvmlite import ir as _ir
+    from numba.core import types as _types
+    from numba.extending import intrinsic as _intrinsic
+
+    def _indirect_call(context, builder, sig, args):
+        """``(*addr)(data pointers of the arrays)``: LAPACK called through a run-time address,
+        so no address is baked into the machine code and the kernel can be cached on disk."""
+        i8p = _ir.IntType(8).as_pointer()
+        ptrs = [builder.bitcast(context.make_array(ty)(context, builder, val).data, i8p)
+                for ty, val in zip(sig.args[1:], args[1:])]
+        fnty = _ir.FunctionType(_ir.VoidType(), [i8p] * len(ptrs))
+        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), ptrs)
+        return context.get_dummy_value()
+
+    @_intrinsic
+    def _call5(typingctx, addr, a, b, c, d, e):
+        return _types.void(addr, a, b, c, d, e), _indirect_call
+
+    @_intrinsic
+    def _call8(typingctx, addr, a, b, c, d, e, f, g, h):
+        return _types.void(addr, a, b, c, d, e, f, g, h), _indirect_call
+
+    _jit = numba.njit(nogil=True, cache=numba_cache_dir() is not None)
+    _jit_fastmath = numba.njit(nogil=True, fastmath=True, cache=numba_cache_dir() is not None)
+
+    @_jit
     def _aligned(n, dtype):
         """An uninitialised 1-D array of ``n`` elements starting on a 64-byte boundary."""
         itemsize = np.empty(0, dtype).itemsize
@@ -188,25 +253,13 @@ if numba is not None:
         off = ((64 - buf.ctypes.data % 64) % 64) // itemsize
         return buf[off:off + n]
 
-
-def _numba_kernel(dtype_char: str):
-    """The batch solver for 'f' (float32) or 'd' (float64), compiled once per process."""
-    with _COMPILE_LOCK:
-        return _compile_kernel(dtype_char)
-
-
-@functools.cache
-def _compile_kernel(dtype_char: str):
-    prefix = {"f": "s", "d": "d"}[dtype_char]
-    potrf = _lapack(prefix + "potrf", 5)
-    potrs = _lapack(prefix + "potrs", 8)
-
-    # not cached on disk: the LAPACK addresses are baked into the machine code
-    @numba.njit(nogil=True)
-    def solve_batch(gram, index, rhs, cond_max, xt, coef, intercept, status, pred):
+    @_jit
+    def _solve_batch(gram, index, rhs, cond_max, xt, coef, intercept, status, pred, potrf,
+                     potrs):
         # gram (P, P) C-order; index (B, k) int64 sorted ascending, all < P - 1;
         # rhs (B, k + 1) with the bias last; xt (P - 1, n_test) or shape (0, 0);
-        # outputs coef (B, k), intercept (B,), status (B,) int64, pred (B, n_test).
+        # outputs coef (B, k), intercept (B,), status (B,) int64, pred (B, n_test);
+        # potrf, potrs: addresses of LAPACK ?potrf and ?potrs in gram's precision.
         n_units, k = index.shape
         m = k + 1
         n_rows = gram.shape[0]
@@ -227,7 +280,8 @@ def _compile_kernel(dtype_char: str):
         bucket_j = np.empty(sub * m, dtype=np.int64)
         vec = _aligned(m, gram.dtype)
         info = np.zeros(1, dtype=np.int32)
-        ints = np.array([m, 1], dtype=np.int32)
+        ints = np.array([m], dtype=np.int32)
+        one = np.array([1], dtype=np.int32)
         uplo = np.array([76], dtype=np.int8)  # 'L'
         n_test = xt.shape[1]
         for u0 in range(0, n_units, sub):
@@ -262,7 +316,7 @@ def _compile_kernel(dtype_char: str):
             for b in range(nb):
                 u = u0 + b
                 wb = work[b]
-                potrf(uplo.ctypes, ints.ctypes, wb.ctypes, ints.ctypes, info.ctypes)
+                _call5(potrf, uplo, ints, wb, ints, info)
                 if info[0] != 0:
                     status[u] = info[0]
                     continue
@@ -279,8 +333,7 @@ def _compile_kernel(dtype_char: str):
                     continue
                 for i in range(m):
                     vec[i] = rhs[u, i]
-                potrs(uplo.ctypes, ints.ctypes, ints[1:].ctypes, wb.ctypes, ints.ctypes,
-                      vec.ctypes, ints.ctypes, info.ctypes)
+                _call8(potrs, uplo, ints, one, wb, ints, vec, ints, info)
                 status[u] = info[0]
                 for i in range(k):
                     coef[u, i] = vec[i]
@@ -291,62 +344,16 @@ def _compile_kernel(dtype_char: str):
                         acc += xt[sels[b, i], t] * vec[i]
                     pred[u, t] = acc
 
-    return solve_batch
 
-
-def solve_selected_numba(gram, index, rhs, cond_max, xt=None):
-    """Solve the selected-voxel systems of a batch of units on the CPU (one thread).
-
-    Parameters
-    ----------
-    gram : ndarray of shape (n_voxels + 1, n_voxels + 1), float32 or float64
-        ``X'X + alpha I`` with the bias last, C-contiguous.
-    index : ndarray of shape (n_units, k), int64
-        Selected voxels per unit, sorted ascending.
-    rhs : ndarray of shape (n_units, k + 1)
-        ``X[:, S]' y`` per unit, the bias entry (``sum(y)``) last.
-    cond_max : float
-        Units whose Cholesky-diagonal condition estimate exceeds this get status -1.
-    xt : ndarray of shape (n_voxels, n_test) or None
-        Test data, transposed; when given, predictions are computed.
-
-    Returns
-    -------
-    coef : ndarray of shape (n_units, k)
-    intercept : ndarray of shape (n_units,)
-    status : ndarray of shape (n_units,), int64
-    pred : ndarray of shape (n_units, n_test) or None
-    """
-    dtype = gram.dtype
-    kernel = _numba_kernel(dtype.char)
-    n_units, k = index.shape
-    coef = np.zeros((n_units, k), dtype=dtype)
-    intercept = np.zeros(n_units, dtype=dtype)
-    status = np.zeros(n_units, dtype=np.int64)
-    xt_arr = np.zeros((0, 0), dtype=dtype) if xt is None else np.ascontiguousarray(xt, dtype)
-    pred = np.zeros((n_units, xt_arr.shape[1]), dtype=dtype)
-    kernel(np.ascontiguousarray(gram), np.ascontiguousarray(index, dtype=np.int64),
-           np.ascontiguousarray(rhs, dtype=dtype), float(cond_max), xt_arr, coef, intercept,
-           status, pred)
-    return coef, intercept, status, (None if xt is None else pred)
-
-
-def _compile_refine():
-    with _COMPILE_LOCK:  # threads ask for it at once; compile it once
-        return _compile_refine_unlocked()
-
-
-@functools.cache
-def _compile_refine_unlocked():
-    @numba.njit(nogil=True, fastmath=True)
+    @_jit_fastmath
     def _dot(a, b):
         acc = 0.0
         for i in range(a.shape[0]):
             acc += a[i] * b[i]
         return acc
 
-    @numba.njit(nogil=True)
-    def refine(scores, thr, half_width, yt, xzt, k, out):
+    @_jit
+    def _refine(scores, thr, half_width, yt, xzt, k, out):
         # scores (B, P) float32 |xz' y| from a float32 GEMM; thr (B,) the k-th largest of each
         # row; half_width (B,) twice the rounding bound; yt (B, n) and xzt (P, n) float64;
         # out (B, k) int64: the top k by the float64 score, ascending. Returns the number of
@@ -389,7 +396,71 @@ def _compile_refine_unlocked():
                 out[u, i] = tmp[i]
         return n_dots
 
-    return refine
+
+
+def warm_up() -> dict:
+    """Compile (or load from the cache) every CPU kernel, in both precisions.
+
+    Run once where the cache folder is writable, e.g. when a container image is built, so the
+    first decoding of every later process starts without compiling. Returns numba's cache
+    hits and misses per kernel.
+    """
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        X = rng.standard_normal((12, 6))
+        gram = (X.T @ X + np.eye(6)).astype(dtype)
+        index = np.array([[0, 2, 3], [1, 2, 4]], dtype=np.int64)
+        rhs = rng.standard_normal((2, 4))
+        solve_selected_numba(gram, index, rhs, 1e12, np.zeros((5, 2), dtype))
+    scores = rng.random((2, 5)).astype(np.float32)
+    select_refined(scores, 2, np.full(2, 0.5), rng.standard_normal((2, 3)),
+                   rng.standard_normal((5, 3)))
+    return {f.__name__: (sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))
+            for f in (_solve_batch, _refine)}
+
+
+@functools.cache
+def _lapack_pair(dtype_char: str) -> tuple[int, int]:
+    """Addresses of ?potrf and ?potrs for 'f' (float32) or 'd' (float64)."""
+    prefix = {"f": "s", "d": "d"}[dtype_char]
+    return _lapack_address(prefix + "potrf"), _lapack_address(prefix + "potrs")
+
+
+def solve_selected_numba(gram, index, rhs, cond_max, xt=None):
+    """Solve the selected-voxel systems of a batch of units on the CPU (one thread).
+
+    Parameters
+    ----------
+    gram : ndarray of shape (n_voxels + 1, n_voxels + 1), float32 or float64
+        ``X'X + alpha I`` with the bias last, C-contiguous.
+    index : ndarray of shape (n_units, k), int64
+        Selected voxels per unit, sorted ascending.
+    rhs : ndarray of shape (n_units, k + 1)
+        ``X[:, S]' y`` per unit, the bias entry (``sum(y)``) last.
+    cond_max : float
+        Units whose Cholesky-diagonal condition estimate exceeds this get status -1.
+    xt : ndarray of shape (n_voxels, n_test) or None
+        Test data, transposed; when given, predictions are computed.
+
+    Returns
+    -------
+    coef : ndarray of shape (n_units, k)
+    intercept : ndarray of shape (n_units,)
+    status : ndarray of shape (n_units,), int64
+    pred : ndarray of shape (n_units, n_test) or None
+    """
+    dtype = gram.dtype
+    potrf, potrs = _lapack_pair(dtype.char)
+    n_units, k = index.shape
+    coef = np.zeros((n_units, k), dtype=dtype)
+    intercept = np.zeros(n_units, dtype=dtype)
+    status = np.zeros(n_units, dtype=np.int64)
+    xt_arr = np.zeros((0, 0), dtype=dtype) if xt is None else np.ascontiguousarray(xt, dtype)
+    pred = np.zeros((n_units, xt_arr.shape[1]), dtype=dtype)
+    _solve_batch(np.ascontiguousarray(gram), np.ascontiguousarray(index, dtype=np.int64),
+           np.ascontiguousarray(rhs, dtype=dtype), float(cond_max), xt_arr, coef, intercept,
+           status, pred, potrf, potrs)
+    return coef, intercept, status, (None if xt is None else pred)
 
 
 def select_refined(scores, k, half_width, yt, xzt):
@@ -417,7 +488,7 @@ def select_refined(scores, k, half_width, yt, xzt):
     p = scores.shape[1]
     thr = np.partition(scores, p - k, axis=1)[:, p - k].astype(np.float64)
     out = np.empty((scores.shape[0], k), dtype=np.int64)
-    n_dots = _compile_refine()(scores, thr, half_width, yt, xzt, int(k), out)
+    n_dots = _refine(scores, thr, half_width, yt, xzt, int(k), out)
     return out, int(n_dots)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -180,14 +182,26 @@ SPLITS = [dict(n_jobs=1), dict(n_jobs=2), dict(n_jobs=1, batch_size=1),
 CUTS = [[64, 192], [1, 65, 250], [13], [300, 301, 302]]  # chunk boundaries of the stream
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+DEVICES = ["cpu", "torch-cpu",
+           pytest.param("cuda", marks=pytest.mark.skipif("not _cuda_available()",
+                                                         reason="no CUDA GPU"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("k", [K, 0])
-def test_partition_invariance_bit_for_bit(wide, dtype, k, monkeypatch):
+def test_partition_invariance_bit_for_bit(wide, dtype, k, device, monkeypatch):
     """The same bits whatever the batch size, threads, memory budget or chunking (and with
     float32 units redone in float64: the redo threshold is lowered so a third of them are)."""
     X, Y, Xt = wide
     monkeypatch.setitem(decoding.COND_MAX, np.dtype(np.float32), 40.0)
-    design = prepare_design(X, 3.0, dtype=dtype)
+    design = prepare_design(X, 3.0, dtype=dtype, device=device)
     ref = predict_chunk(design, Y, Xt, k)
     assert np.isfinite(ref).all()
     for split in SPLITS:
@@ -317,11 +331,17 @@ def test_planted_truth_decoded():
 
 def test_estimator_matches_functions(data):
     X, Y, Xt = data
-    est = VoxelSelectionRidge(alpha=3.0, n_voxels=K, n_jobs=2, batch_size=3).fit(X, Y)
+    est = VoxelSelectionRidge(alpha=3.0, n_voxels=K, dtype="float64", n_jobs=2,
+                              batch_size=3).fit(X, Y)
     assert est.coef_.shape == (N_UNITS, K) and est.n_features_in_ == N_VOXELS
     np.testing.assert_allclose(est.predict(Xt), reference(X, Y, Xt, 3.0, K)[0], rtol=1e-10)
     est0 = VoxelSelectionRidge(alpha=3.0, n_voxels=0).fit(X, Y[:, 0])
     assert est0.voxel_index_ is None and est0.predict(Xt).shape == (N_TEST, 1)
+    # the default precision is the pipeline's (float32)
+    default = VoxelSelectionRidge(alpha=3.0, n_voxels=K).fit(X, Y)
+    assert default.coef_.dtype == np.float32
+    ref = reference(X, Y, Xt, 3.0, K)[0]
+    np.testing.assert_allclose(default.predict(Xt), ref, rtol=0, atol=1e-5 * np.abs(ref).max())
 
 
 def test_bad_input_messages(data):
@@ -388,3 +408,52 @@ def test_other_code_paths_agree_within_the_documented_tolerance(tmp_path, other)
     scale = np.abs(a["pred"]).max()
     np.testing.assert_allclose(b["pred"], a["pred"], rtol=0, atol=PREDICTION_RTOL * scale)
     np.testing.assert_allclose(b["acc"], a["acc"], rtol=0, atol=ACCURACY_TOL)
+
+
+def _warm_up_in_subprocess(env):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = "import json; from bids_decode._backends import warm_up; print(json.dumps(warm_up()))"
+    base = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, check=True,
+                         capture_output=True, text=True)
+    return {k: tuple(v) for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+
+
+@pytest.mark.slow
+def test_compiled_kernels_are_cached_on_disk_per_cpu(tmp_path):
+    """A second process loads the kernels instead of compiling them; another CPU target gets
+    its own (numba keys the cache by CPU name and features; LAPACK is a run-time argument)."""
+    env = {"BIDS_DECODE_CACHE_DIR": str(tmp_path / "cache")}
+    first = _warm_up_in_subprocess(env)
+    assert first["_solve_batch"][1] == 2  # compiled: float32 and float64
+    second = _warm_up_in_subprocess(env)
+    assert all(misses == 0 and hits > 0 for hits, misses in second.values()), second
+    haswell = {**env, "NUMBA_CPU_NAME": "haswell", "BIDS_DECODE_LAPACK": "scipy"}
+    assert _warm_up_in_subprocess(haswell)["_solve_batch"][1] == 2  # not the AVX-512 code
+    assert _warm_up_in_subprocess(haswell)["_solve_batch"] == (2, 0)
+    assert _warm_up_in_subprocess({**env, "BIDS_DECODE_LAPACK": "scipy"})[
+        "_solve_batch"] == (2, 0)  # the same machine code calls either LAPACK
+
+
+def test_read_only_kernel_cache_is_copied(tmp_path, monkeypatch):
+    """An image's read-only cache is used from a writable copy (numba reads only those)."""
+    from bids_decode import _backends
+
+    ro = tmp_path / "ro"
+    (ro / "numba-x").mkdir(parents=True)
+    (ro / "numba-x" / "k.nbi").write_text("index")
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv(_backends.CACHE_ENV, str(ro))
+    monkeypatch.setattr(_backends.numba, "__version__", "x")
+    monkeypatch.setattr(_backends, "_writable", lambda path: False)
+    monkeypatch.setattr(_backends.numba.config, "CACHE_DIR", _backends.numba.config.CACHE_DIR)
+    _backends.numba_cache_dir.cache_clear()
+    try:
+        copy = _backends.numba_cache_dir()
+        assert copy != str(ro / "numba-x") and (Path(copy) / "k.nbi").read_text() == "index"
+    finally:
+        _backends.numba_cache_dir.cache_clear()

@@ -228,3 +228,19 @@ def test_motion_parameters_from_transforms_equal_the_simulated(moving):
             np.testing.assert_allclose(got, truth, atol=1e-4)
     with pytest.raises(DataError, match="white_matter"):
         load_confounds(runs[0], "motion6+wm+csf", len(truth))
+    # full fMRIPrep outputs without a confounds table: the run is used as it is (not
+    # resampled) and motion6 still comes from its head-motion transforms
+    first = runs[0]
+    fp_func = ds / "derivatives" / "fmriprep" / first.bold.parent.relative_to(ds)
+    preproc = fp_func / f"{first.label}_space-T1w_desc-preproc_bold.nii.gz"
+    preproc.symlink_to(first.bold)
+    try:
+        full = find_runs(make_layout(ds, ["01"]), "01", "perception", "perceptionTraining*",
+                         what="training", source=src)[0]
+        assert full.bold == preproc and not full.transforms.resample
+        with h5py.File(ds / "stimuli" / "truth_simulated.h5") as h5:
+            truth = h5["motion"][first.label][()]
+        np.testing.assert_allclose(load_confounds(full, "motion6", len(truth)), truth,
+                                   atol=1e-4)
+    finally:
+        preproc.unlink()

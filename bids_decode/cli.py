@@ -80,9 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(g, "--train-task", default="perception",
          help="task of the training runs (default: perception; --task imagery decodes imagery "
               "with decoders trained on perception)")
-    _opt(g, "--bold-source", default="raw", metavar="raw|preproc-spm|fmriprep|PATH",
+    _opt(g, "--bold-source", default="auto", metavar="auto|raw|preproc-spm|fmriprep|PATH",
          help="BOLD runs: raw BIDS runs, ds001246's derivatives/preproc-spm/output, fMRIPrep "
-              "derivatives (-d fmriprep=PATH), or a derivatives folder (default: raw)")
+              "derivatives (-d fmriprep=PATH; full or --level minimal outputs), or a "
+              "derivatives folder (default auto: preproc-spm where the dataset has "
+              "derivatives/preproc-spm, else raw)")
+    _opt(g, "--assume-aligned", action="store_true",
+         help="the runs are known to be in the masks' space: do not refuse raw runs whose "
+              "grids differ from each other or from the masks' (they are resampled through "
+              "their affines)")
     _opt(g, "--derivatives", "-d", nargs="+", default=[], metavar="NAME=PATH",
          help="derivative folders, e.g. fmriprep=/data/derivatives/fmriprep")
     _opt(g, "--space", default="T1w", help="fMRIPrep output space (default T1w)")
@@ -152,7 +158,7 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
         participant_label=tuple(ns.participant_label), features=ns.features,
         layers=tuple(ns.layers), roi=tuple(ns.roi), n_voxels=ns.n_voxels, alpha=ns.alpha,
         train_session=ns.train_session, test_session=ns.test_session, task=ns.task,
-        train_task=ns.train_task, bold_source=ns.bold_source,
+        train_task=ns.train_task, bold_source=ns.bold_source, assume_aligned=ns.assume_aligned,
         derivatives=tuple(ns.derivatives), space=ns.space, confounds=ns.confounds,
         atlas=ns.atlas, atlas_labels=ns.atlas_labels,
         stimulus_column=ns.stimulus_column, hrf_shift=ns.hrf_shift,
@@ -236,8 +242,15 @@ def run(config: RunConfig) -> int:
         from .validation import validate_bids
 
         validate_bids(bids_dir)
+    from .bold_sources import resolve_bold_source
     from .participant import run_participant
 
+    source = resolve_bold_source(config.bold_source, bids_dir, config.derivative_paths)
+    if source != config.bold_source:
+        LOGGER.info("BOLD source: %s (--bold-source %s: %s)", source, config.bold_source,
+                    "the dataset has derivatives/preproc-spm" if source == "preproc-spm"
+                    else "no derivatives/preproc-spm in the dataset")
+        config = config.replace(bold_source=source)
     with _limit_threads(config.nprocs):
         for sub in subjects:
             res = run_participant(config.replace(participant_label=(sub,)), sub)

@@ -65,7 +65,8 @@ class RunConfig:
     stimuli_dir: str | None = None
     weights: str | None = None
     unit_shard: tuple[int, int] = (1, 1)
-    bold_source: str = "raw"
+    bold_source: str = "auto"
+    assume_aligned: bool = False
     confounds: str | None = None
     space: str = "T1w"
     verbosity: int = 0

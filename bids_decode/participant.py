@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from . import decoding, derivatives, evaluation
+from .bold_sources import align_runs, resolve_bold_source
 from .config import RunConfig
 from .errors import DataError, MissingInputError, UsageError
 from .featurefile import FeatureFile
@@ -356,6 +356,8 @@ def write_qc(config: RunConfig, subject: str, run, union, masks, ref_shape, samp
 
 def run_participant(config: RunConfig, subject: str) -> dict:
     """Decode every requested layer from every requested ROI of one subject (see _run)."""
+    config = config.replace(bold_source=resolve_bold_source(  # 'auto' -> what was used
+        config.bold_source, Path(config.bids_dir), config.derivative_paths))
     collector = WarningCollector()
     logging.getLogger("bids_decode").addHandler(collector)
     try:
@@ -394,11 +396,14 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
     tr = check_trs(train_runs + test_runs)
     LOGGER.info("sub-%s: %d training and %d test runs (TR %.3g s)", subject, len(train_runs),
                 len(test_runs), tr)
-    # 2. ROIs
-    ref = nib.load(str(train_runs[0].bold))
+    # 2. ROIs, on the reference grid (runs not in the masks' space are refused here)
     labels = read_atlas_labels(config.atlas_labels) if config.atlas_labels else None
     specs = [RoiSpec.parse(r, labels) for r in config.roi]
     roots = [*config.derivative_paths.values(), *([source.root] if source.root else [])]
+    ref, runs = align_runs(source.kind, train_runs + test_runs,
+                           mask_files(bids_dir, subject, specs[0], roots, config.atlas)[0],
+                           subject, assume_aligned=config.assume_aligned)
+    train_runs, test_runs = runs[:len(train_runs)], runs[len(train_runs):]
     masks = {s.name: load_roi(bids_dir, subject, s, ref, roots, config.atlas) for s in specs}
     union = np.logical_or.reduce(list(masks.values()))
     # 3. samples

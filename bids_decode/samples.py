@@ -189,6 +189,10 @@ def load_run_timeseries(run: Run, mask: np.ndarray, ref_shape: tuple[int, ...]) 
     -------
     ndarray of shape (n_volumes, n_voxels_in_mask), float32
     """
+    if run.transforms is not None and run.transforms.resample:  # another grid, or fMRIPrep
+        from .bold_sources import resampled_timeseries
+
+        return resampled_timeseries(run, mask)
     try:
         img = nib.load(str(run.bold))
         if img.ndim != 4:
@@ -248,6 +252,10 @@ def load_confounds(run: Run, which: str | None, n_volumes: int) -> np.ndarray | 
     """The chosen confound columns of a run (NaNs, e.g. first derivatives, set to 0)."""
     if not which:
         return None
+    if run.confounds is None and run.transforms is not None and run.transforms.hmc:
+        from .bold_sources import motion_confounds  # from fMRIPrep's head-motion transforms
+
+        return motion_confounds(run, which, n_volumes)
     if run.confounds is None:
         raise DataError(
             f"--confounds {which} was asked for but {run.bold.name} has no confounds table "

@@ -84,8 +84,10 @@ def _mkl_library():
 def lapack_provider() -> str:
     """Which LAPACK the CPU kernel calls: ``"mkl"`` or ``"scipy"``.
 
-    ``mkl`` where the ``mkl`` package loads, unless the environment variable
-    ``BIDS_DECODE_LAPACK`` says ``scipy``; ``BIDS_DECODE_LAPACK=mkl`` without it is an error.
+    ``BIDS_DECODE_LAPACK=mkl|scipy`` decides (``mkl`` without the ``mkl`` package is an
+    error). Unset, the faster of the two on this CPU where the ``mkl`` package loads, by a
+    short calibration (:func:`calibrate_lapack`) that is cached per machine; SciPy's
+    otherwise.
     """
     from .errors import UsageError
 
@@ -96,11 +98,80 @@ def lapack_provider() -> str:
     if want == "scipy":
         return "scipy"
     if _mkl_library() is not None:
-        return "mkl"
+        return "mkl" if want == "mkl" else calibrate_lapack()["choice"]
     if want == "mkl":
         raise UsageError(f"{LAPACK_ENV}=mkl but the 'mkl' package is not installed or does "
                          "not load; install it (pip install mkl) or unset the variable.")
     return "scipy"
+
+
+#: MKL is chosen only when its Cholesky is this much faster than SciPy's (OpenBLAS's) at the
+#: decoder's block size: timing noise must not flip the choice (and with it the last bits)
+_MKL_MARGIN = 1.1
+
+
+def _time_potrf(provider: str, n: int = 501, repeats: int = 15) -> float:
+    """Best time of ``spotrf`` on an ``n x n`` SPD matrix, in seconds."""
+    import time
+
+    addr = (ctypes.cast(_mkl_library().spotrf_, ctypes.c_void_p).value if provider == "mkl"
+            else get_cython_function_address("scipy.linalg.cython_lapack", "spotrf"))
+    potrf = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 5))(addr)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2 * n, n)).astype(np.float32)
+    spd = np.asfortranarray(X.T @ X + n * np.eye(n, dtype=np.float32))
+    uplo, dim, info = ctypes.c_char(b"L"), ctypes.c_int(n), ctypes.c_int(0)
+    best = np.inf
+    for _ in range(repeats):
+        a = spd.copy(order="F")
+        t0 = time.perf_counter()
+        potrf(ctypes.byref(uplo), ctypes.byref(dim), a.ctypes.data, ctypes.byref(dim),
+              ctypes.byref(info))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@functools.cache
+def calibrate_lapack() -> dict:
+    """Time MKL's and SciPy's ``spotrf`` at the decoder's size and choose the faster.
+
+    The result is kept in the kernel cache folder (:func:`numba_cache_dir`), keyed by CPU
+    model, instruction sets and library versions, so a machine keeps one choice (and the
+    same bits) from run to run. Returns ``{"choice", "mkl_s", "scipy_s", "key"}``.
+    """
+    import importlib.metadata
+    import json
+
+    import llvmlite.binding as ll
+    import scipy
+    from threadpoolctl import threadpool_limits
+
+    mkl_version = importlib.metadata.version("mkl")
+    # a VM may show one model name for several CPU generations: the LLVM CPU name too
+    key = "|".join((cpu_model(), ll.get_host_cpu_name(),
+                    os.environ.get("MKL_ENABLE_INSTRUCTIONS", ""),
+                    os.environ.get("MKL_CBWR", ""), mkl_version, scipy.__version__))
+    folder = numba_cache_dir() if numba is not None else None
+    path = Path(folder) / "lapack-choice.json" if folder else None
+    if path is not None and path.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            cached = json.loads(path.read_text())
+            if cached.get(key):
+                return cached[key]
+    with threadpool_limits(1):
+        times = {p: _time_potrf(p) for p in ("scipy", "mkl")}
+    choice = "mkl" if times["mkl"] * _MKL_MARGIN < times["scipy"] else "scipy"
+    result = {"choice": choice, "mkl_s": times["mkl"], "scipy_s": times["scipy"], "key": key}
+    log.info("LAPACK for the CPU decoder: %s (spotrf at k = 500: MKL %.2f ms, SciPy %.2f ms; "
+             "cached in %s)", choice, 1e3 * times["mkl"], 1e3 * times["scipy"], path)
+    if path is not None:
+        with contextlib.suppress(OSError, ValueError):
+            cached = json.loads(path.read_text()) if path.is_file() else {}
+            cached[key] = result
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cached, indent=1))
+            os.replace(tmp, path)
+    return result
 
 
 def _lapack_address(name: str) -> int:
@@ -128,6 +199,18 @@ def _isa_of_features(features: str) -> str:
     return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; the platform's processor elsewhere)."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f
+                          if ln.startswith("model name")), model)
+    return model
+
+
 def cpu_info() -> dict:
     """The CPU and the code paths the decoder's kernels take on it (for provenance).
 
@@ -140,14 +223,7 @@ def cpu_info() -> dict:
         ``openblas`` (numpy's OpenBLAS version and kernel family), and the MKL settings
         ``MKL_ENABLE_INSTRUCTIONS`` and ``MKL_CBWR`` when set.
     """
-    import platform
-
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f
-                          if ln.startswith("model name")), model)
-    info = {"model": model, "host_isa": "unknown", "kernel_isa": "unknown", "numba_cpu": None}
+    info = {"model": cpu_model(), "host_isa": "unknown", "kernel_isa": "unknown", "numba_cpu": None}
     if numba is not None:
         import llvmlite.binding as ll
 
@@ -162,6 +238,12 @@ def cpu_info() -> dict:
         else:
             info["kernel_isa"] = info["host_isa"]
         info["lapack"] = lapack_provider()
+        if os.environ.get(LAPACK_ENV):
+            info["lapack_chosen_by"] = LAPACK_ENV
+        elif _mkl_library() is not None:
+            cal = calibrate_lapack()
+            info["lapack_chosen_by"] = (f"calibration: spotrf k=500 MKL {1e3 * cal['mkl_s']:.3f} "
+                                        f"ms, SciPy {1e3 * cal['scipy_s']:.3f} ms")
     with contextlib.suppress(Exception):
         from threadpoolctl import threadpool_info
 

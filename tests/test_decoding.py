@@ -457,3 +457,32 @@ def test_read_only_kernel_cache_is_copied(tmp_path, monkeypatch):
         assert copy != str(ro / "numba-x") and (Path(copy) / "k.nbi").read_text() == "index"
     finally:
         _backends.numba_cache_dir.cache_clear()
+
+
+def test_lapack_chosen_by_a_cached_calibration(tmp_path, monkeypatch, lapack_choice):
+    """Unset BIDS_DECODE_LAPACK: MKL only where its Cholesky is clearly faster; the choice is
+    kept per machine, so later timing noise cannot flip it (and the bits with it)."""
+    from bids_decode import _backends
+
+    if _backends._mkl_library() is None:
+        pytest.skip("the mkl package is not installed here")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    _backends.numba_cache_dir.cache_clear()
+    speeds = {"mkl": 1.0, "scipy": 1.05}
+    monkeypatch.setattr(_backends, "_time_potrf", lambda provider: speeds[provider])
+    try:
+        for mkl_s, want in [(1.0, "scipy"), (0.5, "mkl")]:  # 5% faster is not enough
+            speeds["mkl"] = mkl_s
+            (tmp_path / "lapack-choice.json").unlink(missing_ok=True)
+            _backends.calibrate_lapack.cache_clear()
+            _backends.lapack_provider.cache_clear()
+            assert _backends.lapack_provider() == want
+        speeds["mkl"] = 10.0  # slower now, but the machine's choice is cached
+        _backends.calibrate_lapack.cache_clear()
+        _backends.lapack_provider.cache_clear()
+        assert _backends.lapack_provider() == "mkl"
+        lapack_choice("scipy")  # the variable still decides
+        assert _backends.lapack_provider() == "scipy"
+    finally:
+        _backends.calibrate_lapack.cache_clear()
+        _backends.numba_cache_dir.cache_clear()

@@ -101,6 +101,8 @@ JobAcctGatherFrequency=task=1
 JobAcctGatherParams=OverMemoryKill
 MailProg=/bin/true
 ReturnToService=2
+# keep finished jobs visible to scontrol for an hour (the tests read their states)
+MinJobAge=3600
 SlurmdTimeout=30
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP

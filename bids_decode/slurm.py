@@ -22,6 +22,9 @@ from pathlib import Path
 from .errors import EXIT_OK, MissingInputError, OutputError, UsageError
 
 CONTAINER_DATA, CONTAINER_OUT = "/data", "/out"
+#: the variables bids_decode.resources reads, passed into an Apptainer container
+SLURM_VARS = ("SLURM_JOB_ID", "SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE", "SLURM_MEM_PER_CPU",
+              "SLURM_MEM_PER_NODE")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -125,8 +128,10 @@ def _app(args, bids: Path, out: Path) -> tuple[list[str], str, str]:
         binds = [f"{bids}:{CONTAINER_DATA}:ro", f"{out}:{CONTAINER_OUT}", *args.bind]
         if args.image:
             flags = " ".join(f"-B {q(b)}" for b in binds)
-            cmd = (f"apptainer run --cleanenv {flags} -B \"${{TMPDIR:-/tmp}}:/tmp\" "
-                   f"{q(args.image)}")
+            # --cleanenv drops the host's variables: pass SLURM's resources on explicitly
+            env = ",".join(f"{v}=${{{v}:-}}" for v in SLURM_VARS)
+            cmd = (f"apptainer run --cleanenv --env \"{env}\" {flags} "
+                   f"-B \"${{TMPDIR:-/tmp}}:/tmp\" {q(args.image)}")
         else:
             flags = " ".join(f"-v {q(b)}" for b in binds)
             cmd = ("docker run --rm --network none --read-only --tmpfs /tmp "

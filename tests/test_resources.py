@@ -251,8 +251,9 @@ def test_slurm_job_files_in_images(tmp_path):
     assert main(["slurm", str(bids), str(tmp_path / "out"), str(tmp_path / "a"), "--image",
                  "/p/bids_decode.sif"]) == 0
     line = (tmp_path / "a" / "participant.sbatch").read_text().splitlines()[-1]
-    assert line.startswith(f"apptainer run --cleanenv -B {bids}:/data:ro -B "
-                           f"{tmp_path / 'out'}:/out")
+    assert line.startswith('apptainer run --cleanenv --env "SLURM_JOB_ID=${SLURM_JOB_ID:-},'
+                           'SLURM_CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-},')
+    assert f"-B {bids}:/data:ro -B {tmp_path / 'out'}:/out" in line
     assert "/p/bids_decode.sif /data /out participant" in line
     assert main(["slurm", str(bids), str(tmp_path / "out"), str(tmp_path / "d"),
                  "--docker-image", "bids_decode:0.1.0"]) == 0

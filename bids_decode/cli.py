@@ -1,7 +1,8 @@
 """Command line: ``bids_decode BIDS_DIR OUTPUT_DIR participant|group [options]``.
 
 Also ``bids_decode simulate OUT_DIR`` (a ds001246-shaped dataset with a planted truth) and
-``bids_decode features STIMULI_DIR OUT.h5`` (DNN features of the stimulus images).
+``bids_decode features STIMULI_DIR OUT.h5`` (DNN features of the stimulus images) and
+``bids_decode slurm BIDS_DIR OUTPUT_DIR JOBS_DIR`` (SLURM job files, :mod:`bids_decode.slurm`).
 
 Exit codes: see :mod:`bids_decode.errors`.
 """
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bids_decode",
         description="Decode every unit of deep-network features from fMRI (voxel-selecting "
                     "ridge regression, Horikawa & Kamitani). Other commands: "
-                    "'bids_decode simulate OUT_DIR', 'bids_decode features STIMULI_DIR OUT.h5'.",
+                    "'bids_decode simulate OUT_DIR', 'bids_decode features STIMULI_DIR OUT.h5', "
+                    "'bids_decode slurm BIDS_DIR OUTPUT_DIR JOBS_DIR' (SLURM job files).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("bids_dir", type=Path, help="the input BIDS dataset")

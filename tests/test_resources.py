@@ -260,6 +260,11 @@ def test_slurm_job_files_in_images(tmp_path):
     line = (tmp_path / "d" / "participant.sbatch").read_text().splitlines()[-1]
     assert line.startswith("docker run --rm --network none --read-only")
     assert '--cpus "$SLURM_CPUS_PER_TASK" --memory "${SLURM_MEM_PER_NODE}m"' in line
+    for kind in ("a", "d"):
+        for name in ("participant.sbatch", "group.sbatch", "submit.sh"):
+            res = subprocess.run(["bash", "-n", str(tmp_path / kind / name)],
+                                 capture_output=True, text=True)
+            assert res.returncode == 0, (kind, name, res.stderr)
 
 
 def test_slurm_bad_arguments(tmp_path, capsys):

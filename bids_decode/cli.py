@@ -1,7 +1,8 @@
 """Command line: ``bids_decode BIDS_DIR OUTPUT_DIR participant|group [options]``.
 
 Also ``bids_decode simulate OUT_DIR`` (a ds001246-shaped dataset with a planted truth) and
-``bids_decode features STIMULI_DIR OUT.h5`` (DNN features of the stimulus images).
+``bids_decode features STIMULI_DIR OUT.h5`` (DNN features of the stimulus images) and
+``bids_decode slurm BIDS_DIR OUTPUT_DIR JOBS_DIR`` (SLURM job files, :mod:`bids_decode.slurm`).
 
 Exit codes: see :mod:`bids_decode.errors`.
 """
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bids_decode",
         description="Decode every unit of deep-network features from fMRI (voxel-selecting "
                     "ridge regression, Horikawa & Kamitani). Other commands: "
-                    "'bids_decode simulate OUT_DIR', 'bids_decode features STIMULI_DIR OUT.h5'.",
+                    "'bids_decode simulate OUT_DIR', 'bids_decode features STIMULI_DIR OUT.h5', "
+                    "'bids_decode slurm BIDS_DIR OUTPUT_DIR JOBS_DIR' (SLURM job files).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("bids_dir", type=Path, help="the input BIDS dataset")
@@ -135,9 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("resources and logging")
     _opt(r, "--work-dir", "-w", default=None, metavar="DIR",
          help="intermediate results, reused by reruns (default OUTPUT_DIR/.bids_decode_work)")
-    _opt(r, "--nprocs", "--n-cpus", type=int, default=0, help="CPU threads (default: all)")
-    _opt(r, "--mem", "--mem-gb", type=float, default=4.0, metavar="GB",
-         help="memory budget in GB (default 4)")
+    _opt(r, "--nprocs", "--n-cpus", type=int, default=None,
+         help="CPU threads (default: SLURM_CPUS_PER_TASK in a SLURM job, else the CPUs this "
+              "process may use, within its cgroup's quota)")
+    _opt(r, "--mem", "--mem-gb", type=float, default=None, metavar="GB",
+         help="memory budget in GB (default: the SLURM allocation or cgroup limit less 1 GB, "
+              "else 4)")
     _opt(r, "--reports-only", action="store_true",
          help="only regenerate reports from existing outputs")
     r.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
@@ -147,11 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> RunConfig:
     """Parse BIDS-App arguments into a frozen :class:`RunConfig`."""
+    from . import resources
+
     ns = build_parser().parse_args(argv)
     if ns.config is not None:
         cfg = RunConfig.from_json(ns.config)
+        if cfg.extra.get("resources", {}).get("source") != "cli":  # this run's allocation
+            res = resources.resolve()
+            cfg = cfg.replace(nprocs=res.nprocs, mem_gb=res.mem_gb,
+                              extra={**cfg.extra, "resources": res.as_dict()})
         return cfg.replace(bids_dir=str(ns.bids_dir), output_dir=str(ns.output_dir),
                            analysis_level=ns.analysis_level)
+    res = resources.resolve(ns.nprocs, ns.mem)
     return RunConfig(
         bids_dir=str(ns.bids_dir), output_dir=str(ns.output_dir),
         analysis_level=ns.analysis_level,
@@ -163,10 +175,10 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
         atlas=ns.atlas, atlas_labels=ns.atlas_labels,
         stimulus_column=ns.stimulus_column, hrf_shift=ns.hrf_shift,
         skip_bids_validation=ns.skip_bids_validation, work_dir=ns.work_dir,
-        nprocs=ns.nprocs, mem_gb=ns.mem, device=ns.device, dtype=ns.dtype,
+        nprocs=res.nprocs, mem_gb=res.mem_gb, device=ns.device, dtype=ns.dtype,
         network=ns.network, stimuli_dir=ns.stimuli_dir, weights=ns.weights,
         unit_shard=tuple(ns.unit_shard), verbosity=ns.verbose - ns.quiet,
-        reports_only=ns.reports_only,
+        reports_only=ns.reports_only, extra={"resources": res.as_dict()},
     )
 
 
@@ -225,6 +237,10 @@ def run(config: RunConfig) -> int:
     setup_logging(config.verbosity, _log_file(config))
     LOGGER.info("bids_decode %s, %s level, %s -> %s", __version__, config.analysis_level,
                 bids_dir, out_dir)
+    if "resources" in config.extra:
+        from .resources import Resources, log_resources
+
+        log_resources(Resources(**config.extra["resources"]))
     if config.analysis_level == "group":
         from . import group
 
@@ -274,6 +290,9 @@ def _subcommand(argv: list[str]) -> int:
     if name == "simulate":
         from . import simulate as mod
         desc = "Write a small ds001246-shaped dataset with a planted ground truth."
+    elif name == "slurm":
+        from . import slurm as mod
+        desc = "Write SLURM job files (array + afterok group job) for a dataset (docs/hpc.md)."
     else:
         from . import features as mod
         desc = "Compute DNN features of stimulus images into an HDF5 file."
@@ -305,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     try:
-        if argv and argv[0] in ("simulate", "features"):
+        if argv and argv[0] in ("simulate", "features", "slurm"):
             return _subcommand(argv)
         if not argv or argv[0] in ("-h", "--help") or "--version" in argv:
             try:

@@ -535,7 +535,10 @@ def run_group(config: RunConfig) -> int:
     t0 = time.time()
     out_dir = Path(config.output_dir)
     task = config.task
-    # 1. find the participant outputs, 2. check that they can be compared
+    # 1. find the participant outputs (all unit shards done), 2. check that they can be compared
+    from .shards import check_shards_complete
+
+    check_shards_complete(out_dir, task, config.participant_label)
     subjects = find_outputs(out_dir, task, config.participant_label)
     plan = check_consistent(out_dir, task, subjects)
     labels = [s.label for s in plan.subjects]

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from . import decoding, derivatives, evaluation
+from . import decoding, derivatives, evaluation, resources
 from .bold_sources import align_runs, resolve_bold_source
 from .config import RunConfig
 from .errors import DataError, MissingInputError, UsageError
@@ -425,6 +425,9 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
         layers = ff.check_layers(config.layers)
         train_rows = ff.rows_for(samples.train_labels, what="training stimuli")
         targets = ff.test_targets(samples.test_labels)
+        resources.log_run_plan(config, subject, ff, layers, len(train_rows),
+                               len(train_rows) + sum(len(g) for g in targets[1]),
+                               samples.X_train.shape[1])
         rows, complete = [], True
         # 5. decoding, ROI by ROI, layer by layer (resumable: finished work files are reused)
         for spec in specs:
@@ -502,6 +505,7 @@ def write_run_config(config: RunConfig, subject: str, info: dict) -> Path:
     path = derivatives.subject_dir(config.output_dir, subject) / (
         f"sub-{subject}_task-{config.task}_config.json")
     d = config.replace(participant_label=(subject,)).to_dict()
-    d["provenance"] = derivatives.provenance() | {"samples": info}
+    d["provenance"] = derivatives.provenance() | {"samples": info,
+                                                  "resources": resources.record(config)}
     derivatives.write_json(path, d)
     return path

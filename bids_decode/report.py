@@ -520,11 +520,7 @@ def write_subject_report(output_dir: Path, subject: str, task: str) -> Path:
     sections.append(("quality", "Sample quality",
                      "".join(note(n) for n in qc_notes) + "".join(map(figure_html, qc_figs))))
     sections.append(("accuracy", "Decoding accuracy",
-                     "".join(map(figure_html, accuracy_figures(sf)))))
-    sections.append(("decodable", "Decodable units and noise ceiling",
-                     "".join(map(figure_html, decodability_figures(sf)))
-                     or "<p>No permutation statistics or split-half reliabilities in these "
-                        "outputs (--n-permutations 0, or test images shown once).</p>"))
+                     "".join(map(figure_html, accuracy_figures(sf) + decodability_figures(sf)))))
     dt_figs, dt_notes = decoded_true_figures(sf)
     sections.append(("decoded", "Decoded vs true",
                      "".join(note(n) for n in dt_notes) + "".join(map(figure_html, dt_figs))))

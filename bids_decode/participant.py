@@ -131,7 +131,8 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
                                                                        roi.X_test_halves])
     stats = statistics.ShardStatistics(
         hi - lo, n_test, n_permutations=config.n_permutations, seed=config.permutation_seed,
-        halves=roi.X_test_halves is not None, device=config.device, n_jobs=config.nprocs or None)
+        halves=roi.X_test_halves is not None, device=config.device, n_jobs=config.nprocs or None,
+        mem_bytes=int(min(256 * 2**20, config.mem_gb * 2**30 * 0.1)))
     derivatives.check_free_space(work_file.parent, (n_test + 2) * (hi - lo) * 4,
                                  f"the work file {work_file.name}")
     n_chunks = max(1, -(-(hi - lo) // chunk))

@@ -245,10 +245,11 @@ class PermutationTest:
             finite = np.isfinite(obs)
             count = (null >= obs[:, None]).sum(axis=1).astype(np.int32)
             count[~finite] = -1
-            stats.append(obs)
+            stats.append(obs.copy())
             counts.append(count)
-            if finite.any():
-                np.maximum(self.max_null, null[finite].max(axis=0), out=self.max_null)
+            null[~finite] = -np.inf  # in place: NaN units do not enter the maxima
+            if null.shape[0]:
+                np.maximum(self.max_null, null.max(axis=0), out=self.max_null)
         if not stats:
             return np.empty(0), np.empty(0, np.int32)
         return np.concatenate(stats), np.concatenate(counts)
@@ -402,12 +403,16 @@ class ShardStatistics:
         Whether decoded values of the two split halves are given to :meth:`update`.
     device : str
     n_jobs : int or None
+    mem_bytes : int
+        Memory for the permutation kernel's output (see :class:`PermutationTest`).
     """
 
     def __init__(self, n_units: int, n_images: int, *, n_permutations: int, seed: int,
-                 halves: bool, device: str = "cpu", n_jobs: int | None = None):
+                 halves: bool, device: str = "cpu", n_jobs: int | None = None,
+                 mem_bytes: int = 256 * 2**20):
         self.test = PermutationTest(n_images, n_permutations, seed, device=device,
-                                    n_jobs=n_jobs) if n_permutations > 0 else None
+                                    n_jobs=n_jobs, mem_bytes=mem_bytes) \
+            if n_permutations > 0 else None
         self.n_permutations, self.seed = int(n_permutations), int(seed)
         self.statistic = np.full(n_units, np.nan)
         self.n_exceed = np.full(n_units, -1, dtype=np.int32)

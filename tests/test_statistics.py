@@ -312,3 +312,32 @@ def test_acceptance_group_disattenuation(heldout):
                 qs.append(h5[row.layer]["q_value"][()].ravel() < 0.05)
         assert row.fraction_decodable_all == pytest.approx(np.logical_and.reduce(qs).mean())
         assert row.r_disattenuated_mean >= row.r_mean
+
+
+def test_statistics_off_and_bad_option(tmp_path, capsys):
+    """--n-permutations 0: no p/q datasets, n/a counts, reliability still there; a negative
+    count is a usage error (exit 64) that writes nothing."""
+    import pandas as pd
+
+    from bids_decode.cli import main
+    from bids_decode.errors import EXIT_USAGE
+    from bids_decode.simulate import simulate_dataset
+
+    sim = simulate_dataset(tmp_path / "ds", n_subjects=1, n_train_runs=3, n_test_runs=2,
+                           seed=3, layers={"fc8": (9,)})
+    base = [str(sim["bids_dir"]), str(tmp_path / "out"), "participant", "--features",
+            str(sim["features"]), "--n-voxels", "20", "--skip-bids-validation", "-q"]
+    assert main([*base, "--n-permutations", "-1"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--n-permutations must be >= 0" in err and "Traceback" not in err
+    assert not list((tmp_path / "out").glob("sub-*/func/*_decoding.h5"))
+    assert main([*base, "--n-permutations", "0"]) == 0
+    with _h5(tmp_path / "out", "01") as h5:
+        g = h5["fc8"]
+        assert not {"p_value", "q_value", "p_fwer"} & set(g)
+        assert g.attrs["n_permutations"] == 0
+        assert g["reliability"].shape == (9,) and g["accuracy_halves"].shape == (2, 9)
+    tsv = pd.read_csv(tmp_path / "out" / "sub-01" / "func" / "sub-01_task-perception_decoding.tsv",
+                      sep="\t", na_values=["n/a"], keep_default_na=False)
+    assert tsv.n_decodable.isna().all() and tsv.fraction_decodable.isna().all()
+    assert tsv.reliability_mean.notna().all()

@@ -908,6 +908,11 @@ def group_figures(plan: GroupPlan, results: dict[tuple[str, str], LayerResult], 
                        for r in plan.rois])
     panels = {"mean unit accuracy": (mean_acc, plan.rois, plan.layers),
               "mean between-subject r": (mean_r, plan.rois, plan.layers)}
+    mean_dis = np.array([[_nanmean([p.get("r_disattenuated", np.nan)
+                                    for p in results[r, la].pairs]) for la in plan.layers]
+                         for r in plan.rois])
+    if np.isfinite(mean_dis).any():
+        panels["disattenuated between-subject r"] = (mean_dis, plan.rois, plan.layers)
     if all(results[r, la].averaged for r in plan.rois for la in plan.layers):
         panels["Averaged subject accuracy"] = (
             np.array([[results[r, la].averaged["profile_r_mean"] for la in plan.layers]
@@ -915,6 +920,7 @@ def group_figures(plan: GroupPlan, results: dict[tuple[str, str], LayerResult], 
     fig = figures.heatmaps(panels, title="ROI x layer")
     figs.append(GroupFigure(
         f"task-{task}_desc-roilayer_heatmap.png", "ROI x layer summary",
-        "Mean unit accuracy (averaged over subjects), mean between-subject r and, when "
+        "Mean unit accuracy (averaged over subjects), mean between-subject r, the same "
+        "corrected for the subjects' split-half reliabilities (r_disattenuated) and, when "
         "computed, the mean unit accuracy of the Averaged subject.", figures.to_png(fig)))
     return figs

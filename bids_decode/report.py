@@ -465,11 +465,15 @@ def citation(config: Mapping, sidecar: Mapping, layers: Sequence[str], rois: Seq
         "the Pearson correlation over the units of a layer between the decoded and true "
         "pattern of each image, and identification accuracy the fraction of other test images "
         "whose true pattern correlated less with the decoded pattern than the correct one."
-    ) + statistics_sentence(config)
+    ) + statistics_sentence(config, samples)
 
 
-def statistics_sentence(config: Mapping) -> str:
-    """Methods text for the permutation tests and the split-half reliability ('' when off)."""
+def statistics_sentence(config: Mapping, samples: Mapping) -> str:
+    """Methods text for the permutation tests and the split-half reliability ('' when off).
+
+    The reliability sentence needs a run of this version (``n_permutations`` in the config)
+    with at least two test blocks per image on average (``samples``: the sidecar's counts).
+    """
     n = int(config.get("n_permutations", 0) or 0)
     text = ""
     if n:
@@ -480,7 +484,8 @@ def statistics_sentence(config: Mapping) -> str:
             f"(1 + {n}). p-values were corrected over the units of each layer by the "
             "Benjamini-Hochberg procedure (units with q < 0.05 are called decodable) and, for "
             "the family-wise error rate, by the max-statistic method (Westfall and Young 1993).")
-    if "n_permutations" in config:
+    blocks, images = samples.get("n_test_blocks", 0), samples.get("n_test_images", 0)
+    if "n_permutations" in config and images and blocks >= 2 * images:
         text += (
             " The reliability of each unit's decoded values was the Spearman-Brown-corrected "
             "correlation, across test images, of the values decoded from the odd and from the "

@@ -134,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(d, "--unit-shard", type=_shard, default=(1, 1), metavar="i/N",
          help="decode the i-th of N unit shards (SLURM arrays); outputs are written when all "
               "shards are done")
+    s = p.add_argument_group("statistics")
+    _opt(s, "--n-permutations", type=int, default=1000, metavar="N",
+         help="permutations of the test images for each unit's p-value, FDR q-value and "
+              "max-statistic FWER p-value (default 1000; 0 = off)")
+    _opt(s, "--permutation-seed", type=int, default=0, metavar="SEED",
+         help="seed of the permutations (default 0; recorded in the outputs)")
     r = p.add_argument_group("resources and logging")
     _opt(r, "--work-dir", "-w", default=None, metavar="DIR",
          help="intermediate results, reused by reruns (default OUTPUT_DIR/.bids_decode_work)")
@@ -179,6 +185,7 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
         network=ns.network, stimuli_dir=ns.stimuli_dir, weights=ns.weights,
         unit_shard=tuple(ns.unit_shard), verbosity=ns.verbose - ns.quiet,
         reports_only=ns.reports_only, extra={"resources": res.as_dict()},
+        n_permutations=ns.n_permutations, permutation_seed=ns.permutation_seed,
     )
 
 

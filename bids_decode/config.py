@@ -26,6 +26,8 @@ DECODING_KEYS = (
     "confounds",
     "space",
     "atlas",
+    "n_permutations",
+    "permutation_seed",
 )
 
 
@@ -71,6 +73,8 @@ class RunConfig:
     space: str = "T1w"
     verbosity: int = 0
     reports_only: bool = False
+    n_permutations: int = 1000
+    permutation_seed: int = 0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -92,6 +96,9 @@ class RunConfig:
         if (self.atlas is None) != (self.atlas_labels is None):
             raise UsageError("--atlas and --atlas-labels go together (an atlas image and its "
                              "TSV table with columns index and name).")
+        if self.n_permutations < 0:
+            raise UsageError(f"--n-permutations must be >= 0 (0 = no permutation tests); got "
+                             f"{self.n_permutations}.")
         if self.mem_gb <= 0:
             raise UsageError(f"--mem must be positive (GB); got {self.mem_gb}.")
 

@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from . import derivatives, evaluation, figures
+from . import derivatives, evaluation, figures, statistics
 from .config import RunConfig
 from .errors import DataError, MissingInputError
 from .featurefile import FeatureFile
@@ -45,12 +45,14 @@ SIDECAR_KEYS = ("Alpha", "HaemodynamicShift", "TrainSession", "TestSession", "Pr
 CONFIG_KEYS = ("n_voxels", "alpha", "hrf_shift", "train_session", "test_session",
                "stimulus_column", "dtype", "bold_source", "confounds", "space", "layers")
 
-PAIR_COLUMNS = ["roi", "layer", "subject_a", "subject_b", "r", "spearman_r", "n_units"]
+PAIR_COLUMNS = ["roi", "layer", "subject_a", "subject_b", "r", "spearman_r", "n_units",
+                "reliability_a", "reliability_b", "r_disattenuated"]
 SUMMARY_COLUMNS = [
     "roi", "layer", "n_subjects", "n_pairs", "n_units", "r_mean", "r_min", "r_max",
     "spearman_r_mean", "spearman_r_min", "spearman_r_max", "top10_overlap_mean",
     "profile_r_mean", "profile_r_min", "profile_r_max", "averaged_profile_r_mean",
-    "averaged_pattern_r_mean", "averaged_identification_accuracy",
+    "averaged_pattern_r_mean", "averaged_identification_accuracy", "r_disattenuated_mean",
+    "fraction_decodable_all",
 ]
 OVERLAP_COLUMNS = ["roi", "layer", "subject_a", "subject_b", "top_percent", "n_units", "n_top",
                    "n_shared", "overlap", "chance"]
@@ -63,6 +65,15 @@ PAIR_SIDECAR = {
                          "(units whose accuracy is finite in both)"},
     "spearman_r": {"Description": "Spearman rank correlation of the same"},
     "n_units": {"Description": "Units entering the correlation"},
+    "reliability_a": {"Description": "Reliability of subject_a's unit accuracies: the "
+                                     "Spearman-Brown-corrected Pearson r, over units, of the "
+                                     "accuracies decoded from the odd and from the even "
+                                     "presentations of the test images"},
+    "reliability_b": {"Description": "The same for subject_b"},
+    "r_disattenuated": {"Description": "r / sqrt(reliability_a * reliability_b): the "
+                                       "between-subject correlation corrected for measurement "
+                                       "noise (can exceed 1; NaN unless both reliabilities "
+                                       "are positive)"},
 }
 SUMMARY_SIDECAR = {
     "roi": PAIR_SIDECAR["roi"], "layer": PAIR_SIDECAR["layer"],
@@ -87,6 +98,10 @@ SUMMARY_SIDECAR = {
                                               "subject"},
     "averaged_identification_accuracy": {"Description": "Mean pairwise identification "
                                                        "accuracy of the Averaged subject"},
+    "r_disattenuated_mean": {"Description": "Mean over pairs of r_disattenuated"},
+    "fraction_decodable_all": {"Description": "Fraction of the layer's units whose q-value is "
+                                              "below 0.05 in every subject (NaN when a subject "
+                                              "has no permutation statistics)"},
 }
 OVERLAP_SIDECAR = {
     "roi": PAIR_SIDECAR["roi"], "layer": PAIR_SIDECAR["layer"],
@@ -522,6 +537,7 @@ class LayerResult:
     distributions: dict[str, dict]
     scatter: tuple[np.ndarray, np.ndarray] | None
     averaged: dict | None
+    decodable_all: float = float("nan")
 
 
 def run_group(config: RunConfig) -> int:
@@ -619,6 +635,8 @@ def _summary_row(roi, layer, n_subjects, shape, res: LayerResult) -> dict:
         "averaged_profile_r_mean": av.get("profile_r_mean", float("nan")),
         "averaged_pattern_r_mean": av.get("pattern_r_mean", float("nan")),
         "averaged_identification_accuracy": av.get("identification_accuracy", float("nan")),
+        "r_disattenuated_mean": _nanmean([p["r_disattenuated"] for p in res.pairs]),
+        "fraction_decodable_all": res.decodable_all,
     }
 
 
@@ -678,12 +696,14 @@ def _compute(config: RunConfig, plan: GroupPlan) -> dict[tuple[str, str], LayerR
                 if averaged is not None:
                     dists[AVERAGED] = figures.distribution(averaged.pop("accuracy"))
                 pairs, overlap = pair_statistics(acc)
+                decodable_all = _reliability_columns(
+                    pairs, {s.label: handles[s.label, roi][layer] for s in plan.subjects})
                 results[roi, layer] = LayerResult(
                     pairs=pairs, overlap=overlap,
                     subject_means={k: _nanmean(v) for k, v in acc.items()},
                     distributions=dists,
                     scatter=(acc[first], acc[second]) if roi == plan.rois[0] else None,
-                    averaged=averaged,
+                    averaged=averaged, decodable_all=decodable_all,
                 )
             LOGGER.info("group: %s done for %d ROIs in %.1f s", layer, len(plan.rois),
                         time.time() - t1)
@@ -692,6 +712,33 @@ def _compute(config: RunConfig, plan: GroupPlan) -> dict[tuple[str, str], LayerR
         if avg is not None:
             _finish_averaged(out_dir, config.task, plan, results, ref_desc)
     return results
+
+
+def _reliability_columns(pairs: list[dict], groups: dict) -> float:
+    """Add reliability_a/b and r_disattenuated to each pair; return the fraction of units
+    decodable (q < 0.05) in every subject (NaN when a subject lacks q-values).
+
+    Parameters
+    ----------
+    pairs : list of dict
+        Rows of :func:`pair_statistics` (changed in place).
+    groups : dict subject -> h5py.Group of the layer in that subject's output
+    """
+    rel, decodable = {}, []
+    for label, g in groups.items():
+        rel[label] = float("nan")
+        if "accuracy_halves" in g:
+            halves = g["accuracy_halves"][()].reshape(2, -1)
+            rel[label] = statistics.split_half_reliability(halves[0], halves[1])
+        if "q_value" in g:
+            decodable.append(g["q_value"][()].ravel() < statistics.FDR_LEVEL)
+    for p in pairs:
+        ra, rb = rel[p["subject_a"]], rel[p["subject_b"]]
+        p.update(reliability_a=ra, reliability_b=rb,
+                 r_disattenuated=statistics.disattenuate(p["r"], ra, rb))
+    if len(decodable) < len(groups) or decodable[0].size == 0:
+        return float("nan")
+    return float(np.logical_and.reduce(decodable).mean())
 
 
 def _row_order(names: list[str], subject_names: list[str]) -> np.ndarray:
@@ -831,6 +878,11 @@ def group_figures(plan: GroupPlan, results: dict[tuple[str, str], LayerResult], 
                        for r in plan.rois])
     panels = {"mean unit accuracy": (mean_acc, plan.rois, plan.layers),
               "mean between-subject r": (mean_r, plan.rois, plan.layers)}
+    mean_dis = np.array([[_nanmean([p.get("r_disattenuated", np.nan)
+                                    for p in results[r, la].pairs]) for la in plan.layers]
+                         for r in plan.rois])
+    if np.isfinite(mean_dis).any():
+        panels["disattenuated between-subject r"] = (mean_dis, plan.rois, plan.layers)
     if all(results[r, la].averaged for r in plan.rois for la in plan.layers):
         panels["Averaged subject accuracy"] = (
             np.array([[results[r, la].averaged["profile_r_mean"] for la in plan.layers]
@@ -838,6 +890,7 @@ def group_figures(plan: GroupPlan, results: dict[tuple[str, str], LayerResult], 
     fig = figures.heatmaps(panels, title="ROI x layer")
     figs.append(GroupFigure(
         f"task-{task}_desc-roilayer_heatmap.png", "ROI x layer summary",
-        "Mean unit accuracy (averaged over subjects), mean between-subject r and, when "
+        "Mean unit accuracy (averaged over subjects), mean between-subject r, the same "
+        "corrected for the subjects' split-half reliabilities (r_disattenuated) and, when "
         "computed, the mean unit accuracy of the Averaged subject.", figures.to_png(fig)))
     return figs

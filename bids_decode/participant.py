@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from . import decoding, derivatives, evaluation, resources
+from . import decoding, derivatives, evaluation, resources, statistics
 from .bold_sources import align_runs, resolve_bold_source
 from .config import RunConfig
 from .errors import DataError, MissingInputError, UsageError
@@ -30,7 +30,8 @@ LOGGER = logging.getLogger(__name__)
 SUMMARY_COLUMNS = [
     "roi", "layer", "n_units", "n_voxels", "n_voxels_selected", "n_constant_units",
     "profile_r_mean", "profile_r_median", "pattern_r_mean", "identification_accuracy",
-    "n_train_samples", "n_test_images",
+    "n_train_samples", "n_test_images", "n_decodable", "fraction_decodable",
+    "reliability_mean", "accuracy_ceiling_mean",
 ]
 
 
@@ -48,6 +49,7 @@ class RoiData:
     n_voxels: int
     files: list[str]
     digest: str
+    X_test_halves: np.ndarray | None = None  # (2 * n_test, n_vox): odd, then even presentations
 
 
 def _safe(name: str) -> str:
@@ -129,6 +131,12 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
     pattern = evaluation.PatternAccumulator(n_test)
     n_const = 0
     chunk = _chunk_units(config, rows_per_sample, len(ff.names))
+    X_pred = roi.X_test if roi.X_test_halves is None else np.vstack([roi.X_test,
+                                                                       roi.X_test_halves])
+    stats = statistics.ShardStatistics(
+        hi - lo, n_test, n_permutations=config.n_permutations, seed=config.permutation_seed,
+        halves=roi.X_test_halves is not None, device=config.device, n_jobs=config.nprocs or None,
+        mem_bytes=int(min(256 * 2**20, config.mem_gb * 2**30 * 0.1)))
     derivatives.check_free_space(work_file.parent, (n_test + 2) * (hi - lo) * 4,
                                  f"the work file {work_file.name}")
     n_chunks = max(1, -(-(hi - lo) // chunk))
@@ -150,10 +158,15 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
             Ztr = (Ytr - mu) / sd
             Zte = (Yte - mu) / sd
             Ztr[:, const] = 0.0
-            P = decoding.predict_chunk(
-                design, Ztr, roi.X_test, config.n_voxels, n_jobs=config.nprocs or None,
+            # the half averages' rows ride under X_test: the same decoders predict them
+            P_all = decoding.predict_chunk(
+                design, Ztr, X_pred, config.n_voxels, n_jobs=config.nprocs or None,
                 mem_bytes=int(config.mem_gb * 2**30 * 0.5)).astype(np.float64)
-            P[:, const] = 0.0
+            P_all[:, const] = 0.0
+            P = P_all[:n_test]
+            stats.update(s - lo, e - lo, P, Zte,
+                         P_all[n_test:].reshape(2, n_test, e - s) if len(P_all) > n_test
+                         else None)
             acc[s - lo:e - lo] = evaluation.profile_correlation(P, Zte)
             dec[:, s - lo:e - lo] = (P * sd + mu).astype(np.float32)
             pattern.update(P, Zte)
@@ -161,6 +174,7 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
             bar.update(1)
         bar.close()
         w.create_dataset("accuracy", data=acc)
+        stats.write(w)
         g = w.create_group("pattern")
         for k, v in pattern.state().items():
             g.create_dataset(k, data=v)
@@ -196,7 +210,7 @@ def assemble_roi(config: RunConfig, subject: str, ff: FeatureFile, roi: RoiData,
                                 suffix="decoding", ext=".h5")
     n_test = len(test_labels)
     rows = []
-    size = sum((n_test + 3) * ff.n_units(layer) * 4 for layer in layers)
+    size = sum((n_test + 11) * ff.n_units(layer) * 4 for layer in layers)
     derivatives.check_free_space(out.parent, size, out.name)
     with derivatives.atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
         h5.create_dataset("stimulus_name", data=np.array(test_labels, dtype=object),
@@ -212,6 +226,8 @@ def assemble_roi(config: RunConfig, subject: str, ff: FeatureFile, roi: RoiData,
             acc = np.empty(n_units, dtype=np.float32)
             pattern = evaluation.PatternAccumulator(n_test)
             n_const = 0
+            stats = statistics.LayerStatistics(n_units, config.n_permutations,
+                                               config.permutation_seed)
             handles = [h5py.File(wf, "r") for wf in shard_files[layer]]
             try:
                 for w in handles:
@@ -220,6 +236,7 @@ def assemble_roi(config: RunConfig, subject: str, ff: FeatureFile, roi: RoiData,
                     pattern.merge(evaluation.PatternAccumulator.from_state(
                         {k: w["pattern"][k][()] for k in evaluation.PatternAccumulator.FIELDS}))
                     n_const += int(w.attrs["n_constant_units"])
+                    stats.read(w, lo, hi)
                 g = h5.create_group(layer)
                 dec = g.create_dataset("decoded", (n_test, *shape), dtype="f4", chunks=True)
                 flat = np.empty(n_units, dtype=np.float32)
@@ -237,6 +254,10 @@ def assemble_roi(config: RunConfig, subject: str, ff: FeatureFile, roi: RoiData,
             g.create_dataset("rank", data=evaluation.rank_units(acc).reshape(shape))
             g.create_dataset("pattern_r", data=pattern_r)
             g.create_dataset("identification", data=ident)
+            unit_stats, stats_row = stats.results(acc)
+            for name, arr in unit_stats.items():
+                g.create_dataset(name, data=arr.reshape(*arr.shape[:-1], *shape))
+            g.attrs.update(stats.attrs)
             row = {
                 "roi": roi.name, "layer": layer, "n_units": n_units, "n_voxels": roi.n_voxels,
                 "n_voxels_selected": n_selected(config, roi.n_voxels),
@@ -245,7 +266,7 @@ def assemble_roi(config: RunConfig, subject: str, ff: FeatureFile, roi: RoiData,
                 "profile_r_median": _nanstat(np.nanmedian, acc),
                 "pattern_r_mean": _nanstat(np.nanmean, pattern_r),
                 "identification_accuracy": _nanstat(np.nanmean, ident),
-                "n_train_samples": n_train, "n_test_images": n_test,
+                "n_train_samples": n_train, "n_test_images": n_test, **stats_row,
             }
             g.attrs.update({k: row[k] for k in (
                 "n_units", "n_constant_units", "profile_r_mean", "pattern_r_mean",
@@ -276,8 +297,13 @@ def prepare_roi(name: str, mask: np.ndarray, samples, files: list[Path]) -> RoiD
             "other ROIs with --roi."
         )
     X_train, X_test = zscore_train(samples.X_train[:, cols], samples.X_test[:, cols])
+    halves = None
+    if samples.test_halves is not None:
+        H = samples.test_halves[:, :, cols].reshape(-1, cols.size)
+        halves = zscore_train(samples.X_train[:, cols], H)[1]
     digest = hashlib.sha1(samples.voxels[cols].tobytes()).hexdigest()[:12]
-    return RoiData(name, X_train, X_test, int(cols.size), [str(f) for f in files], digest)
+    return RoiData(name, X_train, X_test, int(cols.size), [str(f) for f in files], digest,
+                   halves)
 
 
 def write_summary(config: RunConfig, subject: str, rows: list[dict]) -> Path:
@@ -310,6 +336,15 @@ SUMMARY_SIDECAR = {
                                                "(chance 0.5)"},
     "n_train_samples": {"Description": "Training samples (blocks)"},
     "n_test_images": {"Description": "Test images (blocks averaged per image)"},
+    "n_decodable": {"Description": "Units whose Benjamini-Hochberg q-value (over the layer's "
+                                   "units, from one-sided permutation p-values) is below 0.05"},
+    "fraction_decodable": {"Description": "n_decodable / n_units (NaN units count as not "
+                                          "decodable)"},
+    "reliability_mean": {"Description": "Mean over units of the split-half reliability of the "
+                                        "decoded values (odd vs even presentations, "
+                                        "Spearman-Brown corrected)"},
+    "accuracy_ceiling_mean": {"Description": "Mean over units of sqrt(reliability), the highest "
+                                             "accuracy the measurement noise allows"},
 }
 
 

@@ -119,7 +119,8 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
                      preproc_spm: bool = False, fmriprep: bool = False,
                      stimulus_images: bool = False, photos: list | None = None,
                      layers: dict | None = None, n_latent: int = 12,
-                     snr: float = 1.0, seed: int = 0, grid=GRID, motion: bool = False) -> dict:
+                     snr: float = 1.0, seed: int = 0, grid=GRID, motion: bool = False,
+                     null_fraction: float = 0.0) -> dict:
     """Write the dataset and its features; return the paths and the planted truth.
 
     Parameters
@@ -153,6 +154,9 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
         runs go to ``derivatives/preproc-spm`` and fMRIPrep's minimal outputs (boldrefs and
         ITK transforms) to ``derivatives/fmriprep``. The aligned data are those of the same
         ``seed`` without motion.
+    null_fraction : float
+        Share of each layer's units planted with decodability exactly 0 (pure feature noise;
+        chosen with a generator of their own, so 0 leaves the dataset unchanged).
 
     Returns
     -------
@@ -164,8 +168,11 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
                          "Choose an empty or new folder.")
     if n_subjects < 1 or n_train_runs < 1 or n_test_runs < 1:
         raise UsageError("simulate needs at least one subject, one training and one test run.")
+    if not 0.0 <= null_fraction <= 1.0:
+        raise UsageError(f"--null-fraction must be between 0 and 1; got {null_fraction}.")
     layers = dict(layers or DEFAULT_LAYERS)
     rng = np.random.default_rng(seed)
+    null_rng = np.random.default_rng([seed, 1])
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -195,6 +202,8 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     for li, (name, shape) in enumerate(layers.items()):
         n_units = int(np.prod(shape))
         rho = rng.uniform(0.0, 0.95, n_units)
+        if null_fraction > 0:
+            rho[null_rng.choice(n_units, int(round(null_fraction * n_units)), replace=False)] = 0
         B = rng.standard_normal((n_latent, n_units))
         B /= np.linalg.norm(B, axis=0)
         signal = Z @ B
@@ -368,6 +377,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "outputs (boldrefs, ITK transforms) in derivatives/fmriprep")
     parser.add_argument("--snr", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--null-fraction", "--null_fraction", type=float, default=0.0,
+                        help="share of each layer's units planted with decodability 0")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -375,7 +386,8 @@ def run_from_args(args: argparse.Namespace) -> int:
                            n_train_runs=args.n_train_runs, n_test_runs=args.n_test_runs,
                            n_imagery_runs=args.n_imagery_runs, preproc_spm=args.preproc_spm,
                            fmriprep=args.fmriprep, stimulus_images=args.stimulus_images,
-                           snr=args.snr, seed=args.seed, motion=args.motion)
+                           snr=args.snr, seed=args.seed, motion=args.motion,
+                           null_fraction=args.null_fraction)
     print(f"Simulated dataset: {res['bids_dir']}\nFeatures: {res['features']}\n"
           f"Planted truth: {res['bids_dir'] / 'stimuli' / 'truth_simulated.h5'}")
     return 0

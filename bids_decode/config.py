@@ -26,6 +26,7 @@ DECODING_KEYS = (
     "confounds",
     "space",
     "atlas",
+    "preprocessing",
 )
 
 
@@ -64,6 +65,7 @@ class RunConfig:
     network: str = "alexnet"
     stimuli_dir: str | None = None
     weights: str | None = None
+    preprocessing: str = "default"
     unit_shard: tuple[int, int] = (1, 1)
     bold_source: str = "raw"
     confounds: str | None = None
@@ -91,6 +93,9 @@ class RunConfig:
         if (self.atlas is None) != (self.atlas_labels is None):
             raise UsageError("--atlas and --atlas-labels go together (an atlas image and its "
                              "TSV table with columns index and name).")
+        if self.preprocessing not in ("default", "torchvision"):
+            raise UsageError("--preprocessing must be default or torchvision; got "
+                             f"{self.preprocessing!r}.")
         if self.mem_gb <= 0:
             raise UsageError(f"--mem must be positive (GB); got {self.mem_gb}.")
 

@@ -598,6 +598,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.stimuli_dir is None or args.out is None:
         raise UsageError("bids_decode features needs STIMULI_DIR and OUT (or --list-layers). "
                          "See 'bids_decode features --help'.")
+    spec = get_network(args.network)  # usage errors before the images are listed
+    get_preprocessing(spec, getattr(args, "preprocessing", "default"))
+    resolve_layers(spec, args.layers)
     if args.names_from is not None:
         names = read_names(args.names_from)
         paths = find_images(args.stimuli_dir, names)

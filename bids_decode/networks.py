@@ -40,6 +40,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -408,7 +409,9 @@ def _torchscript_spec(name: str) -> NetworkSpec:
 
     def build() -> nn.Module:
         try:
-            return torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # torch >= 2.9 deprecates TorchScript; it still loads
+                warnings.simplefilter("ignore", FutureWarning)
+                return torch.jit.load(str(path), map_location="cpu")
         except Exception as err:  # torch raises many types for a file it cannot read
             raise DataError(
                 f"Cannot load the TorchScript network {path} ({type(err).__name__}: "
@@ -646,7 +649,9 @@ def _load_state_dict(model: nn.Module, state: dict, path: Path, spec: NetworkSpe
     if spec.fix_state_dict is not None:
         state = spec.fix_state_dict(state)
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
+    # old checkpoints (torchvision's ResNet, DenseNet ...) have no BatchNorm step counters;
+    # BatchNorm fills them in when it loads
+    missing = [k for k in expected if k not in state and not k.endswith(".num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
     wrong_shape = [
         f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
@@ -745,7 +750,8 @@ def load_network(
         info = WeightsInfo(path.name, file_sha256(path), path=path.resolve())
         logger.info("Network %s: weights %s (sha256 %s)", name, path, info.sha256[:12])
     model.eval()
-    model.requires_grad_(False)
+    for parameter in model.parameters():  # (ScriptModules have no requires_grad_)
+        parameter.requires_grad_(False)
     return model, info
 
 

@@ -344,3 +344,24 @@ def test_own_torchscript_feature_extractor(own_module, images, tmp_path, capsys)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not torchscript")
     assert main(["features", "--network", str(junk), "--list-layers"]) == EXIT_DATAERR
+
+
+def test_the_image_bakes_the_networks_the_docs_use():
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("fetch_weights", root / "docker" /
+                                                  "fetch-weights.py")
+    fetch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fetch)
+    baked = set(fetch.NETWORKS)
+    assert baked <= set(zoo.model_names())
+    docs = "\n".join(p.read_text() for p in [root / "README.md", *root.glob("docs/*.md")])
+    used = set(re.findall(r"--network ([A-Za-z0-9_]+)", docs)) & set(zoo.model_names())
+    assert used and used <= baked, used - baked
+    for text in (root / "docs" / "features.md", root / "docs" / "containers.md"):
+        sentence = re.search(r"(?:bakes the weights of|downloads those of) (.+?) (?:when|\()",
+                             " ".join(text.read_text().split()))
+        assert set(re.findall(r"`([a-z0-9_]+)`", sentence.group(1))) == baked, text.name

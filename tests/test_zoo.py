@@ -365,3 +365,14 @@ def test_the_image_bakes_the_networks_the_docs_use():
         sentence = re.search(r"(?:bakes the weights of|downloads those of) (.+?) (?:when|\()",
                              " ".join(text.read_text().split()))
         assert set(re.findall(r"`([a-z0-9_]+)`", sentence.group(1))) == baked, text.name
+
+
+def test_participant_preprocessing_option_is_declared_once():
+    from bids_decode.cli import parse_args
+    from bids_decode.config import DECODING_KEYS
+
+    base = ["/data", "/out", "participant", "--network", "resnet18"]
+    assert parse_args(base).preprocessing == "default"
+    assert parse_args([*base, "--preprocessing", "torchvision"]).preprocessing == "torchvision"
+    assert "preprocessing" in DECODING_KEYS
+    assert main([*base, "--preprocessing", "crop"]) == EXIT_USAGE

@@ -9,8 +9,9 @@
 #               sha256:90522eeb7e5923ee2b871c639059537b30521272f10ca86fdbbbb2b75a8c40cd (pass
 #               BASE_IMAGE=debian:bookworm-20250520-slim@sha256:... to enforce it); where Docker Hub
 #               cannot be reached, docker/make-base.sh makes the same tag from Debian's packages.
-#   WEIGHTS     pretrained (default): download torchvision's AlexNet and VGG19 weights into the
-#               image if the build has network access, else record that they must be mounted;
+#   WEIGHTS     pretrained (default): download torchvision's weights of alexnet, vgg19, resnet18,
+#               resnet50 and vit_b_16 (docker/fetch-weights.py) into the image if the build has
+#               network access, else record that they must be mounted;
 #               required: fail the build without them; none: do not try.
 #   IMAGE_TAG   the tag, recorded in the outputs' dataset_description.json (GeneratedBy.Container).
 # Secrets (optional): --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt gives pip a CA bundle

@@ -112,7 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(f, "--layers", nargs="+", default=[], metavar="NAME",
          help="layers to decode (default: every layer in the features)")
     _opt(f, "--network", default="alexnet",
-         help="network for feature extraction when --features is not given")
+         help="network for feature extraction when --features is not given: alexnet, vgg19, "
+              "caffe-alexnet, any torchvision classification model, package.module:function "
+              "or a TorchScript file (docs/features.md)")
+    _opt(f, "--preprocessing", choices=["default", "torchvision"], default="default",
+         help="image preprocessing for feature extraction: default (whole image resized, "
+              "ImageNet mean/std) or torchvision (the network's weights' transforms)")
     _opt(f, "--stimuli-dir", default=None, metavar="DIR",
          help="stimulus images (default: BIDS_DIR/stimuli)")
     _opt(f, "--weights", default=None, metavar="FILE|random",
@@ -183,6 +188,7 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
         skip_bids_validation=ns.skip_bids_validation, work_dir=ns.work_dir,
         nprocs=res.nprocs, mem_gb=res.mem_gb, device=ns.device, dtype=ns.dtype,
         network=ns.network, stimuli_dir=ns.stimuli_dir, weights=ns.weights,
+        preprocessing=ns.preprocessing,
         unit_shard=tuple(ns.unit_shard), verbosity=ns.verbose - ns.quiet,
         reports_only=ns.reports_only, extra={"resources": res.as_dict()},
         n_permutations=ns.n_permutations, permutation_seed=ns.permutation_seed,

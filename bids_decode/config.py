@@ -28,6 +28,7 @@ DECODING_KEYS = (
     "atlas",
     "n_permutations",
     "permutation_seed",
+    "preprocessing",
 )
 
 
@@ -66,6 +67,7 @@ class RunConfig:
     network: str = "alexnet"
     stimuli_dir: str | None = None
     weights: str | None = None
+    preprocessing: str = "default"
     unit_shard: tuple[int, int] = (1, 1)
     bold_source: str = "auto"
     assume_aligned: bool = False
@@ -99,6 +101,9 @@ class RunConfig:
         if self.n_permutations < 0:
             raise UsageError(f"--n-permutations must be >= 0 (0 = no permutation tests); got "
                              f"{self.n_permutations}.")
+        if self.preprocessing not in ("default", "torchvision"):
+            raise UsageError("--preprocessing must be default or torchvision; got "
+                             f"{self.preprocessing!r}.")
         if self.mem_gb <= 0:
             raise UsageError(f"--mem must be positive (GB); got {self.mem_gb}.")
 

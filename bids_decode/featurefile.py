@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
@@ -23,6 +24,18 @@ def stimulus_key(name: str) -> str:
 
 def _decode(values) -> list[str]:
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _forward_order(names: list[str], recorded) -> list[str]:
+    """``names`` in the order of the file's ``layers`` attribute (JSON list, the network's
+    forward order, as ``bids_decode features`` writes it); HDF5 lists them alphabetically."""
+    try:
+        order = json.loads(recorded.decode() if isinstance(recorded, bytes) else recorded)
+    except (TypeError, ValueError):
+        return names
+    if not isinstance(order, list) or sorted(map(str, order)) != sorted(names):
+        return names
+    return [str(n) for n in order]
 
 
 class FeatureFile:
@@ -52,7 +65,7 @@ class FeatureFile:
         try:
             self.names = _decode(self._h5["stimulus_name"][()])
             layers = self._h5["layers"]
-            self.layers = list(layers.keys())
+            self.layers = _forward_order(list(layers.keys()), self._h5.attrs.get("layers"))
         except (KeyError, OSError) as err:
             self.close()
             raise DataError(

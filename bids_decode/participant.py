@@ -88,7 +88,7 @@ def _features_path(config: RunConfig) -> Path:
     with FileLock(str(out) + ".lock", timeout=-1):
         return feat.extract_features(
             paths, names, out, network=config.network, layers=list(config.layers) or None,
-            weights=config.weights, device=config.device,
+            weights=config.weights, device=config.device, preprocessing=config.preprocessing,
         )
 
 

@@ -3,9 +3,10 @@
 Real ds001246 events (sub-01..03, CC0, shipped in ``bids_decode/data/ds001246``) drive the
 simulation. Every image has a latent vector ``z`` (``n_latent`` dims). Unit ``u`` of a layer is
 
-    y_u = offset_u + scale_u * (sqrt(rho_u) * (b_u . z) + sqrt(1 - rho_u) * noise)
+    y_u = offset_u + scale_u * (rho_u * (b_u . z) + sqrt(1 - rho_u**2) * noise)
 
-with ``rho_u`` the planted decodability (the share of the unit's variance the brain carries),
+with ``rho_u`` the planted decodability (the correlation of the unit with the part of it the
+brain carries, so on the scale of the accuracy, Pearson r, of a perfect decoder),
 the same for every subject. Each subject's ROI voxels respond to ``A_s z`` (subject-specific
 ``A_s``) convolved with a haemodynamic response, plus drift and noise; voxels outside the ROIs
 carry noise only. Some units of the first layer are constant (dead ReLUs).
@@ -208,7 +209,9 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
         B /= np.linalg.norm(B, axis=0)
         signal = Z @ B
         signal /= signal.std(axis=0)
-        Y = np.sqrt(rho) * signal + np.sqrt(1 - rho) * rng.standard_normal((n_img, n_units))
+        # rho is the correlation of the unit with what the brain carries of it, so a perfect
+        # decoder's accuracy is rho (on the scale of Pearson r, as accuracies are)
+        Y = rho * signal + np.sqrt(1 - rho**2) * rng.standard_normal((n_img, n_units))
         Y = Y * rng.uniform(0.5, 3.0, n_units) + rng.uniform(-1.0, 2.0, n_units)
         if li == 0:
             dead = rng.choice(n_units, size=min(N_DEAD, n_units), replace=False)

@@ -329,8 +329,8 @@ def write_qc(config: RunConfig, subject: str, run, union, masks, ref_shape, samp
                                  ext=".h5")
     ts = load_run_timeseries(run, union, ref_shape)
     union_flat = np.flatnonzero(union.ravel())
-    blocks = read_blocks(run.events, EventSpec.for_task(config.train_task,
-                                                        config.stimulus_column))
+    blocks = read_blocks(run.events, EventSpec.for_task(
+        config.train_task, config.stimulus_column, config.sample_events_for("train")))
     str_dt = h5py.string_dtype("utf-8")
     with derivatives.atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs.update({"tr": run.tr, "run": run.label, "volume_offset": run.volume_offset})
@@ -403,14 +403,16 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
     same_task = config.task == config.train_task
     samples = build_samples(
         train_runs, test_runs, union, ref.shape, shift=config.hrf_shift,
-        train_events=EventSpec.for_task(config.train_task, config.stimulus_column),
+        train_events=EventSpec.for_task(config.train_task, config.stimulus_column,
+                                        config.sample_events_for("train")),
         test_events=EventSpec.for_task(config.task,
-                                       config.stimulus_column if same_task else None),
-        confounds=config.confounds,
+                                       config.stimulus_column if same_task else None,
+                                       config.sample_events_for("test")),
+        confounds=config.confounds, train_average=config.train_average,
         progress=lambda it: progress_bar(it, desc=f"sub-{subject} runs", unit="run"),
     )
-    LOGGER.info("sub-%s: %d training samples, %d test images (%d blocks), %d one-back repeats "
-                "dropped", subject, samples.X_train.shape[0], len(samples.test_labels),
+    LOGGER.info("sub-%s: %d training samples, %d test images (%d blocks), %d repeat blocks "
+                "left out", subject, samples.X_train.shape[0], len(samples.test_labels),
                 samples.info["n_test_blocks"], samples.info["n_repeats_dropped"])
     # 4. features
     ff = FeatureFile(_features_path(config))

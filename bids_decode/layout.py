@@ -129,7 +129,7 @@ class BoldSource:
 
     Attributes
     ----------
-    kind : {"raw", "preproc-spm", "fmriprep"}
+    kind : {"raw", "preproc-spm", "fmriprep", "bdata"}
     root : Path or None
         Folder of the derivatives (None for raw).
     space : str
@@ -142,7 +142,10 @@ class BoldSource:
 
     @classmethod
     def parse(cls, text: str, bids_dir: Path, derivatives: dict[str, str], space: str):
-        """``raw``, ``preproc-spm``, ``fmriprep`` (path from ``-d fmriprep=PATH``) or a PATH."""
+        """``raw``, ``preproc-spm``, ``fmriprep`` (path from ``-d fmriprep=PATH``), a PATH, or
+        ``bdata=PATH`` (a bdpy BData file, :mod:`bids_decode.bdata`)."""
+        if text.startswith("bdata="):
+            return cls("bdata", Path(text[len("bdata="):]), space)
         if text == "raw":
             return cls("raw", None, space)
         if text == "preproc-spm":

@@ -327,20 +327,10 @@ def write_qc(config: RunConfig, subject: str, run, union, masks, ref_shape, samp
     """Small QC file for the report: ROI time courses of one run, sample counts, warnings."""
     path = derivatives.func_path(config.output_dir, subject, config.task, suffix="qc",
                                  ext=".h5")
-    ts = load_run_timeseries(run, union, ref_shape)
-    union_flat = np.flatnonzero(union.ravel())
-    blocks = read_blocks(run.events, EventSpec.for_task(
-        config.train_task, config.stimulus_column, config.sample_events_for("train")))
     str_dt = h5py.string_dtype("utf-8")
     with derivatives.atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.attrs.update({"tr": run.tr, "run": run.label, "volume_offset": run.volume_offset})
-        for name, m in masks.items():
-            cols = np.isin(union_flat, np.flatnonzero(m.ravel()))
-            h5.create_dataset(f"timecourse/{name}", data=ts[:, cols].mean(axis=1))
-        h5.create_dataset("blocks/onset", data=blocks.onsets)
-        h5.create_dataset("blocks/duration", data=blocks.durations)
-        h5.create_dataset("blocks/label", data=np.array(blocks.labels, dtype=object),
-                          dtype=str_dt)
+        if run is not None:  # None: samples without runs (BData), no time course
+            _write_qc_run(config, h5, run, union, masks, ref_shape)
         names, counts = np.unique(np.array(samples.train_labels, dtype=object).astype(str),
                                   return_counts=True)
         h5.create_dataset("train_counts/name", data=names.astype(object), dtype=str_dt)
@@ -352,6 +342,21 @@ def write_qc(config: RunConfig, subject: str, run, union, masks, ref_shape, samp
     return path
 
 
+def _write_qc_run(config: RunConfig, h5, run, union, masks, ref_shape) -> None:
+    ts = load_run_timeseries(run, union, ref_shape)
+    union_flat = np.flatnonzero(union.ravel())
+    blocks = read_blocks(run.events, EventSpec.for_task(
+        config.train_task, config.stimulus_column, config.sample_events_for("train")))
+    h5.attrs.update({"tr": run.tr, "run": run.label, "volume_offset": run.volume_offset})
+    for name, m in masks.items():
+        cols = np.isin(union_flat, np.flatnonzero(m.ravel()))
+        h5.create_dataset(f"timecourse/{name}", data=ts[:, cols].mean(axis=1))
+    h5.create_dataset("blocks/onset", data=blocks.onsets)
+    h5.create_dataset("blocks/duration", data=blocks.durations)
+    h5.create_dataset("blocks/label", data=np.array(blocks.labels, dtype=object),
+                      dtype=h5py.string_dtype("utf-8"))
+
+
 def run_participant(config: RunConfig, subject: str) -> dict:
     """Decode every requested layer from every requested ROI of one subject (see _run)."""
     collector = WarningCollector()
@@ -360,6 +365,30 @@ def run_participant(config: RunConfig, subject: str) -> dict:
         return _run(config, subject, collector)
     finally:
         logging.getLogger("bids_decode").removeHandler(collector)
+
+
+@dataclass
+class SubjectInputs:
+    """What decoding needs from one subject's inputs (BIDS runs, or a BData file).
+
+    Attributes
+    ----------
+    samples : Samples
+    masks : dict of str -> ndarray of bool
+        Each ROI's voxels, on the grid whose flat indices ``samples.voxels`` holds.
+    files : dict of str -> list
+        The files (or file#key) defining each ROI, for the sidecars.
+    tr : float or None
+        Repetition time of the runs (None when unknown).
+    qc : callable or None
+        ``qc(warnings)`` writes the sample-quality file of the report.
+    """
+
+    samples: object
+    masks: dict
+    files: dict
+    tr: float | None
+    qc: object = None
 
 
 def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
@@ -373,11 +402,76 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
     """
     t0 = time.time()
     bids_dir = Path(config.bids_dir)
+    source = BoldSource.parse(config.bold_source, bids_dir, config.derivative_paths,
+                              config.space)
+    # 1-3. layout, ROIs and samples: from the BIDS runs, or from a BData file's samples
+    if source.kind == "bdata":
+        from .bdata import subject_inputs
+
+        inputs = subject_inputs(config, subject, source.root)
+    else:
+        inputs = _bids_inputs(config, subject, source)
+    samples, tr = inputs.samples, inputs.tr
+    LOGGER.info("sub-%s: %d training samples, %d test images (%d blocks), %d repeat blocks "
+                "left out", subject, samples.X_train.shape[0], len(samples.test_labels),
+                samples.info["n_test_blocks"], samples.info["n_repeats_dropped"])
+    # 4. features
+    ff = FeatureFile(_features_path(config))
+    with ff:
+        layers = ff.check_layers(config.layers)
+        train_rows = ff.rows_for(samples.train_labels, what="training stimuli")
+        targets = ff.test_targets(samples.test_labels)
+        rows, complete = [], True
+        # 5. decoding, ROI by ROI, layer by layer (resumable: finished work files are reused)
+        for name, mask in inputs.masks.items():
+            roi = prepare_roi(name, mask, samples, inputs.files[name])
+            design = decoding.prepare_design(roi.X_train, config.alpha,
+                                             dtype=np.dtype(config.dtype), device=config.device)
+            shard_files = {}
+            for layer in layers:
+                wf = _work_file(config, subject, roi, layer, config.unit_shard, ff)
+                if _complete(wf):
+                    LOGGER.info("sub-%s %s/%s: reusing %s", subject, roi.name, layer, wf.name)
+                else:
+                    t1 = time.time()
+                    decode_layer(config, ff, layer, roi, design, train_rows, targets, wf)
+                    LOGGER.info("sub-%s %s/%s: %d units decoded in %.1f s", subject, roi.name,
+                                layer, ff.n_units(layer), time.time() - t1)
+                n = config.unit_shard[1]
+                files = [_work_file(config, subject, roi, layer, (i, n), ff)
+                         for i in range(1, n + 1)]
+                shard_files[layer] = files
+            if not all(_complete(f) for fs in shard_files.values() for f in fs):
+                complete = False
+                LOGGER.info("sub-%s %s: shard %d/%d done; outputs are written by the job that "
+                            "finishes the last shard", subject, roi.name, *config.unit_shard)
+                continue
+            # 6. evaluation + derivatives
+            with derivatives.lock(config.output_dir, f"sub-{subject}"):
+                roi_rows = assemble_roi(config, subject, ff, roi, layers, shard_files,
+                                        samples.test_labels, samples.X_train.shape[0])
+                write_roi_sidecar(config, subject, roi, ff, samples, tr)
+                write_summary(config, subject, roi_rows)
+            rows.extend(roi_rows)
+    write_run_config(config, subject, samples.info)
+    if complete:
+        if inputs.qc is not None:
+            inputs.qc(collector.messages)
+        # 7. the subject's visual report (from the outputs only)
+        from .report import write_subject_report
+
+        html = write_subject_report(Path(config.output_dir), subject, config.task)
+        LOGGER.info("sub-%s: report %s", subject, html)
+    LOGGER.info("sub-%s: done in %.1f s", subject, time.time() - t0)
+    return {"subject": subject, "rows": rows, "info": samples.info, "complete": complete}
+
+
+def _bids_inputs(config: RunConfig, subject: str, source: BoldSource) -> SubjectInputs:
+    """Steps 1-3 on a BIDS dataset: runs and events, ROI masks, samples."""
+    bids_dir = Path(config.bids_dir)
     LOGGER.info("sub-%s: indexing %s", subject, bids_dir)
     # 1. layout
     layout = make_layout(bids_dir, [subject])
-    source = BoldSource.parse(config.bold_source, bids_dir, config.derivative_paths,
-                              config.space)
     train_runs = find_runs(layout, subject, config.train_task, config.train_session,
                            what="training", source=source)
     test_runs = find_runs(layout, subject, config.task, config.test_session_glob, what="test",
@@ -411,59 +505,13 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
         confounds=config.confounds, train_average=config.train_average,
         progress=lambda it: progress_bar(it, desc=f"sub-{subject} runs", unit="run"),
     )
-    LOGGER.info("sub-%s: %d training samples, %d test images (%d blocks), %d repeat blocks "
-                "left out", subject, samples.X_train.shape[0], len(samples.test_labels),
-                samples.info["n_test_blocks"], samples.info["n_repeats_dropped"])
-    # 4. features
-    ff = FeatureFile(_features_path(config))
-    with ff:
-        layers = ff.check_layers(config.layers)
-        train_rows = ff.rows_for(samples.train_labels, what="training stimuli")
-        targets = ff.test_targets(samples.test_labels)
-        rows, complete = [], True
-        # 5. decoding, ROI by ROI, layer by layer (resumable: finished work files are reused)
-        for spec in specs:
-            roi = prepare_roi(spec.name, masks[spec.name], samples,
-                              mask_files(bids_dir, subject, spec, roots, config.atlas))
-            design = decoding.prepare_design(roi.X_train, config.alpha,
-                                             dtype=np.dtype(config.dtype), device=config.device)
-            shard_files = {}
-            for layer in layers:
-                wf = _work_file(config, subject, roi, layer, config.unit_shard, ff)
-                if _complete(wf):
-                    LOGGER.info("sub-%s %s/%s: reusing %s", subject, roi.name, layer, wf.name)
-                else:
-                    t1 = time.time()
-                    decode_layer(config, ff, layer, roi, design, train_rows, targets, wf)
-                    LOGGER.info("sub-%s %s/%s: %d units decoded in %.1f s", subject, roi.name,
-                                layer, ff.n_units(layer), time.time() - t1)
-                n = config.unit_shard[1]
-                files = [_work_file(config, subject, roi, layer, (i, n), ff)
-                         for i in range(1, n + 1)]
-                shard_files[layer] = files
-            if not all(_complete(f) for fs in shard_files.values() for f in fs):
-                complete = False
-                LOGGER.info("sub-%s %s: shard %d/%d done; outputs are written by the job that "
-                            "finishes the last shard", subject, roi.name, *config.unit_shard)
-                continue
-            # 6. evaluation + derivatives
-            with derivatives.lock(config.output_dir, f"sub-{subject}"):
-                roi_rows = assemble_roi(config, subject, ff, roi, layers, shard_files,
-                                        samples.test_labels, samples.X_train.shape[0])
-                write_roi_sidecar(config, subject, roi, ff, samples, tr)
-                write_summary(config, subject, roi_rows)
-            rows.extend(roi_rows)
-    write_run_config(config, subject, samples.info)
-    if complete:
-        write_qc(config, subject, train_runs[0], union, masks, ref.shape, samples,
-                 collector.messages)
-        # 7. the subject's visual report (from the outputs only)
-        from .report import write_subject_report
+    files = {s.name: mask_files(bids_dir, subject, s, roots, config.atlas) for s in specs}
 
-        html = write_subject_report(Path(config.output_dir), subject, config.task)
-        LOGGER.info("sub-%s: report %s", subject, html)
-    LOGGER.info("sub-%s: done in %.1f s", subject, time.time() - t0)
-    return {"subject": subject, "rows": rows, "info": samples.info, "complete": complete}
+    def qc(warnings):
+        return write_qc(config, subject, train_runs[0], union, masks, ref.shape, samples,
+                        warnings)
+
+    return SubjectInputs(samples, masks, files, tr, qc)
 
 
 def write_roi_sidecar(config: RunConfig, subject, roi: RoiData, ff: FeatureFile, samples,

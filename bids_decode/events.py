@@ -169,7 +169,7 @@ def _from_levels(levels: dict, kind: str) -> tuple[tuple[str, ...], tuple[str, .
 
 def detect(df: pd.DataFrame, events: Path, kind: str, *, default_type: str,
            option: tuple[str, tuple[str, ...]] | None = None,
-           drop_repeats: bool = True) -> Convention:
+           drop_repeats: bool = True, stimulus_column: str | None = None) -> Convention:
     """The convention of one events file (see the module docstring for the order).
 
     Parameters
@@ -186,6 +186,8 @@ def detect(df: pd.DataFrame, events: Path, kind: str, *, default_type: str,
         From ``--sample-events``.
     drop_repeats : bool
         Whether the task drops one-back repeats (ds001246 perception).
+    stimulus_column : str, optional
+        The column naming the stimulus (for the example value of an error).
     """
     if option is not None:
         col, values = option
@@ -220,14 +222,19 @@ def detect(df: pd.DataFrame, events: Path, kind: str, *, default_type: str,
             and set(sample) & set(found):
         return Convention("kamitani-numeric", "event_type", sample,
                           tuple(r for r in repeat if r in found), False)
+    example = found[0] if found else "VALUE"
+    if stimulus_column in df.columns:  # the commonest code of rows naming a stimulus
+        named = df[df[stimulus_column].notna() & (df[stimulus_column].astype(str) != "")]
+        codes_named = named["event_type"].dropna().astype(str).map(canonical)
+        if len(codes_named):
+            example = codes_named.value_counts().index[0]
     raise DataError(
         f"The events file {events} uses an event convention bids_decode does not know: "
         f"event_type values {found[:20]} (known: ds001246's '{STRING_CODES[kind]}', the Kamitani "
         f"lab's numeric codes, {sorted(codes, key=_code_order)} with {'/'.join(sample)} = "
         f"{kind} block, or the Levels of an events.json sidecar). State which rows are "
         f"samples with --sample-events event_type=VALUE (e.g. --sample-events "
-        f"event_type={found[0] if found else 'VALUE'}) and, if needed, the image column with "
-        "--stimulus-column."
+        f"event_type={example}) and, if needed, the image column with --stimulus-column."
     )
 
 

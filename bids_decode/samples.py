@@ -125,7 +125,8 @@ def read_blocks(events: Path, spec: EventSpec | str | None = None) -> Blocks:
                             f"{list(df.columns)}); BIDS events need onset and duration.")
     col = choose_stimulus_column(df.columns, spec.column, events, spec.columns)
     conv = detect_convention(df, events, spec.kind, default_type=spec.event_type,
-                             option=spec.sample_events, drop_repeats=spec.drop_repeats)
+                             option=spec.sample_events, drop_repeats=spec.drop_repeats,
+                             stimulus_column=col)
     rows, n_marked = sample_rows(df, conv)
     df = df[rows & df[col].notna() & (df[col].astype(str) != "")]
     if df.empty:

@@ -166,6 +166,17 @@ def imagenet_name(value: float) -> str:
     return f"n{cat:08d}_{img}" if img else f"n{cat:08d}"
 
 
+def subject_path(path: Path, subject: str) -> Path:
+    """PATH with ``{subject}`` replaced by the label, or by the label without leading zeros
+    when only that file exists (the GOD files are ``Subject1.h5`` for sub-01)."""
+    out = Path(str(path).replace("{subject}", subject))
+    if not out.exists() and subject.isdigit():
+        alt = Path(str(path).replace("{subject}", str(int(subject))))
+        if alt.exists():
+            return alt
+    return out
+
+
 def _rows(bd: BDataFile, option, default: str, split: str) -> tuple[np.ndarray, str]:
     key, values = option if option is not None else ("DataType", (default,))
     if key not in bd.keys:
@@ -208,7 +219,8 @@ def subject_inputs(config, subject: str, path: Path):
     config : RunConfig
     subject : str
     path : Path
-        ``--bold-source bdata=PATH`` (``{subject}`` replaced by the label).
+        ``--bold-source bdata=PATH`` (``{subject}`` replaced by the label, see
+        :func:`subject_path`).
 
     Returns
     -------
@@ -220,7 +232,7 @@ def subject_inputs(config, subject: str, path: Path):
     from .participant import SubjectInputs
     from .samples import Samples, average_by_label
 
-    path = Path(str(path).replace("{subject}", subject))
+    path = subject_path(path, subject)
     kind = "imagery" if task_defaults(config.task)["event_type"] == "imagery" else "perception"
     with BDataFile(path) as bd:
         LOGGER.info("sub-%s: BData %s (%d samples x %d columns)", subject, path, *bd.shape)

@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
               "with decoders trained on perception)")
     _opt(g, "--bold-source", default="raw", metavar="raw|preproc-spm|fmriprep|PATH",
          help="BOLD runs: raw BIDS runs, ds001246's derivatives/preproc-spm/output, fMRIPrep "
-              "derivatives (-d fmriprep=PATH), or a derivatives folder (default: raw)")
+              "derivatives (-d fmriprep=PATH), a derivatives folder, or bdata=PATH: the "
+              "authors' BData .h5 ('{subject}' = label) (default: raw)")
     _opt(g, "--derivatives", "-d", nargs="+", default=[], metavar="NAME=PATH",
          help="derivative folders, e.g. fmriprep=/data/derivatives/fmriprep")
     _opt(g, "--space", default="T1w", help="fMRIPrep output space (default T1w)")

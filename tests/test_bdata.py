@@ -159,3 +159,15 @@ def test_bdata_errors_are_clean(tmp_path, capsys):
     assert main([*base, "--bold-source", f"bdata={bad}"]) == EXIT_DATAERR
     err = capsys.readouterr().err
     assert "not a BData file" in err and "Traceback" not in err
+
+
+def test_god_ids_and_subject_paths(tmp_path):
+    from bids_decode.bdata import imagenet_name, subject_path
+
+    assert imagenet_name(1518878.005958) == "n01518878_5958"
+    assert imagenet_name(_god_id("n04254680_1190")) == "n04254680_1190"
+    assert imagenet_name(1443537.0) == "n01443537"
+    (tmp_path / "Subject1.h5").write_bytes(b"")
+    assert subject_path(tmp_path / "Subject{subject}.h5", "01") == tmp_path / "Subject1.h5"
+    (tmp_path / "Subject01.h5").write_bytes(b"")
+    assert subject_path(tmp_path / "Subject{subject}.h5", "01") == tmp_path / "Subject01.h5"

@@ -248,6 +248,7 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
         feats[name] = Y.reshape((n_img, *shape)).astype(np.float32)
     # dataset files
     desc = json.loads((src / "dataset_description.json").read_text())
+    desc = {k: v for k, v in desc.items() if v != ""}  # ds001506's "Funding": "" is invalid
     desc.update({"Name": f"bids_decode simulated {layout}-shaped dataset", "BIDSVersion": "1.9.0",
                  "DatasetType": "raw", "License": "CC0"})
     (out / "dataset_description.json").write_text(json.dumps(desc, indent=2))

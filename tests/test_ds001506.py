@@ -50,6 +50,9 @@ def test_simulated_layout_is_ds001506s(ds1506):
     ev = pd.read_csv(next((bids / "sub-01").glob(
         "ses-perceptionNaturalImageTraining01/func/*_run-01_events.tsv")), sep="\t")
     assert set(ev.event_type) == {-1, 1, 2, -2}  # the numeric codes, as published
+    from bids_decode.validation import validate_bids
+
+    validate_bids(bids)  # a valid BIDS dataset (raises otherwise)
 
 
 @pytest.mark.parametrize("test_session,n_images", [("perceptionNaturalImageTest*", 50),

@@ -129,3 +129,15 @@ def test_missing_test_images_are_named_exactly(tmp_path):
     msg = str(err.value)
     assert "1 of the 6 test labels" in msg and f"['{names[0]}']" in msg
     assert not any(n in msg for n in names[1:])
+
+
+def test_malformed_sample_events_is_a_usage_error(tmp_path, capsys):
+    from bids_decode.cli import main, parse_args
+
+    assert main([str(tmp_path), str(tmp_path / "out"), "participant",
+                 "--sample-events", "event_type"]) == 64
+    assert "--sample-events takes" in capsys.readouterr().err
+    cfg = parse_args([str(tmp_path), str(tmp_path / "o"), "participant", "--sample-events",
+                      "train:event_type=1", "test:event_type=2", "--train-average"])
+    assert cfg.sample_events_for("test") == ("event_type", ("2",)) and cfg.train_average
+    assert {"sample_events", "train_average"} <= set(cfg.decoding_fingerprint())

@@ -42,8 +42,8 @@ STRING_CODES = {"perception": "stimulus", "imagery": "imagery"}
 #: rule a level out
 LEVEL_WORDS = {"perception": ("stimulus", "stimuli", "image presentation"),
                "imagery": ("imagery", "imagine")}
-LEVEL_EXCLUDE = ("repet", "repeat", "rest", "cue", "evaluat", "response", "fixation", "blank")
-REPEAT_WORDS = ("repet", "repeat")
+LEVEL_EXCLUDE = re.compile(r"\b(repet|repeat|rest\b|cue|evaluat|response|fixation|blank)")
+REPEAT_WORDS = re.compile(r"\b(repet|repeat)")
 
 
 @dataclass(frozen=True)
@@ -162,8 +162,8 @@ def sidecar_levels(events: Path, column: str = "event_type") -> tuple[dict, Path
 def _from_levels(levels: dict, kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     samples = tuple(k for k, d in levels.items()
                     if any(w in d.lower() for w in LEVEL_WORDS[kind])
-                    and not any(w in d.lower() for w in LEVEL_EXCLUDE))
-    repeats = tuple(k for k, d in levels.items() if any(w in d.lower() for w in REPEAT_WORDS))
+                    and not LEVEL_EXCLUDE.search(d.lower()))
+    repeats = tuple(k for k, d in levels.items() if REPEAT_WORDS.search(d.lower()))
     return samples, repeats
 
 

@@ -93,7 +93,8 @@ def test_unknown_convention_is_a_data_error_naming_file_values_and_option(tmp_pa
 def test_events_json_levels_name_the_sample_and_repeat_codes(tmp_path):
     ev = _events(tmp_path, ["0", "7", "8", "7", "0"], ["n/a", "a", "a", "b", "n/a"])
     (tmp_path / "task-x_events.json").write_text(json.dumps({"event_type": {"Levels": {
-        "0": "rest", "7": "Stimulus presentation block", "8": "Repetition of the stimulus"}}}))
+        "0": "inter-trial rest", "7": "Stimulus presentation block (forest scenes)",
+        "8": "Repetition of the stimulus"}}}))
     b = read_blocks(ev, EventSpec.for_task("perception"))
     assert b.labels == ["a", "b"] and b.n_repeats == 1
     assert b.convention.startswith("events.json") and "event_type = 8 marks repeats" in b.convention
@@ -102,6 +103,19 @@ def test_events_json_levels_name_the_sample_and_repeat_codes(tmp_path):
         "0": "rest", "7": "fixation", "8": "button"}}}))
     with pytest.raises(DataError, match="task-x_events.json"):
         read_blocks(ev, EventSpec.for_task("perception"))
+
+
+def test_events_json_levels_of_ds001506_imagery(tmp_path):
+    ev = _events(tmp_path, ["-1", "1", "2", "3", "4", "1", "2", "3", "4"],
+                 ["n/a"] + ["cat1"] * 4 + ["cat2"] * 4, name="sub-01_task-imagery_events.tsv")
+    ev_df = pd.read_csv(ev, sep="\t").rename(columns={"stimulus_name": "category_name"})
+    ev_df.to_csv(ev, sep="\t", index=False, na_rep="n/a")
+    (tmp_path / "task-imagery_events.json").write_text(json.dumps({"event_type": {"Levels": {
+        "-1": "rest block", "1": "cue presentation period", "2": "imagery period",
+        "3": "evaluation of imagery quality period", "4": "inter-trial and post rest period"}}}))
+    b = read_blocks(ev, EventSpec.for_task("imagery"))
+    assert b.labels == ["cat1", "cat2"] and list(b.onsets) == [8.0, 24.0]
+    assert b.convention.startswith("events.json: samples are rows with event_type = 2")
 
 
 def test_sample_events_option_parsing():

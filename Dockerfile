@@ -9,8 +9,9 @@
 #               sha256:90522eeb7e5923ee2b871c639059537b30521272f10ca86fdbbbb2b75a8c40cd (pass
 #               BASE_IMAGE=debian:bookworm-20250520-slim@sha256:... to enforce it); where Docker Hub
 #               cannot be reached, docker/make-base.sh makes the same tag from Debian's packages.
-#   WEIGHTS     pretrained (default): download torchvision's AlexNet and VGG19 weights into the
-#               image if the build has network access, else record that they must be mounted;
+#   WEIGHTS     pretrained (default): download torchvision's weights of alexnet, vgg19, resnet18,
+#               resnet50 and vit_b_16 (docker/fetch-weights.py) into the image if the build has
+#               network access, else record that they must be mounted;
 #               required: fail the build without them; none: do not try.
 #   IMAGE_TAG   the tag, recorded in the outputs' dataset_description.json (GeneratedBy.Container).
 # Secrets (optional): --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt gives pip a CA bundle
@@ -43,14 +44,16 @@ RUN --mount=type=bind,source=docker/wheels,target=/wheels \
 
 # Runtime environment: nothing is written into the image at run time (--read-only works with a
 # tmpfs on /tmp); any --user works (HOME and caches are under /tmp); weights are read from
-# torchvision's cache under TORCH_HOME, a read-only folder of the image.
+# torchvision's cache under TORCH_HOME, a read-only folder of the image; the decoder's compiled
+# kernels from BIDS_DECODE_CACHE_DIR, compiled at build time (copied to /tmp when first used,
+# since numba reads its cache only from a writable folder).
 ENV PATH=/opt/venv/bin:$PATH \
     TORCH_HOME=/opt/torch \
     HOME=/tmp \
     TMPDIR=/tmp \
     XDG_CACHE_HOME=/tmp/.cache \
     MPLCONFIGDIR=/tmp/.cache/matplotlib \
-    NUMBA_CACHE_DIR=/tmp/.cache/numba \
+    BIDS_DECODE_CACHE_DIR=/opt/bids_decode/kernels \
     DENO_DIR=/tmp/.cache/deno \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONNOUSERSITE=1 \
@@ -74,6 +77,8 @@ RUN pip install --no-cache-dir --disable-pip-version-check --no-index --no-deps 
  && rm -rf /opt/bids_decode/src /root/.cache \
  && python -c "import bids_decode, torch, torchvision, numba" \
  && bids_decode --version \
+ && python -c "from bids_decode._backends import warm_up; print('kernels compiled:', warm_up())" \
+ && chmod -R a+rX "$BIDS_DECODE_CACHE_DIR" \
  && rm -rf /tmp/* /tmp/.[!.]*
 
 ARG IMAGE_TAG=bids_decode

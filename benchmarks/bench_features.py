@@ -10,6 +10,11 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/bench_features.py                  # VGG19, all layers, CPU
     .venv/bin/python benchmarks/bench_features.py --n-images 4 16 64 --batch-size 4
     .venv/bin/python benchmarks/bench_features.py --network alexnet --device cuda
+    .venv/bin/python benchmarks/bench_features.py --network resnet50 --n-images 4 16   # default
+    .venv/bin/python benchmarks/bench_features.py --network vit_b_16 --n-images 4 16   # layers
+
+``--network`` takes any network of ``bids_decode features`` (torchvision names included);
+without ``--layers`` its default layers are extracted.
 """
 
 from __future__ import annotations
@@ -79,7 +84,8 @@ def worker(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--network", default="vgg19")
-    parser.add_argument("--layers", nargs="+", default=None, help="default: all")
+    parser.add_argument("--layers", nargs="+", default=None,
+                        help="default: the network's default layers")
     parser.add_argument("--n-images", type=int, nargs="+", default=[4, 16])
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="cpu")

@@ -4,14 +4,20 @@ Builds a subject on the real grid with the real events, then times in separate p
 process per measurement, so peak RSS is per measurement):
 
 1. plain decompression of every run (``gzip`` read into memory, nothing else);
-2. ``bids_decode.samples.build_samples`` (mask, cast, detrend/z-score, block averaging).
+2. ``bids_decode.samples.build_samples`` (mask, cast, detrend/z-score, block averaging);
+3. the same through fMRIPrep's minimal outputs: every run resampled once onto the mask's
+   grid through its per-volume head-motion transforms and a coregistration (written with
+   nitransforms beside the runs, as ``--bold-source fmriprep`` reads them).
+
+Step 3 runs for the ds001246 layout only.
 
 Layouts: ``ds001246`` (64 x 64 x 50 voxels of 3 mm, 178 int16 volumes per run, a VC-sized ROI)
 and ``ds001506`` (96 x 96 x 76 voxels of 2 mm, 239 volumes per training run, 245 per test run,
-TR 2 s, numeric event codes, an ROI of ~15,000 voxels).
+TR 2 s, numeric event codes, an ROI of ~30,000 voxels).
 
-Prints wall time, the ratio (goal <= 1.5) and peak RSS (goal < 4 GB, and the same for 4 and 8
-runs: memory must not grow with the number of runs).
+Prints wall and CPU time, the ratios (goals: ingestion <= 1.5x decompression, resampling <= 2x
+ingestion) and peak RSS (goal < 4 GB, and the same for 4 and 8 runs: memory must not grow with
+the number of runs).
 
     python benchmarks/bench_ingestion.py [--layout ds001506] [--runs 59] [--keep DIR]
 """
@@ -82,6 +88,36 @@ def make_subject(root: Path, n_runs: int, layout: str = "ds001246", seed: int = 
     print(f"made {len(runs)} runs ({vc.sum()} ROI voxels) in {root}", flush=True)
 
 
+def make_transforms(root: Path, seed: int = 1) -> None:
+    """fMRIPrep-minimal transforms of every run (head motion of ~1 mm / 1 degree and a
+    coregistration of a few mm and degrees), unless already there."""
+    import nibabel as nib
+    import nitransforms as nt
+
+    from bids_decode.bold_sources import COREG_PATTERN, HMC_PATTERN, fov_center, rigid_matrices
+
+    rng = np.random.default_rng(seed)
+    fp = root / "derivatives" / "fmriprep"
+    fp.mkdir(parents=True, exist_ok=True)
+    (fp / "dataset_description.json").write_text(json.dumps(
+        {"Name": "bench", "BIDSVersion": "1.9.0", "DatasetType": "derivative"}))
+    for bold in sorted(root.glob("sub-01/*/func/*_bold.nii.gz")):
+        stem = bold.name[: -len("_bold.nii.gz")]
+        func = fp / bold.parent.relative_to(root)
+        if (func / HMC_PATTERN.format(stem=stem)).is_file():
+            continue
+        func.mkdir(parents=True, exist_ok=True)
+        img = nib.load(bold)
+        walk = np.cumsum(rng.standard_normal((img.shape[3], 6))
+                         * np.r_[[0.08] * 3, [0.0013] * 3], axis=0)
+        nt.linear.LinearTransformsMapping(rigid_matrices(walk, fov_center(img))).to_filename(
+            func / HMC_PATTERN.format(stem=stem), fmt="itk")
+        coreg = rigid_matrices(np.r_[rng.uniform(-3, 3, 3), rng.uniform(-0.03, 0.03, 3)][None],
+                               fov_center(img))[0]
+        nt.linear.Affine(coreg).to_filename(func / COREG_PATTERN.format(stem=stem, space="T1w"),
+                                            fmt="itk")
+
+
 CHILD = r"""
 import gzip, json, sys, time
 from pathlib import Path
@@ -89,7 +125,8 @@ root, mode, lay = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 if mode != "decompress":
     import nibabel as nib
     import numpy as np
-    from bids_decode.layout import find_runs, make_layout
+    from bids_decode.bold_sources import align_runs
+    from bids_decode.layout import BoldSource, find_runs, make_layout
     from bids_decode.samples import build_samples
 t0, c0 = time.perf_counter(), time.process_time()
 if mode == "decompress":
@@ -99,9 +136,16 @@ if mode == "decompress":
         del data
 else:
     bids = make_layout(root, ["01"])
-    train = find_runs(bids, "01", "perception", lay["train"] + "*", what="training")
-    test = find_runs(bids, "01", "perception", lay["test"] + "*", what="test")
-    mask = np.asanyarray(nib.load(root / "sourcedata/sub-01/anat/vc.nii.gz").dataobj) > 0
+    src = BoldSource.parse("fmriprep" if mode == "resample" else "raw", root, {}, "T1w")
+    train = find_runs(bids, "01", "perception", lay["train"] + "*", what="training",
+                      source=src)
+    test = find_runs(bids, "01", "perception", lay["test"] + "*", what="test", source=src)
+    vc = root / "sourcedata/sub-01/anat/vc.nii.gz"
+    mask = np.asanyarray(nib.load(vc).dataobj) > 0
+    if mode == "resample":
+        ref, runs = align_runs(src.kind, train + test, vc, "01")
+        assert all(r.transforms.resample for r in runs)
+        train, test = runs[:len(train)], runs[len(train):]
     s = build_samples(train, test, mask, tuple(lay["grid"]), shift=3.0)
     assert s.X_train.shape[1] == mask.sum()
 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -137,6 +181,8 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             make_subject(root, args.runs, args.layout)
             print(f"build: {time.perf_counter() - t0:.0f} s", flush=True)
+        if args.layout == "ds001246":
+            make_transforms(root)
         n = len(list(root.glob("sub-01/*/func/*_bold.nii.gz")))
         size = sum(f.stat().st_size for f in root.glob("sub-01/*/func/*_bold.nii.gz")) / 2**20
         dec = measure(root, "decompress", args.layout)
@@ -147,10 +193,17 @@ def main(argv=None) -> int:
         print(f"{'step':<28}{'wall s':>9}{'CPU s':>9}{'peak RSS MiB':>15}")
         for name, m in (("gzip decompression only", dec), ("bids_decode build_samples", ing)):
             print(f"{name:<28}{m['wall']:>9.1f}{m['cpu']:>9.1f}{m['rss_mb']:>15.0f}")
+        res = measure(root, "resample", args.layout) if args.layout == "ds001246" else None
+        if res is not None:
+            print(f"{'  resampled via fMRIPrep xfm':<28}{res['wall']:>9.1f}{res['cpu']:>9.1f}"
+                  f"{res['rss_mb']:>15.0f}")
         ratio = ing["wall"] / dec["wall"]
         print(f"ratio ingestion/decompression: {ratio:.2f} wall, {ing['cpu'] / dec['cpu']:.2f} "
               f"CPU (goal <= 1.5; CPU time is the robust one on a shared machine); "
               f"peak RSS {ing['rss_mb'] / 1024:.2f} GiB (goal < 4)")
+        if res is not None:
+            print(f"ratio resampled/ingestion: {res['wall'] / ing['wall']:.2f} (goal <= 2); "
+                  f"peak RSS {res['rss_mb'] / 1024:.2f} GiB")
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

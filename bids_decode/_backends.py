@@ -20,11 +20,14 @@ Cholesky diagonal exceeds ``cond_max``); the caller redoes such units in float64
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import logging
 import os
-import threading
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -81,8 +84,10 @@ def _mkl_library():
 def lapack_provider() -> str:
     """Which LAPACK the CPU kernel calls: ``"mkl"`` or ``"scipy"``.
 
-    ``mkl`` where the ``mkl`` package loads, unless the environment variable
-    ``BIDS_DECODE_LAPACK`` says ``scipy``; ``BIDS_DECODE_LAPACK=mkl`` without it is an error.
+    ``BIDS_DECODE_LAPACK=mkl|scipy`` decides (``mkl`` without the ``mkl`` package is an
+    error). Unset, the faster of the two on this CPU where the ``mkl`` package loads, by a
+    short calibration (:func:`calibrate_lapack`) that is cached per machine; SciPy's
+    otherwise.
     """
     from .errors import UsageError
 
@@ -93,53 +98,261 @@ def lapack_provider() -> str:
     if want == "scipy":
         return "scipy"
     if _mkl_library() is not None:
-        return "mkl"
+        return "mkl" if want == "mkl" else calibrate_lapack()["choice"]
     if want == "mkl":
         raise UsageError(f"{LAPACK_ENV}=mkl but the 'mkl' package is not installed or does "
                          "not load; install it (pip install mkl) or unset the variable.")
     return "scipy"
 
 
-def _lapack(name: str, n_args: int):
-    """A LAPACK routine (Fortran calling convention) as a ctypes function pointer."""
+#: MKL is chosen only when its Cholesky is this much faster than SciPy's (OpenBLAS's) at the
+#: decoder's block size: timing noise must not flip the choice (and with it the last bits)
+_MKL_MARGIN = 1.1
+
+
+def _time_potrf(provider: str, n: int = 501, repeats: int = 15) -> float:
+    """Best time of ``spotrf`` on an ``n x n`` SPD matrix, in seconds."""
+    import time
+
+    addr = (ctypes.cast(_mkl_library().spotrf_, ctypes.c_void_p).value if provider == "mkl"
+            else get_cython_function_address("scipy.linalg.cython_lapack", "spotrf"))
+    potrf = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 5))(addr)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2 * n, n)).astype(np.float32)
+    spd = np.asfortranarray(X.T @ X + n * np.eye(n, dtype=np.float32))
+    uplo, dim, info = ctypes.c_char(b"L"), ctypes.c_int(n), ctypes.c_int(0)
+    best = np.inf
+    for _ in range(repeats):
+        a = spd.copy(order="F")
+        t0 = time.perf_counter()
+        potrf(ctypes.byref(uplo), ctypes.byref(dim), a.ctypes.data, ctypes.byref(dim),
+              ctypes.byref(info))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@functools.cache
+def calibrate_lapack() -> dict:
+    """Time MKL's and SciPy's ``spotrf`` at the decoder's size and choose the faster.
+
+    The result is kept in the kernel cache folder (:func:`numba_cache_dir`), keyed by CPU
+    model, instruction sets and library versions, so a machine keeps one choice (and the
+    same bits) from run to run. Returns ``{"choice", "mkl_s", "scipy_s", "key"}``.
+    """
+    import importlib.metadata
+    import json
+
+    import llvmlite.binding as ll
+    import scipy
+    from threadpoolctl import threadpool_limits
+
+    mkl_version = importlib.metadata.version("mkl")
+    # a VM may show one model name for several CPU generations: the LLVM CPU name too
+    key = "|".join((cpu_model(), ll.get_host_cpu_name(),
+                    os.environ.get("MKL_ENABLE_INSTRUCTIONS", ""),
+                    os.environ.get("MKL_CBWR", ""), mkl_version, scipy.__version__))
+    folder = numba_cache_dir() if numba is not None else None
+    path = Path(folder) / "lapack-choice.json" if folder else None
+    if path is not None and path.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            cached = json.loads(path.read_text())
+            if cached.get(key):
+                return cached[key]
+    with threadpool_limits(1):
+        times = {p: _time_potrf(p) for p in ("scipy", "mkl")}
+    choice = "mkl" if times["mkl"] * _MKL_MARGIN < times["scipy"] else "scipy"
+    result = {"choice": choice, "mkl_s": times["mkl"], "scipy_s": times["scipy"], "key": key}
+    log.info("LAPACK for the CPU decoder: %s (spotrf at k = 500: MKL %.2f ms, SciPy %.2f ms; "
+             "cached in %s)", choice, 1e3 * times["mkl"], 1e3 * times["scipy"], path)
+    if path is not None:
+        with contextlib.suppress(OSError, ValueError):
+            cached = json.loads(path.read_text()) if path.is_file() else {}
+            cached[key] = result
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cached, indent=1))
+            os.replace(tmp, path)
+    return result
+
+
+def _lapack_address(name: str) -> int:
+    """Address of a LAPACK routine (Fortran calling convention) of the chosen provider."""
     if lapack_provider() == "mkl":
-        addr = ctypes.cast(getattr(_mkl_library(), name + "_"), ctypes.c_void_p).value
-    else:
-        addr = get_cython_function_address("scipy.linalg.cython_lapack", name)
-    return ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * n_args))(addr)
+        return ctypes.cast(getattr(_mkl_library(), name + "_"), ctypes.c_void_p).value
+    return get_cython_function_address("scipy.linalg.cython_lapack", name)
 
 
-_COMPILE_LOCK = threading.Lock()
+#: LLVM CPU names by the widest vector instruction set their kernels use (for provenance;
+#: a name not listed is reported as it is)
+_ISA_OF_CPU = {
+    "avx512": ("skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake-client",
+               "icelake-server", "tigerlake", "rocketlake", "sapphirerapids", "emeraldrapids",
+               "graniterapids", "znver4", "znver5", "x86-64-v4"),
+    "avx2": ("haswell", "broadwell", "skylake", "alderlake", "raptorlake", "meteorlake",
+             "znver1", "znver2", "znver3", "x86-64-v3"),
+    "sse": ("generic", "x86-64", "x86-64-v2", "nehalem", "westmere", "sandybridge",
+            "ivybridge"),
+}
+
+
+def _isa_of_features(features: str) -> str:
+    flags = {f[1:] for f in features.split(",") if f.startswith("+")}
+    return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; the platform's processor elsewhere)."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f
+                          if ln.startswith("model name")), model)
+    return model
+
+
+def cpu_info() -> dict:
+    """The CPU and the code paths the decoder's kernels take on it (for provenance).
+
+    Returns
+    -------
+    dict
+        ``model`` (``/proc/cpuinfo``), ``host_isa`` (widest vector set of the CPU),
+        ``kernel_isa`` (the one the compiled kernels target: the host's, or that of
+        ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES``), ``numba_cpu``, ``lapack`` (the kernel's),
+        ``openblas`` (numpy's OpenBLAS version and kernel family), and the MKL settings
+        ``MKL_ENABLE_INSTRUCTIONS`` and ``MKL_CBWR`` when set.
+    """
+    info = {"model": cpu_model(), "host_isa": "unknown", "kernel_isa": "unknown", "numba_cpu": None}
+    if numba is not None:
+        import llvmlite.binding as ll
+
+        info["host_isa"] = _isa_of_features(ll.get_host_cpu_features().flatten())
+        name, features = numba.config.CPU_NAME, numba.config.CPU_FEATURES
+        info["numba_cpu"] = name or ll.get_host_cpu_name()
+        if features:
+            info["kernel_isa"] = _isa_of_features(features)
+        elif name and name != "host":
+            info["kernel_isa"] = next((isa for isa, names in _ISA_OF_CPU.items()
+                                       if name in names), f"unknown ({name})")
+        else:
+            info["kernel_isa"] = info["host_isa"]
+        info["lapack"] = lapack_provider()
+        if os.environ.get(LAPACK_ENV):
+            info["lapack_chosen_by"] = LAPACK_ENV
+        elif _mkl_library() is not None:
+            cal = calibrate_lapack()
+            info["lapack_chosen_by"] = (f"calibration: spotrf k=500 MKL {1e3 * cal['mkl_s']:.3f} "
+                                        f"ms, SciPy {1e3 * cal['scipy_s']:.3f} ms")
+    with contextlib.suppress(Exception):
+        from threadpoolctl import threadpool_info
+
+        blas = [i for i in threadpool_info() if i.get("internal_api") == "openblas"]
+        if blas:
+            info["openblas"] = f"{blas[0].get('version')} {blas[0].get('architecture')}"
+    for var in ("MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "OPENBLAS_CORETYPE"):
+        if os.environ.get(var):
+            info[var] = os.environ[var]
+    return info
 
 
 #: units whose blocks are gathered together (work memory: SUB_BATCH * (k + 1)^2 per thread)
 SUB_BATCH = 32
 
+#: environment variable naming the folder of compiled kernels (default: the user's cache)
+CACHE_ENV = "BIDS_DECODE_CACHE_DIR"
 
-def _numba_kernel(dtype_char: str):
-    """The batch solver for 'f' (float32) or 'd' (float64), compiled once per process."""
-    with _COMPILE_LOCK:
-        return _compile_kernel(dtype_char)
+
+def _writable(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+        return True
+    except OSError:
+        return False
 
 
 @functools.cache
-def _compile_kernel(dtype_char: str):
-    prefix = {"f": "s", "d": "d"}[dtype_char]
-    potrf = _lapack(prefix + "potrf", 5)
-    potrs = _lapack(prefix + "potrs", 8)
+def numba_cache_dir() -> str | None:
+    """Where compiled kernels are cached on disk, or None where no folder can be written.
 
-    # not cached on disk: the LAPACK addresses are baked into the machine code
-    @numba.njit(nogil=True)
-    def solve_batch(gram, index, rhs, cond_max, xt, coef, intercept, status, pred):
+    ``NUMBA_CACHE_DIR`` if set (numba's own variable); else ``$BIDS_DECODE_CACHE_DIR``, or
+    ``$XDG_CACHE_HOME/bids_decode`` (``~/.cache/bids_decode``). A cache that exists but cannot
+    be written (a read-only container image that ships its kernels compiled) is copied to a
+    temporary folder and used from there. numba keys each cached kernel by the source file,
+    the signature and the CPU name and features it was compiled for, and the kernels take the
+    LAPACK routines' addresses as arguments, so a cache never serves the wrong CPU or LAPACK.
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return os.environ["NUMBA_CACHE_DIR"]
+    base = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "bids_decode")
+    path = Path(base) / f"numba-{numba.__version__}"
+    if not _writable(path):
+        if not path.is_dir():
+            log.info("no writable folder for compiled kernels (%s): compiling each run", path)
+            return None
+        copy = Path(tempfile.mkdtemp(prefix="bids_decode-numba-"))
+        shutil.copytree(path, copy, dirs_exist_ok=True)
+        path = copy
+    numba.config.CACHE_DIR = str(path)
+    return str(path)
+
+
+if numba is not None:
+    from llvmlite import ir as _ir
+    from numba.core import types as _types
+    from numba.extending import intrinsic as _intrinsic
+
+    def _indirect_call(context, builder, sig, args):
+        """``(*addr)(data pointers of the arrays)``: LAPACK called through a run-time address,
+        so no address is baked into the machine code and the kernel can be cached on disk."""
+        i8p = _ir.IntType(8).as_pointer()
+        ptrs = [builder.bitcast(context.make_array(ty)(context, builder, val).data, i8p)
+                for ty, val in zip(sig.args[1:], args[1:])]
+        fnty = _ir.FunctionType(_ir.VoidType(), [i8p] * len(ptrs))
+        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), ptrs)
+        return context.get_dummy_value()
+
+    @_intrinsic
+    def _call5(typingctx, addr, a, b, c, d, e):
+        return _types.void(addr, a, b, c, d, e), _indirect_call
+
+    @_intrinsic
+    def _call8(typingctx, addr, a, b, c, d, e, f, g, h):
+        return _types.void(addr, a, b, c, d, e, f, g, h), _indirect_call
+
+    _jit = numba.njit(nogil=True, cache=numba_cache_dir() is not None)
+    _jit_fastmath = numba.njit(nogil=True, fastmath=True, cache=numba_cache_dir() is not None)
+
+    @_jit
+    def _aligned(n, dtype):
+        """An uninitialised 1-D array of ``n`` elements starting on a 64-byte boundary."""
+        itemsize = np.empty(0, dtype).itemsize
+        buf = np.empty(n + 64 // itemsize, dtype)
+        off = ((64 - buf.ctypes.data % 64) % 64) // itemsize
+        return buf[off:off + n]
+
+    @_jit
+    def _solve_batch(gram, index, rhs, cond_max, xt, coef, intercept, status, pred, potrf,
+                     potrs):
         # gram (P, P) C-order; index (B, k) int64 sorted ascending, all < P - 1;
         # rhs (B, k + 1) with the bias last; xt (P - 1, n_test) or shape (0, 0);
-        # outputs coef (B, k), intercept (B,), status (B,) int64, pred (B, n_test).
+        # outputs coef (B, k), intercept (B,), status (B,) int64, pred (B, n_test);
+        # potrf, potrs: addresses of LAPACK ?potrf and ?potrs in gram's precision.
         n_units, k = index.shape
         m = k + 1
         n_rows = gram.shape[0]
         bias = n_rows - 1
         sub = min(SUB_BATCH, n_units)
-        work = np.empty((sub, m * m), dtype=gram.dtype)
+        # every unit's workspace starts on a 64-byte boundary: MKL's results may depend on
+        # the alignment of its operands (its reproducibility conditions), so a unit's bits
+        # must not depend on where its slot happens to fall
+        align = 64 // gram.itemsize
+        slot = -(-(m * m) // align) * align
+        work = _aligned(sub * slot, gram.dtype).reshape((sub, slot))
         sels = np.empty((sub, m), dtype=np.int32)  # int32: the gather loop vectorises better
         # bucket (unit, position) pairs by Gram row: each row is read once per sub-batch and
         # scattered to every unit selecting it (the row stays in cache; a unit-by-unit gather
@@ -147,9 +360,10 @@ def _compile_kernel(dtype_char: str):
         counts = np.zeros(n_rows + 1, dtype=np.int64)
         bucket_u = np.empty(sub * m, dtype=np.int64)
         bucket_j = np.empty(sub * m, dtype=np.int64)
-        vec = np.empty(m, dtype=gram.dtype)
+        vec = _aligned(m, gram.dtype)
         info = np.zeros(1, dtype=np.int32)
-        ints = np.array([m, 1], dtype=np.int32)
+        ints = np.array([m], dtype=np.int32)
+        one = np.array([1], dtype=np.int32)
         uplo = np.array([76], dtype=np.int8)  # 'L'
         n_test = xt.shape[1]
         for u0 in range(0, n_units, sub):
@@ -184,7 +398,7 @@ def _compile_kernel(dtype_char: str):
             for b in range(nb):
                 u = u0 + b
                 wb = work[b]
-                potrf(uplo.ctypes, ints.ctypes, wb.ctypes, ints.ctypes, info.ctypes)
+                _call5(potrf, uplo, ints, wb, ints, info)
                 if info[0] != 0:
                     status[u] = info[0]
                     continue
@@ -201,8 +415,7 @@ def _compile_kernel(dtype_char: str):
                     continue
                 for i in range(m):
                     vec[i] = rhs[u, i]
-                potrs(uplo.ctypes, ints.ctypes, ints[1:].ctypes, wb.ctypes, ints.ctypes,
-                      vec.ctypes, ints.ctypes, info.ctypes)
+                _call8(potrs, uplo, ints, one, wb, ints, vec, ints, info)
                 status[u] = info[0]
                 for i in range(k):
                     coef[u, i] = vec[i]
@@ -213,62 +426,16 @@ def _compile_kernel(dtype_char: str):
                         acc += xt[sels[b, i], t] * vec[i]
                     pred[u, t] = acc
 
-    return solve_batch
 
-
-def solve_selected_numba(gram, index, rhs, cond_max, xt=None):
-    """Solve the selected-voxel systems of a batch of units on the CPU (one thread).
-
-    Parameters
-    ----------
-    gram : ndarray of shape (n_voxels + 1, n_voxels + 1), float32 or float64
-        ``X'X + alpha I`` with the bias last, C-contiguous.
-    index : ndarray of shape (n_units, k), int64
-        Selected voxels per unit, sorted ascending.
-    rhs : ndarray of shape (n_units, k + 1)
-        ``X[:, S]' y`` per unit, the bias entry (``sum(y)``) last.
-    cond_max : float
-        Units whose Cholesky-diagonal condition estimate exceeds this get status -1.
-    xt : ndarray of shape (n_voxels, n_test) or None
-        Test data, transposed; when given, predictions are computed.
-
-    Returns
-    -------
-    coef : ndarray of shape (n_units, k)
-    intercept : ndarray of shape (n_units,)
-    status : ndarray of shape (n_units,), int64
-    pred : ndarray of shape (n_units, n_test) or None
-    """
-    dtype = gram.dtype
-    kernel = _numba_kernel(dtype.char)
-    n_units, k = index.shape
-    coef = np.zeros((n_units, k), dtype=dtype)
-    intercept = np.zeros(n_units, dtype=dtype)
-    status = np.zeros(n_units, dtype=np.int64)
-    xt_arr = np.zeros((0, 0), dtype=dtype) if xt is None else np.ascontiguousarray(xt, dtype)
-    pred = np.zeros((n_units, xt_arr.shape[1]), dtype=dtype)
-    kernel(np.ascontiguousarray(gram), np.ascontiguousarray(index, dtype=np.int64),
-           np.ascontiguousarray(rhs, dtype=dtype), float(cond_max), xt_arr, coef, intercept,
-           status, pred)
-    return coef, intercept, status, (None if xt is None else pred)
-
-
-def _compile_refine():
-    with _COMPILE_LOCK:  # threads ask for it at once; compile it once
-        return _compile_refine_unlocked()
-
-
-@functools.cache
-def _compile_refine_unlocked():
-    @numba.njit(nogil=True, fastmath=True)
+    @_jit_fastmath
     def _dot(a, b):
         acc = 0.0
         for i in range(a.shape[0]):
             acc += a[i] * b[i]
         return acc
 
-    @numba.njit(nogil=True)
-    def refine(scores, thr, half_width, yt, xzt, k, out):
+    @_jit
+    def _refine(scores, thr, half_width, yt, xzt, k, out):
         # scores (B, P) float32 |xz' y| from a float32 GEMM; thr (B,) the k-th largest of each
         # row; half_width (B,) twice the rounding bound; yt (B, n) and xzt (P, n) float64;
         # out (B, k) int64: the top k by the float64 score, ascending. Returns the number of
@@ -311,7 +478,71 @@ def _compile_refine_unlocked():
                 out[u, i] = tmp[i]
         return n_dots
 
-    return refine
+
+
+def warm_up() -> dict:
+    """Compile (or load from the cache) every CPU kernel, in both precisions.
+
+    Run once where the cache folder is writable, e.g. when a container image is built, so the
+    first decoding of every later process starts without compiling. Returns numba's cache
+    hits and misses per kernel.
+    """
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        X = rng.standard_normal((12, 6))
+        gram = (X.T @ X + np.eye(6)).astype(dtype)
+        index = np.array([[0, 2, 3], [1, 2, 4]], dtype=np.int64)
+        rhs = rng.standard_normal((2, 4))
+        solve_selected_numba(gram, index, rhs, 1e12, np.zeros((5, 2), dtype))
+    scores = rng.random((2, 5)).astype(np.float32)
+    select_refined(scores, 2, np.full(2, 0.5), rng.standard_normal((2, 3)),
+                   rng.standard_normal((5, 3)))
+    return {f.__name__: (sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))
+            for f in (_solve_batch, _refine)}
+
+
+@functools.cache
+def _lapack_pair(dtype_char: str) -> tuple[int, int]:
+    """Addresses of ?potrf and ?potrs for 'f' (float32) or 'd' (float64)."""
+    prefix = {"f": "s", "d": "d"}[dtype_char]
+    return _lapack_address(prefix + "potrf"), _lapack_address(prefix + "potrs")
+
+
+def solve_selected_numba(gram, index, rhs, cond_max, xt=None):
+    """Solve the selected-voxel systems of a batch of units on the CPU (one thread).
+
+    Parameters
+    ----------
+    gram : ndarray of shape (n_voxels + 1, n_voxels + 1), float32 or float64
+        ``X'X + alpha I`` with the bias last, C-contiguous.
+    index : ndarray of shape (n_units, k), int64
+        Selected voxels per unit, sorted ascending.
+    rhs : ndarray of shape (n_units, k + 1)
+        ``X[:, S]' y`` per unit, the bias entry (``sum(y)``) last.
+    cond_max : float
+        Units whose Cholesky-diagonal condition estimate exceeds this get status -1.
+    xt : ndarray of shape (n_voxels, n_test) or None
+        Test data, transposed; when given, predictions are computed.
+
+    Returns
+    -------
+    coef : ndarray of shape (n_units, k)
+    intercept : ndarray of shape (n_units,)
+    status : ndarray of shape (n_units,), int64
+    pred : ndarray of shape (n_units, n_test) or None
+    """
+    dtype = gram.dtype
+    potrf, potrs = _lapack_pair(dtype.char)
+    n_units, k = index.shape
+    coef = np.zeros((n_units, k), dtype=dtype)
+    intercept = np.zeros(n_units, dtype=dtype)
+    status = np.zeros(n_units, dtype=np.int64)
+    xt_arr = np.zeros((0, 0), dtype=dtype) if xt is None else np.ascontiguousarray(xt, dtype)
+    pred = np.zeros((n_units, xt_arr.shape[1]), dtype=dtype)
+    _solve_batch(np.ascontiguousarray(gram), np.ascontiguousarray(index, dtype=np.int64),
+           np.ascontiguousarray(rhs, dtype=dtype), float(cond_max), xt_arr, coef, intercept,
+           status, pred, potrf, potrs)
+    return coef, intercept, status, (None if xt is None else pred)
 
 
 def select_refined(scores, k, half_width, yt, xzt):
@@ -339,7 +570,7 @@ def select_refined(scores, k, half_width, yt, xzt):
     p = scores.shape[1]
     thr = np.partition(scores, p - k, axis=1)[:, p - k].astype(np.float64)
     out = np.empty((scores.shape[0], k), dtype=np.int64)
-    n_dots = _compile_refine()(scores, thr, half_width, yt, xzt, int(k), out)
+    n_dots = _refine(scores, thr, half_width, yt, xzt, int(k), out)
     return out, int(n_dots)
 
 

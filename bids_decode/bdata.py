@@ -230,7 +230,7 @@ def subject_inputs(config, subject: str, path: Path):
     """
     from .layout import task_defaults
     from .participant import SubjectInputs
-    from .samples import Samples, average_by_label
+    from .samples import Samples, average_by_label, half_averages
 
     path = subject_path(path, subject)
     kind = "imagery" if task_defaults(config.task)["event_type"] == "imagery" else "perception"
@@ -295,8 +295,11 @@ def subject_inputs(config, subject: str, path: Path):
         "runs_per_session": {},
         "bdata_file": str(path),
     }
+    index = {lab: i for i, lab in enumerate(uniq)}
+    inv = np.array([index[lab] for lab in test_labels], dtype=np.int64)
     samples = Samples(X_train, list(train_labels), np.asarray(train_run), X_test, uniq, counts,
-                      cols[finite], info)
+                      cols[finite], info,
+                      test_halves=half_averages(X_test_blocks, inv, len(uniq)))
     from .participant import write_qc
 
     def qc(warnings):

@@ -1,7 +1,8 @@
 """Command line: ``bids_decode BIDS_DIR OUTPUT_DIR participant|group [options]``.
 
 Also ``bids_decode simulate OUT_DIR`` (a ds001246-shaped dataset with a planted truth) and
-``bids_decode features STIMULI_DIR OUT.h5`` (DNN features of the stimulus images).
+``bids_decode features STIMULI_DIR OUT.h5`` (DNN features of the stimulus images) and
+``bids_decode slurm BIDS_DIR OUTPUT_DIR JOBS_DIR`` (SLURM job files, :mod:`bids_decode.slurm`).
 
 Exit codes: see :mod:`bids_decode.errors`.
 """
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bids_decode",
         description="Decode every unit of deep-network features from fMRI (voxel-selecting "
                     "ridge regression, Horikawa & Kamitani). Other commands: "
-                    "'bids_decode simulate OUT_DIR', 'bids_decode features STIMULI_DIR OUT.h5'.",
+                    "'bids_decode simulate OUT_DIR', 'bids_decode features STIMULI_DIR OUT.h5', "
+                    "'bids_decode slurm BIDS_DIR OUTPUT_DIR JOBS_DIR' (SLURM job files).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("bids_dir", type=Path, help="the input BIDS dataset")
@@ -80,10 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(g, "--train-task", default="perception",
          help="task of the training runs (default: perception; --task imagery decodes imagery "
               "with decoders trained on perception)")
-    _opt(g, "--bold-source", default="raw", metavar="raw|preproc-spm|fmriprep|PATH",
+    _opt(g, "--bold-source", default="auto", metavar="auto|raw|preproc-spm|fmriprep|PATH",
          help="BOLD runs: raw BIDS runs, ds001246's derivatives/preproc-spm/output, fMRIPrep "
-              "derivatives (-d fmriprep=PATH), a derivatives folder, or bdata=PATH: the "
-              "authors' BData .h5 ('{subject}' = label) (default: raw)")
+              "derivatives (-d fmriprep=PATH; full or --level minimal outputs), a "
+              "derivatives folder, or bdata=PATH: the authors' BData .h5 ('{subject}' = label) "
+              "(default auto: preproc-spm where the dataset has derivatives/preproc-spm, else "
+              "raw)")
+    _opt(g, "--assume-aligned", action="store_true",
+         help="the runs are known to be in the masks' space: do not refuse raw runs whose "
+              "grids differ from each other or from the masks' (they are resampled through "
+              "their affines)")
     _opt(g, "--derivatives", "-d", nargs="+", default=[], metavar="NAME=PATH",
          help="derivative folders, e.g. fmriprep=/data/derivatives/fmriprep")
     _opt(g, "--space", default="T1w", help="fMRIPrep output space (default T1w)")
@@ -111,7 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(f, "--layers", nargs="+", default=[], metavar="NAME",
          help="layers to decode (default: every layer in the features)")
     _opt(f, "--network", default="alexnet",
-         help="network for feature extraction when --features is not given")
+         help="network for feature extraction when --features is not given: alexnet, vgg19, "
+              "caffe-alexnet, any torchvision classification model, package.module:function "
+              "or a TorchScript file (docs/features.md)")
+    _opt(f, "--preprocessing", choices=["default", "torchvision"], default="default",
+         help="image preprocessing for feature extraction: default (whole image resized, "
+              "ImageNet mean/std) or torchvision (the network's weights' transforms)")
     _opt(f, "--stimuli-dir", default=None, metavar="DIR",
          help="stimulus images (default: BIDS_DIR/stimuli)")
     _opt(f, "--weights", default=None, metavar="FILE|random",
@@ -133,12 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(d, "--unit-shard", type=_shard, default=(1, 1), metavar="i/N",
          help="decode the i-th of N unit shards (SLURM arrays); outputs are written when all "
               "shards are done")
+    s = p.add_argument_group("statistics")
+    _opt(s, "--n-permutations", type=int, default=1000, metavar="N",
+         help="permutations of the test images for each unit's p-value, FDR q-value and "
+              "max-statistic FWER p-value (default 1000; 0 = off)")
+    _opt(s, "--permutation-seed", type=int, default=0, metavar="SEED",
+         help="seed of the permutations (default 0; recorded in the outputs)")
     r = p.add_argument_group("resources and logging")
     _opt(r, "--work-dir", "-w", default=None, metavar="DIR",
          help="intermediate results, reused by reruns (default OUTPUT_DIR/.bids_decode_work)")
-    _opt(r, "--nprocs", "--n-cpus", type=int, default=0, help="CPU threads (default: all)")
-    _opt(r, "--mem", "--mem-gb", type=float, default=4.0, metavar="GB",
-         help="memory budget in GB (default 4)")
+    _opt(r, "--nprocs", "--n-cpus", type=int, default=None,
+         help="CPU threads (default: SLURM_CPUS_PER_TASK in a SLURM job, else the CPUs this "
+              "process may use, within its cgroup's quota)")
+    _opt(r, "--mem", "--mem-gb", type=float, default=None, metavar="GB",
+         help="memory budget in GB (default: the SLURM allocation or cgroup limit less 1 GB, "
+              "else 4)")
     _opt(r, "--reports-only", action="store_true",
          help="only regenerate reports from existing outputs")
     r.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
@@ -148,27 +170,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> RunConfig:
     """Parse BIDS-App arguments into a frozen :class:`RunConfig`."""
+    from . import resources
+
     ns = build_parser().parse_args(argv)
     if ns.config is not None:
         cfg = RunConfig.from_json(ns.config)
+        if cfg.extra.get("resources", {}).get("source") != "cli":  # this run's allocation
+            res = resources.resolve()
+            cfg = cfg.replace(nprocs=res.nprocs, mem_gb=res.mem_gb,
+                              extra={**cfg.extra, "resources": res.as_dict()})
         return cfg.replace(bids_dir=str(ns.bids_dir), output_dir=str(ns.output_dir),
                            analysis_level=ns.analysis_level)
+    res = resources.resolve(ns.nprocs, ns.mem)
     return RunConfig(
         bids_dir=str(ns.bids_dir), output_dir=str(ns.output_dir),
         analysis_level=ns.analysis_level,
         participant_label=tuple(ns.participant_label), features=ns.features,
         layers=tuple(ns.layers), roi=tuple(ns.roi), n_voxels=ns.n_voxels, alpha=ns.alpha,
         train_session=ns.train_session, test_session=ns.test_session, task=ns.task,
-        train_task=ns.train_task, bold_source=ns.bold_source,
+        train_task=ns.train_task, bold_source=ns.bold_source, assume_aligned=ns.assume_aligned,
         derivatives=tuple(ns.derivatives), space=ns.space, confounds=ns.confounds,
         atlas=ns.atlas, atlas_labels=ns.atlas_labels,
         stimulus_column=ns.stimulus_column, sample_events=tuple(ns.sample_events),
         train_average=ns.train_average, hrf_shift=ns.hrf_shift,
         skip_bids_validation=ns.skip_bids_validation, work_dir=ns.work_dir,
-        nprocs=ns.nprocs, mem_gb=ns.mem, device=ns.device, dtype=ns.dtype,
+        nprocs=res.nprocs, mem_gb=res.mem_gb, device=ns.device, dtype=ns.dtype,
         network=ns.network, stimuli_dir=ns.stimuli_dir, weights=ns.weights,
+        preprocessing=ns.preprocessing,
         unit_shard=tuple(ns.unit_shard), verbosity=ns.verbose - ns.quiet,
-        reports_only=ns.reports_only,
+        reports_only=ns.reports_only, extra={"resources": res.as_dict()},
+        n_permutations=ns.n_permutations, permutation_seed=ns.permutation_seed,
     )
 
 
@@ -227,6 +258,10 @@ def run(config: RunConfig) -> int:
     setup_logging(config.verbosity, _log_file(config))
     LOGGER.info("bids_decode %s, %s level, %s -> %s", __version__, config.analysis_level,
                 bids_dir, out_dir)
+    if "resources" in config.extra:
+        from .resources import Resources, log_resources
+
+        log_resources(Resources(**config.extra["resources"]))
     if config.analysis_level == "group":
         from . import group
 
@@ -244,8 +279,15 @@ def run(config: RunConfig) -> int:
         from .validation import validate_bids
 
         validate_bids(bids_dir)
+    from .bold_sources import resolve_bold_source
     from .participant import run_participant
 
+    source = resolve_bold_source(config.bold_source, bids_dir, config.derivative_paths)
+    if source != config.bold_source:
+        LOGGER.info("BOLD source: %s (--bold-source %s: %s)", source, config.bold_source,
+                    "the dataset has derivatives/preproc-spm" if source == "preproc-spm"
+                    else "no derivatives/preproc-spm in the dataset")
+        config = config.replace(bold_source=source)
     with _limit_threads(config.nprocs):
         for sub in subjects:
             res = run_participant(config.replace(participant_label=(sub,)), sub)
@@ -269,6 +311,9 @@ def _subcommand(argv: list[str]) -> int:
     if name == "simulate":
         from . import simulate as mod
         desc = "Write a small ds001246-shaped dataset with a planted ground truth."
+    elif name == "slurm":
+        from . import slurm as mod
+        desc = "Write SLURM job files (array + afterok group job) for a dataset (docs/hpc.md)."
     else:
         from . import features as mod
         desc = "Compute DNN features of stimulus images into an HDF5 file."
@@ -300,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     try:
-        if argv and argv[0] in ("simulate", "features"):
+        if argv and argv[0] in ("simulate", "features", "slurm"):
             return _subcommand(argv)
         if not argv or argv[0] in ("-h", "--help") or "--version" in argv:
             try:

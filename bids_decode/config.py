@@ -26,6 +26,9 @@ DECODING_KEYS = (
     "confounds",
     "space",
     "atlas",
+    "n_permutations",
+    "permutation_seed",
+    "preprocessing",
     "sample_events",
     "train_average",
 )
@@ -68,12 +71,16 @@ class RunConfig:
     network: str = "alexnet"
     stimuli_dir: str | None = None
     weights: str | None = None
+    preprocessing: str = "default"
     unit_shard: tuple[int, int] = (1, 1)
-    bold_source: str = "raw"
+    bold_source: str = "auto"
+    assume_aligned: bool = False
     confounds: str | None = None
     space: str = "T1w"
     verbosity: int = 0
     reports_only: bool = False
+    n_permutations: int = 1000
+    permutation_seed: int = 0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -95,6 +102,12 @@ class RunConfig:
         if (self.atlas is None) != (self.atlas_labels is None):
             raise UsageError("--atlas and --atlas-labels go together (an atlas image and its "
                              "TSV table with columns index and name).")
+        if self.n_permutations < 0:
+            raise UsageError(f"--n-permutations must be >= 0 (0 = no permutation tests); got "
+                             f"{self.n_permutations}.")
+        if self.preprocessing not in ("default", "torchvision"):
+            raise UsageError("--preprocessing must be default or torchvision; got "
+                             f"{self.preprocessing!r}.")
         if self.mem_gb <= 0:
             raise UsageError(f"--mem must be positive (GB); got {self.mem_gb}.")
         self.sample_events_for("train")  # refuses a malformed --sample-events

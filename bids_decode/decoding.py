@@ -24,6 +24,13 @@ sklearn-style wrapper):
 Batches are sized from a memory budget and run on ``n_jobs`` threads (BLAS limited to one
 thread each); ``device="cuda"`` runs the same steps with torch on the GPU.
 
+**Partition invariance.** Every product over units (the correlation GEMM, the all-voxel
+predictions) is computed on fixed blocks of :data:`UNIT_BLOCK` units aligned to the first unit
+of the stream, and every other step is per unit. So on one machine a unit's prediction is the
+same bits whatever the batch size, thread count, memory budget or chunking of the stream
+(chunks that do not end on the grid are re-cut to it), as long as the stream starts on the grid
+(the participant level rounds unit shards to it).
+
 The selection is the float64 ranking's whatever ``dtype`` is, so float32 selects the same
 voxels as fastl2lir in float64 (up to exact ties): in float64 the GEMM is float64; in
 float32 (on the CPU) it is float32, and the few scores within the float32 rounding bound of
@@ -33,7 +40,6 @@ the selection threshold are recomputed in float64 (:func:`_select_rhs_float32`).
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +50,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 from . import _backends
 from .errors import DataError, UsageError
+from .grid import UNIT_BLOCK
 
 #: Default memory budget for one batch of units, in bytes (all threads together).
 DEFAULT_MEM_BYTES = 1 << 30
@@ -53,6 +60,44 @@ _MIN_TASK = 128
 COND_MAX = {np.dtype(np.float32): 1e4, np.dtype(np.float64): 1e12}
 #: Variance below which a voxel counts as constant (fastl2lir's threshold).
 CONSTANT_VAR = 1e-8
+
+
+def _blockwise(fn, Y, n_out: int, dtype, *, axis: int = 0) -> np.ndarray:
+    """Apply ``fn`` to each :data:`UNIT_BLOCK`-unit block of ``Y``'s columns.
+
+    Each block is copied to a C-contiguous ``(block, n_samples)`` array of ``dtype`` first, so
+    the BLAS call behind ``fn`` sees the same shape, layout and data for a unit's block
+    wherever the block came from.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(Yt_block)`` with ``Yt_block`` of shape (b, n_samples) returns an array with b
+        entries along ``axis``.
+    Y : ndarray of shape (n_samples, n_units)
+    n_out : int
+        Size of the output's other axis.
+    dtype : numpy dtype
+        dtype of the blocks and of the output.
+    axis : {0, 1}
+        The output's unit axis: 0 gives (n_units, n_out), 1 gives (n_out, n_units).
+    """
+    Yt = np.asarray(Y).T
+    n_units = Yt.shape[0]
+    out = np.empty((n_units, n_out) if axis == 0 else (n_out, n_units), dtype=dtype)
+    for s in range(0, n_units, UNIT_BLOCK):
+        block = np.ascontiguousarray(Yt[s:s + UNIT_BLOCK], dtype=dtype)
+        if axis == 0:
+            out[s:s + UNIT_BLOCK] = fn(block)
+        else:
+            out[:, s:s + UNIT_BLOCK] = fn(block)
+    return out
+
+
+def _row_sums(Y) -> np.ndarray:
+    """Column sums of ``Y`` (n_samples, n_units), float64, each unit's independent of the others
+    (a contiguous reduction per unit)."""
+    return np.ascontiguousarray(np.asarray(Y).T, dtype=np.float64).sum(axis=1)
 
 
 @dataclass(frozen=True)
@@ -180,9 +225,9 @@ def _scores_rhs(design: Design, Y):
         ``xz' y`` (signed).
     ysum : ndarray of shape (n_units,), float64
     """
-    Y64 = np.asarray(Y, dtype=np.float64)
-    ct = Y64.T @ design.xz  # (n_units, n_voxels)
-    return np.abs(ct), ct, Y64.sum(axis=0)
+    xz = design.xz
+    ct = _blockwise(lambda yt: yt @ xz, Y, xz.shape[1], np.float64)  # (n_units, n_voxels)
+    return np.abs(ct), ct, _row_sums(Y)
 
 
 def _rhs_selected(design: Design, ct, ysum, index) -> np.ndarray:
@@ -214,9 +259,8 @@ def _select_rhs_float32(design: Design, Y, k: int):
         design._cache["xz32"] = (design.xz.astype(np.float32),
                                  np.ascontiguousarray(design.xz.T))
     xz32, xzt64 = design._cache["xz32"]
-    Y32 = np.asarray(Y, dtype=np.float32)
-    ct = Y32.T @ xz32  # (n_units, n_voxels) float32
-    yt = np.ascontiguousarray(Y32.T, dtype=np.float64)
+    ct = _blockwise(lambda yt: yt @ xz32, Y, xz32.shape[1], np.float32)  # (n_units, n_voxels)
+    yt = np.ascontiguousarray(np.asarray(Y, dtype=np.float32).T, dtype=np.float64)
     ysum = yt.sum(axis=1)
     n = yt.shape[1]
     half_width = (n + 2) * np.finfo(np.float32).eps * np.sqrt((yt**2).sum(axis=1))  # 2 tol
@@ -296,12 +340,28 @@ def _solve_selected(design: Design, Y, n_voxels: int, xt, *, keep_coef: bool = T
         xt64 = None if xt is None else np.asarray(xt, dtype=np.float64)
         # right-hand sides of the redone units from float64 products (the float32 ones
         # would carry their rounding through an ill-conditioned block)
-        _, ct_bad, ysum_bad = _scores_rhs(design, np.asarray(Y)[:, bad])
-        rhs[bad] = _rhs_selected(design, ct_bad, ysum_bad, index[bad])
+        rhs[bad] = _rhs_float64(design, Y, index, bad)
         c64, b64, s64, p64 = _solve_cpu(design.gram_as(np.float64), index[bad], rhs[bad],
                                         COND_MAX[np.dtype(np.float64)], xt64)
         _merge_redo(bad, s64, (coef, c64), (intercept, b64), (pred, p64))
     return coef, index, intercept, pred
+
+
+def _rhs_float64(design: Design, Y, index, units) -> np.ndarray:
+    """Float64 right-hand sides of some units, each from the float64 products of its whole
+    grid block (so they do not depend on which other units are redone).
+
+    Returns ndarray of shape (len(units), k + 1).
+    """
+    Y = np.asarray(Y)
+    rhs = np.empty((len(units), index.shape[1] + 1), dtype=np.float64)
+    for b in np.unique(units // UNIT_BLOCK):
+        s = int(b) * UNIT_BLOCK
+        here = (units >= s) & (units < s + UNIT_BLOCK)
+        _, ct, ysum = _scores_rhs(design, Y[:, s:s + UNIT_BLOCK])
+        local = units[here] - s
+        rhs[here] = _rhs_selected(design, ct[local], ysum[local], index[units[here]])
+    return rhs
 
 
 def _merge_redo(bad, status64, *pairs) -> None:
@@ -348,8 +408,12 @@ def _solve_selected_torch(design: Design, Y, n_voxels: int, xt, *, keep_coef: bo
     Yd = torch.as_tensor(np.asarray(Y)).to(dev, non_blocking=True)
     finite = torch.isfinite(Yd).all()
     Y64 = Yd.to(torch.float64)
-    ct = Y64.T @ st["xz"]  # (n_units, n_voxels) float64
-    ysum = Y64.sum(dim=0)
+    # (n_units, n_voxels) float64, one fixed-shape GEMM per grid block (see UNIT_BLOCK)
+    ct = torch.empty((Y64.shape[1], st["xz"].shape[1]), dtype=torch.float64, device=dev)
+    for s in range(0, Y64.shape[1], UNIT_BLOCK):
+        torch.matmul(Y64[:, s:s + UNIT_BLOCK].T.contiguous(), st["xz"],
+                     out=ct[s:s + UNIT_BLOCK])
+    ysum = torch.as_tensor(_row_sums(Y), device=dev)
     del Yd, Y64
     index = torch.topk(ct.abs(), n_voxels, dim=1, sorted=False).indices.sort(dim=1).values
     rhs = torch.empty((index.shape[0], n_voxels + 1), dtype=torch.float64, device=dev)
@@ -451,8 +515,9 @@ def fit_chunk(design: Design, Y, n_voxels: int):
     if _uses_all(design, n_voxels):
         import scipy.linalg
 
-        rhs = design.X.T @ np.asarray(Y, dtype=design.dtype)
-        sol = scipy.linalg.cho_solve(_all_voxel_factor(design), rhs)
+        factor, Xt = _all_voxel_factor(design), design.X.T
+        sol = _blockwise(lambda yt: scipy.linalg.cho_solve(factor, Xt @ yt.T), Y,
+                         Xt.shape[0], design.dtype, axis=1)
         return np.ascontiguousarray(sol[:-1].T), None, sol[-1].copy()
     coef, index, intercept, _ = _solve_selected(design, Y, int(n_voxels), None)
     return coef, index, intercept
@@ -560,45 +625,105 @@ def iter_decode(design: Design, Y_chunks, X_test, n_voxels: int, *, n_jobs=None,
     n_jobs = _n_jobs(n_jobs) if design.device == "cpu" else 1
     if batch_size is None:
         batch_size = batch_size_for(design, n_voxels, mem_bytes, n_jobs)
-    batch_size = max(1, int(batch_size))
+    checked = (_check_y(design, Y) for Y in Y_chunks)
     if _uses_all(design, n_voxels):
         H = _hat_matrix(design, X_test)
-        for Y in Y_chunks:
-            Y = _check_y(design, Y)
-            yield H @ np.asarray(Y, dtype=design.dtype)
+        yield from _regrid(checked, lambda Y: _blockwise(lambda yt: H @ yt.T, Y, H.shape[0],
+                                                          design.dtype, axis=1))
         return
     xt = np.ascontiguousarray(np.asarray(X_test, dtype=design.dtype).T)  # (n_voxels, n_test)
 
     def task(Yb):
         return _solve_selected(design, Yb, int(n_voxels), xt, keep_coef=False)[3].T
 
-    from threadpoolctl import threadpool_limits
+    with _UnitPool(n_jobs) as pool:
+        yield from _regrid(checked, lambda Y: np.concatenate(
+            pool.map(task, Y, batch_size), axis=1))
 
-    # one BLAS thread each: OpenBLAS's threaded potrf at this size is many times slower
-    # one thread (a GPU, or n_jobs=1) runs the tasks in the caller's thread
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(threadpool_limits(1))
-        pool_map = map
-        if n_jobs > 1:
-            pool_map = stack.enter_context(ThreadPoolExecutor(max_workers=n_jobs)).map
-        for Y in Y_chunks:
-            Y = _check_y(design, Y)
-            size = _task_size(Y.shape[1], batch_size, n_jobs)
-            starts = range(0, Y.shape[1], size)
-            parts = pool_map(task, [Y[:, s:s + size] for s in starts])
-            out = np.empty((X_test.shape[0], Y.shape[1]), dtype=design.dtype)
-            for s, part in zip(starts, parts, strict=True):
-                out[:, s:s + part.shape[1]] = part
-            yield out
+
+def _regrid(chunks, fn):
+    """``fn`` over a stream of unit chunks re-cut to the :data:`UNIT_BLOCK` grid.
+
+    Parameters
+    ----------
+    chunks : iterable of ndarray of shape (n_samples, n_units_i)
+        Consecutive unit chunks; the first starts on the grid.
+    fn : callable
+        ``fn(Y)`` for ``Y`` of shape (n_samples, n) whose first column is on the grid and
+        whose width is a multiple of ``UNIT_BLOCK`` (but for the stream's last piece); returns
+        an array of shape (n_out, n).
+
+    Yields
+    ------
+    ndarray of shape (n_out, n_units_i)
+        ``fn``'s output for each input chunk, in order. Chunks already cut on the grid pass
+        through without copies.
+    """
+    widths: list[int] = []  # input chunks not yet yielded
+    done: list[np.ndarray] = []  # outputs not yet yielded
+    carry = None  # input columns past the last full block
+
+    def ready():
+        while widths and sum(d.shape[1] for d in done) >= widths[0]:
+            w = widths.pop(0)
+            out = done[0] if done[0].shape[1] == w else np.concatenate(done, axis=1)
+            done[:] = [out[:, w:]] if out.shape[1] > w else []
+            yield out[:, :w]
+
+    for Y in chunks:
+        widths.append(Y.shape[1])
+        if carry is not None:
+            Y = np.concatenate([carry, Y], axis=1)
+        n_full = Y.shape[1] // UNIT_BLOCK * UNIT_BLOCK
+        if n_full:
+            done.append(fn(Y[:, :n_full]))
+        carry = Y[:, n_full:] if n_full < Y.shape[1] else None
+        yield from ready()
+    if carry is not None:
+        done.append(fn(carry))
+    yield from ready()
+
+
+class _UnitPool:
+    """Runs a function over grid-aligned unit tasks on ``n_jobs`` threads, BLAS single-threaded.
+
+    One thread (a GPU, or ``n_jobs=1``) runs the tasks in the caller's thread.
+    """
+
+    def __init__(self, n_jobs: int):
+        self.n_jobs = n_jobs
+        self._stack = contextlib.ExitStack()
+        self._map = map
+
+    def __enter__(self):
+        from threadpoolctl import threadpool_limits
+
+        # one BLAS thread each: OpenBLAS's threaded potrf at this size is many times slower,
+        # and a GEMM's bits may depend on its thread count
+        self._stack.enter_context(threadpool_limits(1))
+        if self.n_jobs > 1:
+            self._map = self._stack.enter_context(ThreadPoolExecutor(self.n_jobs)).map
+        return self
+
+    def __exit__(self, *exc):
+        return self._stack.__exit__(*exc)
+
+    def map(self, fn, Y, batch_size: int) -> list:
+        """``[fn(Y[:, s:e]) ...]`` over tasks whose bounds are multiples of ``UNIT_BLOCK``."""
+        size = _task_size(Y.shape[1], batch_size, self.n_jobs)
+        return list(self._map(fn, [Y[:, s:s + size] for s in range(0, Y.shape[1], size)]))
 
 
 def _task_size(n_units: int, batch_size: int, n_jobs: int) -> int:
-    """Units per thread task: at most ``batch_size``, and small enough that a chunk makes at
-    least four tasks per thread (so no thread idles on the last one), equal in size."""
+    """Units per thread task: a multiple of ``UNIT_BLOCK``, about ``batch_size`` at most, and
+    small enough that a chunk makes at least four tasks per thread (so no thread idles on the
+    last one) where the grid allows, equal in size."""
+    blocks = -(-n_units // UNIT_BLOCK)
+    per_task = max(1, int(batch_size) // UNIT_BLOCK)
     if n_jobs > 1:
-        batch_size = min(batch_size, max(_MIN_TASK, -(-n_units // (4 * n_jobs))))
-    n_tasks = -(-n_units // batch_size)
-    return max(1, -(-n_units // max(1, n_tasks)))
+        per_task = min(per_task, max(_MIN_TASK // UNIT_BLOCK, -(-blocks // (4 * n_jobs))))
+    n_tasks = -(-blocks // per_task)
+    return max(1, -(-blocks // max(1, n_tasks))) * UNIT_BLOCK
 
 
 def decode_units(X_train, Y, X_test, alpha=100.0, n_voxels=500, *, device="cpu",
@@ -677,7 +802,11 @@ class VoxelSelectionRidge(RegressorMixin, BaseEstimator):
         L2 penalty (applied to the weights and the bias, as in fastl2lir).
     n_voxels : int, default 500
         Voxels selected per target by absolute Pearson correlation; 0 = all voxels.
-    dtype : {"float32", "float64"}, default "float64"
+    dtype : {"float32", "float64"}, default "float32"
+        Precision of the Gram matrix and the solves; the same default as the participant
+        level (``--dtype``). float32 selects the float64 ranking's voxels and redoes
+        ill-conditioned units in float64; its predictions agree with float64 to about 1e-6
+        relative. Use float64 to reproduce a float64 reference to ~1e-12.
     device : str, default "cpu"
         ``"cpu"`` or a torch device such as ``"cuda"``.
     n_jobs : int or None, default None
@@ -702,7 +831,7 @@ class VoxelSelectionRidge(RegressorMixin, BaseEstimator):
     (40, 3)
     """
 
-    def __init__(self, alpha=100.0, n_voxels=500, dtype="float64", device="cpu", n_jobs=None,
+    def __init__(self, alpha=100.0, n_voxels=500, dtype="float32", device="cpu", n_jobs=None,
                  batch_size=None):
         self.alpha = alpha
         self.n_voxels = n_voxels
@@ -739,13 +868,9 @@ class VoxelSelectionRidge(RegressorMixin, BaseEstimator):
             Y = _check_y(design, Y)
             n_jobs = _n_jobs(self.n_jobs) if design.device == "cpu" else 1
             bs = self.batch_size or batch_size_for(design, n_voxels, DEFAULT_MEM_BYTES, n_jobs)
-            bs = max(1, min(int(bs), math.ceil(Y.shape[1] / n_jobs)))
-            from threadpoolctl import threadpool_limits
-
-            with ThreadPoolExecutor(max_workers=n_jobs) as pool, threadpool_limits(1):
-                parts = list(pool.map(lambda s: _solve_selected(design, Y[:, s:s + bs],
-                                                                n_voxels, None),
-                                      range(0, Y.shape[1], bs)))
+            with _UnitPool(n_jobs) as pool:
+                parts = pool.map(lambda Yb: _solve_selected(design, Yb, n_voxels, None), Y,
+                                 bs)
             self.coef_ = np.concatenate([p[0] for p in parts])
             self.voxel_index_ = np.concatenate([p[1] for p in parts])
             self.intercept_ = np.concatenate([p[2] for p in parts])

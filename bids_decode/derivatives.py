@@ -258,4 +258,4 @@ def provenance() -> dict:
 
         vers["mkl"] = importlib.metadata.version("mkl")
     return {"versions": vers, "platform": platform.platform(), "container": container_info(),
-            "cpu_lapack": cpu_lapack}
+            "cpu_lapack": cpu_lapack, "cpu": _backends.cpu_info()}

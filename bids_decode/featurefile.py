@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
@@ -23,6 +24,18 @@ def stimulus_key(name: str) -> str:
 
 def _decode(values) -> list[str]:
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _forward_order(names: list[str], recorded) -> list[str]:
+    """``names`` in the order of the file's ``layers`` attribute (JSON list, the network's
+    forward order, as ``bids_decode features`` writes it); HDF5 lists them alphabetically."""
+    try:
+        order = json.loads(recorded.decode() if isinstance(recorded, bytes) else recorded)
+    except (TypeError, ValueError):
+        return names
+    if not isinstance(order, list) or sorted(map(str, order)) != sorted(names):
+        return names
+    return [str(n) for n in order]
 
 
 class FeatureFile:
@@ -52,7 +65,7 @@ class FeatureFile:
         try:
             self.names = _decode(self._h5["stimulus_name"][()])
             layers = self._h5["layers"]
-            self.layers = list(layers.keys())
+            self.layers = _forward_order(list(layers.keys()), self._h5.attrs.get("layers"))
         except (KeyError, OSError) as err:
             self.close()
             raise DataError(
@@ -203,8 +216,9 @@ class FeatureFile:
         rows : ndarray of shape (n_rows,)
             Feature rows to return, in this order (repeats allowed).
         max_units : int
-            Upper bound on the units of one chunk (at least one slice of axis 1 is read
-            from disk, then split).
+            Units of every chunk but the last, which may be smaller (at least one slice of
+            axis 1 is read from disk, then split; slices that do not fill a chunk wait for the
+            next), so chunks start at ``start + i * max_units`` whatever the layer's shape.
         unit_range : (start, stop), optional
             Flattened unit range to read (for shards); default all units.
         group : str
@@ -226,6 +240,7 @@ class FeatureFile:
         max_units = max(1, int(max_units))
         step = max(1, max_units // per_slice)
         a = lo // per_slice
+        carry, start = None, lo  # values of units [start, s0) not yet yielded
         while a * per_slice < hi:
             b = min(ds.shape[1], a + step)
             block = ds[:, a:b].reshape(ds.shape[0], -1)
@@ -234,7 +249,13 @@ class FeatureFile:
             s1 = min(hi, b * per_slice)
             block = block[:, s0 - a * per_slice : s1 - a * per_slice]
             sel = np.asarray(block[rows], dtype=np.float64)
-            for c in range(0, sel.shape[1], max_units):
-                e = min(c + max_units, sel.shape[1])
-                yield s0 + c, s0 + e, sel[:, c:e]
+            if carry is not None:
+                sel = np.concatenate([carry, sel], axis=1)
+            last = b * per_slice >= hi
+            n_out = sel.shape[1] if last else sel.shape[1] // max_units * max_units
+            for c in range(0, n_out, max_units):
+                e = min(c + max_units, n_out)
+                yield start + c, start + e, sel[:, c:e]
+            carry = sel[:, n_out:] if n_out < sel.shape[1] else None
+            start += n_out
             a = b

@@ -2,20 +2,23 @@
 
 Steps of :func:`extract_features`:
 
-1. check the arguments (network, layers, names, device);
+1. check the arguments (network, layers, preprocessing, names, device);
 2. build the network with its weights (:func:`bids_decode.networks.load_network`);
 3. reuse ``out_path`` if it is a complete file made with the same network, weights,
    preprocessing, layers and images;
-4. preallocate one chunked float32 dataset per layer in a temporary file next to
+4. trace the network once (:mod:`bids_decode.graphs`) and open a temporary file next to
    ``out_path``;
 5. for each batch of images: preprocess, run the network once, and write each requested
-   layer's batch into its dataset as soon as the layer is computed (forward hooks); the
-   pass stops after the last requested layer;
+   layer's batch into its chunked float32 dataset (created at the first batch) as soon as
+   the layer is computed, in slabs of its first unit axis; the pass stops after the last
+   requested layer;
 6. set ``complete`` and rename the temporary file to ``out_path``.
 
 Memory is O(batch_size x largest layer) plus the network, whatever the number of images
 or layers: a single pass per batch computes all layers once (a pass per layer would
-recompute the early layers for every later one), and no layer is kept after it is written.
+recompute the early layers for every later one), no layer is kept after it is written, and
+a layer on the GPU comes to the CPU one slab (at most :data:`MAX_CHUNK_BYTES` per image) at
+a time.
 
 The file follows ``docs/formats.md``; see ``docs/features.md`` for networks, layers and
 weights.
@@ -28,6 +31,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -43,15 +47,18 @@ from PIL import Image, UnidentifiedImageError
 from . import __version__, derivatives
 from .errors import DataError, MissingInputError, UsageError
 from .networks import (
-    NETWORKS,
+    PREPROCESSING_CHOICES,
     NetworkSpec,
     Preprocessing,
+    TorchvisionPreprocessing,
     WeightsInfo,
     get_network,
+    get_preprocessing,
+    list_layers,
     load_network,
+    make_capture,
+    node_of,
     resolve_layers,
-    run_layers,
-    unit_shapes,
 )
 from .progress import progress_bar
 
@@ -64,7 +71,8 @@ NAME_COLUMNS = ("stim_file", "stimulus_name", "stim_id", "stimulus", "image_file
 """Columns of a ``--names-from`` table that name images, in order of preference."""
 
 MAX_CHUNK_BYTES = 8 << 20
-"""Upper bound of one HDF5 chunk; a chunk holds whole images (rows) of one layer."""
+"""Upper bound of one HDF5 chunk: whole images (rows) of one layer while one image fits,
+else one image and a slab of the layer's first unit axis."""
 
 _DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
@@ -223,12 +231,15 @@ def read_names(table: Path) -> list[str]:
     return list(names)
 
 
-def preprocess_image(path: Path, preprocessing: Preprocessing) -> torch.Tensor:
+def preprocess_image(
+    path: Path, preprocessing: Preprocessing | TorchvisionPreprocessing
+) -> torch.Tensor:
     """Load one image as the network's input.
 
-    The whole image is resized to ``preprocessing.size`` (no crop, PIL bilinear with
-    antialiasing), converted to RGB, scaled, reordered and normalised
-    (see :class:`bids_decode.networks.Preprocessing`).
+    :class:`~bids_decode.networks.Preprocessing`: the whole image is resized to
+    ``preprocessing.size`` (no crop, PIL bilinear with antialiasing), converted to RGB,
+    scaled, reordered and normalised. :class:`~bids_decode.networks.TorchvisionPreprocessing`:
+    the RGB image goes through the torchvision weights' transforms.
 
     Returns
     -------
@@ -237,6 +248,8 @@ def preprocess_image(path: Path, preprocessing: Preprocessing) -> torch.Tensor:
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")
+            if isinstance(preprocessing, TorchvisionPreprocessing):
+                return preprocessing.transform(image).to(torch.float32).contiguous()
             height, width = preprocessing.size
             image = image.resize((width, height), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.float32)
@@ -273,14 +286,35 @@ def chunk_rows(batch_size: int, n_images: int, row_bytes: int) -> int:
     return max(d for d in range(1, limit + 1) if batch_size % d == 0)
 
 
+def chunk_shape(batch_size: int, n_images: int, unit_shape: tuple[int, ...]) -> tuple:
+    """HDF5 chunk of a layer: :func:`chunk_rows` images, and where one image's layer is
+    larger than :data:`MAX_CHUNK_BYTES`, one image and a slab of the first unit axis (so big
+    layers are written, and read back by unit chunks, slab by slab).
+
+    Returns
+    -------
+    tuple of int
+        ``(rows, *unit_chunk)``, of length ``1 + len(unit_shape)``.
+    """
+    row_bytes = 4 * math.prod(unit_shape)
+    rows = chunk_rows(batch_size, n_images, row_bytes)
+    if row_bytes <= MAX_CHUNK_BYTES or not unit_shape:
+        return (rows, *unit_shape)
+    per_index = 4 * math.prod(unit_shape[1:])  # bytes of one index of the first unit axis
+    first = max(1, min(unit_shape[0], MAX_CHUNK_BYTES // max(per_index, 1)))
+    return (1, first, *unit_shape[1:])
+
+
 def _file_attrs(
-    spec: NetworkSpec, info: WeightsInfo, layers: list[str], stimuli_sha256: str
+    spec: NetworkSpec, info: WeightsInfo, layers: list[str], stimuli_sha256: str,
+    preprocessing: Preprocessing | TorchvisionPreprocessing, choice: str,
 ) -> dict:
     attrs = {
         "network": spec.name,
         "weights": info.name,
         "weights_sha256": info.sha256,
-        "preprocessing": spec.preprocessing.describe(),
+        "preprocessing": preprocessing.describe(),
+        "preprocessing_choice": choice,
         "layers": json.dumps(layers),
         "stimuli_sha256": stimuli_sha256,
         "bids_decode_version": __version__,
@@ -297,7 +331,8 @@ def _file_attrs(
 
 REUSE_KEYS = ("network", "weights", "seed", "weights_sha256", "preprocessing", "layers",
               "stimuli_sha256")
-"""Attributes that must be equal for an existing file to be reused (versions need not)."""
+"""Attributes that must be equal for an existing file to be reused (versions need not);
+``preprocessing`` (JSON) differs between the ``preprocessing_choice`` values."""
 
 
 def _reuse_mismatch(out_path: Path, attrs: dict, names: list[str]) -> str | None:
@@ -343,6 +378,7 @@ def extract_features(
     device: str = "cpu",
     batch_size: int = 16,
     seed: int = 0,
+    preprocessing: str = "default",
 ) -> Path:
     """Compute every unit of the requested layers for each image into a features file.
 
@@ -354,9 +390,12 @@ def extract_features(
     out_path : Path
         The HDF5 file to write (``docs/formats.md``); its folder is created.
     network : str
-        A key of :data:`bids_decode.networks.NETWORKS`.
+        A network of :func:`bids_decode.networks.get_network`: a key of
+        :data:`~bids_decode.networks.NETWORKS`, a torchvision model name,
+        ``package.module:function`` or a TorchScript file.
     layers : list of str or None
-        Paper layer names; None for all. Written in the network's forward order.
+        Paper layer names, graph node names or module paths; None for the network's
+        default layers. Written in the network's forward order, under the names given.
     weights : str, Path or None
         ``"random"`` (seeded; tests and demos), a state_dict file, or None for
         torchvision's cache under ``TORCH_HOME``.
@@ -365,6 +404,9 @@ def extract_features(
         Images per forward pass; memory grows with it, not with ``n_images``.
     seed : int
         Seed of random weights.
+    preprocessing : {"default", "torchvision"}
+        ``default``: the whole image resized (no crop), ImageNet mean/std;
+        ``torchvision``: the transforms of the network's torchvision weights.
 
     Returns
     -------
@@ -374,6 +416,7 @@ def extract_features(
     """
     # 1. arguments
     spec = get_network(network)
+    prep = get_preprocessing(spec, preprocessing)
     layer_names = resolve_layers(spec, layers)
     image_paths = [Path(p) for p in image_paths]
     names = [str(n) for n in names]
@@ -404,7 +447,8 @@ def extract_features(
 
     # 2. network and weights
     model, info = load_network(network, weights, seed=seed)
-    attrs = _file_attrs(spec, info, layer_names, images_sha256(image_paths, names))
+    attrs = _file_attrs(spec, info, layer_names, images_sha256(image_paths, names), prep,
+                        preprocessing)
 
     # 3. reuse a complete file made the same way
     if out_path.exists():
@@ -417,8 +461,9 @@ def extract_features(
 
     # 4.-6. stream into a temporary file, then rename (nothing half-written is left behind)
     model.to(torch_device)
+    capture = make_capture(spec, model, layer_names)
     with derivatives.atomic_path(out_path) as tmp_path:
-        _write_features(tmp_path, model, spec, layer_names, image_paths, names, attrs,
+        _write_features(tmp_path, capture, spec, prep, layer_names, image_paths, names, attrs,
                         torch_device, batch_size)
     logger.info("Wrote %s: %d images x %d layers of %s.", out_path, len(names),
                 len(layer_names), network)
@@ -427,8 +472,9 @@ def extract_features(
 
 def _write_features(
     path: Path,
-    model: torch.nn.Module,
+    capture,
     spec: NetworkSpec,
+    prep: Preprocessing | TorchvisionPreprocessing,
     layer_names: list[str],
     image_paths: list[Path],
     names: list[str],
@@ -438,49 +484,96 @@ def _write_features(
 ) -> None:
     """Steps 4-6 of :func:`extract_features` into ``path``."""
     n_images = len(names)
-    shapes = unit_shapes(spec, layer_names)
-    nodes = {name: spec.layers[name] for name in layer_names}
     with h5py.File(path, "w") as f:
         f.attrs.update(attrs)
         f.attrs["complete"] = False
         f.create_dataset("stimulus_name", data=names, dtype=h5py.string_dtype("utf-8"))
         group = f.create_group("layers")
-        datasets = {}
-        for name, shape in shapes.items():
-            rows = chunk_rows(batch_size, n_images, 4 * int(np.prod(shape)))
-            datasets[name] = group.create_dataset(
-                name, shape=(n_images, *shape), dtype="float32", chunks=(rows, *shape)
-            )
-            datasets[name].attrs["module"] = nodes[name]
-
+        datasets: dict[str, h5py.Dataset] = {}
         start = 0
 
-        def write(layer: str, output: torch.Tensor) -> None:
-            block = output.detach().to("cpu", torch.float32).numpy()
-            datasets[layer][start : start + block.shape[0]] = block
+        def write(layer: str, output) -> None:
+            if not isinstance(output, torch.Tensor) or output.ndim < 2:
+                what = (f"a tensor of shape {tuple(output.shape)}"
+                        if isinstance(output, torch.Tensor) else f"a {type(output).__name__}")
+                raise UsageError(
+                    f"Layer {layer!r} of network {spec.name!r} is {what}, not a tensor of "
+                    "shape (n_images, *unit_shape). Choose another layer (see "
+                    "'bids_decode features --network NAME --list-layers')."
+                )
+            if layer not in datasets:
+                shape = tuple(output.shape[1:])
+                datasets[layer] = group.create_dataset(
+                    layer, shape=(n_images, *shape), dtype="float32",
+                    chunks=chunk_shape(batch_size, n_images, shape))
+                datasets[layer].attrs["module"] = node_of(spec, layer)
+            ds = datasets[layer]
+            stop = start + output.shape[0]
+            step = ds.chunks[1] if len(ds.chunks) > 1 else 1
+            if output.ndim == 2 or step >= output.shape[1]:
+                ds[start:stop] = output.detach().to("cpu", torch.float32).numpy()
+                return
+            for a in range(0, output.shape[1], step):  # one slab of chunks at a time
+                ds[start:stop, a:a + step] = (
+                    output[:, a:a + step].detach().to("cpu", torch.float32).numpy())
 
         progress = progress_bar(total=n_images, unit="img", desc=f"{spec.name} features")
         with progress:
             for start in range(0, n_images, batch_size):
                 batch = image_paths[start : start + batch_size]
-                x = torch.stack([preprocess_image(p, spec.preprocessing) for p in batch])
-                run_layers(model, x.to(device), nodes, write)
+                x = torch.stack([preprocess_image(p, prep) for p in batch])
+                capture.run(x.to(device), write)
                 progress.update(len(batch))
         f.attrs["complete"] = True
+
+
+def print_layers(network: str, preprocessing: str = "default", file=None) -> None:
+    """Print every layer name of ``network`` with its unit count (``--list-layers``).
+
+    One line per name: name, number of units, unit shape, then ``*`` for a default layer
+    and ``= NODE`` where the name stands for another node (a module's output, a paper name).
+    Names whose value is no tensor show ``-``.
+    """
+    import sys
+
+    file = file or sys.stdout
+    spec = get_network(network)
+    prep = get_preprocessing(spec, preprocessing)
+    rows = list_layers(spec, prep.size)
+    height, width = prep.size
+    print(f"# {spec.name}: {len(rows)} layer names at input 3x{height}x{width} "
+          f"(--preprocessing {preprocessing}); * = default layer", file=file)
+    width_name = max(len(r.name) for r in rows)
+    for r in rows:
+        units = "-" if r.n_units is None else str(r.n_units)
+        shape = "-" if r.unit_shape is None else "x".join(map(str, r.unit_shape)) or "scalar"
+        note = " ".join(x for x in ("*" if r.default else "", f"= {r.of}" if r.of else "") if x)
+        print(f"{r.name:<{width_name}}  {units:>10}  {shape:<14} {note}".rstrip(), file=file)
 
 
 # --------------------------------------------------------------------------- CLI hook
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``bids_decode features`` arguments to ``parser``."""
-    parser.add_argument("stimuli_dir", metavar="STIMULI_DIR", type=Path,
+    parser.add_argument("stimuli_dir", metavar="STIMULI_DIR", type=Path, nargs="?",
                         help="folder of stimulus images (searched recursively)")
-    parser.add_argument("out", metavar="OUT", type=Path,
+    parser.add_argument("out", metavar="OUT", type=Path, nargs="?",
                         help="features file to write (.h5); reused if complete and identical")
-    parser.add_argument("--network", choices=list(NETWORKS), default="alexnet",
-                        help="network (default: %(default)s); see docs/features.md")
+    parser.add_argument("--network", default="alexnet", metavar="NAME",
+                        help="alexnet, vgg19, caffe-alexnet, any torchvision classification "
+                             "model (resnet50, vit_b_16, ...), package.module:function "
+                             "returning an nn.Module, or a TorchScript file (default: "
+                             "%(default)s); see docs/features.md")
     parser.add_argument("--layers", nargs="+", metavar="NAME", default=None,
-                        help="paper layer names (conv1 ... fc8, conv1_1 ... for vgg19); "
-                             "default: all")
+                        help="paper layer names (conv1 ... fc8) or graph node names "
+                             "(--list-layers); default: the network's default layers")
+    parser.add_argument("--list-layers", action="store_true",
+                        help="print the network's layer names with their unit counts and exit "
+                             "(STIMULI_DIR and OUT are not needed)")
+    parser.add_argument("--preprocessing", choices=list(PREPROCESSING_CHOICES),
+                        default="default",
+                        help="default: whole image resized, ImageNet mean/std; torchvision: "
+                             "the transforms of the network's torchvision weights "
+                             "(default: %(default)s)")
     parser.add_argument("--weights", metavar="FILE|random", default=None,
                         help="state_dict file; default: torchvision's cache under TORCH_HOME; "
                              "'random': untrained seeded weights (tests and demos only)")
@@ -499,6 +592,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run ``bids_decode features`` from parsed arguments; return the exit code (0)."""
+    if getattr(args, "list_layers", False):
+        print_layers(args.network, getattr(args, "preprocessing", "default"))
+        return 0
+    if args.stimuli_dir is None or args.out is None:
+        raise UsageError("bids_decode features needs STIMULI_DIR and OUT (or --list-layers). "
+                         "See 'bids_decode features --help'.")
+    spec = get_network(args.network)  # usage errors before the images are listed
+    get_preprocessing(spec, getattr(args, "preprocessing", "default"))
+    resolve_layers(spec, args.layers)
     if args.names_from is not None:
         names = read_names(args.names_from)
         paths = find_images(args.stimuli_dir, names)
@@ -514,5 +616,6 @@ def run_from_args(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         seed=args.seed,
+        preprocessing=getattr(args, "preprocessing", "default"),
     )
     return 0

@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from . import derivatives, evaluation, figures
+from . import derivatives, evaluation, figures, statistics
 from .config import RunConfig
 from .errors import DataError, MissingInputError
 from .featurefile import FeatureFile
@@ -45,12 +45,14 @@ SIDECAR_KEYS = ("Alpha", "HaemodynamicShift", "TrainSession", "TestSession", "Pr
 CONFIG_KEYS = ("n_voxels", "alpha", "hrf_shift", "train_session", "test_session",
                "stimulus_column", "dtype", "bold_source", "confounds", "space", "layers")
 
-PAIR_COLUMNS = ["roi", "layer", "subject_a", "subject_b", "r", "spearman_r", "n_units"]
+PAIR_COLUMNS = ["roi", "layer", "subject_a", "subject_b", "r", "spearman_r", "n_units",
+                "reliability_a", "reliability_b", "r_disattenuated"]
 SUMMARY_COLUMNS = [
     "roi", "layer", "n_subjects", "n_pairs", "n_units", "r_mean", "r_min", "r_max",
     "spearman_r_mean", "spearman_r_min", "spearman_r_max", "top10_overlap_mean",
     "profile_r_mean", "profile_r_min", "profile_r_max", "averaged_profile_r_mean",
-    "averaged_pattern_r_mean", "averaged_identification_accuracy",
+    "averaged_pattern_r_mean", "averaged_identification_accuracy", "r_disattenuated_mean",
+    "fraction_decodable_all",
 ]
 OVERLAP_COLUMNS = ["roi", "layer", "subject_a", "subject_b", "top_percent", "n_units", "n_top",
                    "n_shared", "overlap", "chance"]
@@ -63,6 +65,15 @@ PAIR_SIDECAR = {
                          "(units whose accuracy is finite in both)"},
     "spearman_r": {"Description": "Spearman rank correlation of the same"},
     "n_units": {"Description": "Units entering the correlation"},
+    "reliability_a": {"Description": "Reliability of subject_a's unit accuracies: the "
+                                     "Spearman-Brown-corrected Pearson r, over units, of the "
+                                     "accuracies decoded from the odd and from the even "
+                                     "presentations of the test images"},
+    "reliability_b": {"Description": "The same for subject_b"},
+    "r_disattenuated": {"Description": "r / sqrt(reliability_a * reliability_b): the "
+                                       "between-subject correlation corrected for measurement "
+                                       "noise (can exceed 1; NaN unless both reliabilities "
+                                       "are positive)"},
 }
 SUMMARY_SIDECAR = {
     "roi": PAIR_SIDECAR["roi"], "layer": PAIR_SIDECAR["layer"],
@@ -87,6 +98,10 @@ SUMMARY_SIDECAR = {
                                               "subject"},
     "averaged_identification_accuracy": {"Description": "Mean pairwise identification "
                                                        "accuracy of the Averaged subject"},
+    "r_disattenuated_mean": {"Description": "Mean over pairs of r_disattenuated"},
+    "fraction_decodable_all": {"Description": "Fraction of the layer's units whose q-value is "
+                                              "below 0.05 in every subject (NaN when a subject "
+                                              "has no permutation statistics)"},
 }
 OVERLAP_SIDECAR = {
     "roi": PAIR_SIDECAR["roi"], "layer": PAIR_SIDECAR["layer"],
@@ -386,21 +401,12 @@ class TrueLayer:
         The reference statistics (sd is 1 for constant units).
     const : ndarray of shape (n_units,), bool
         Units constant over the reference images (scored NaN, as in the participant level).
-    z_sum, zss, tss : ndarray of shape (n_units,), float64
-        Per unit, the sum over test images of ``z``, of squared centred and of squared ``z``.
-    st, stt : ndarray of shape (n_test,), float64
-        Per image, the sum over units of ``z`` and of ``z**2`` (pattern correlation).
     """
 
     z: np.ndarray
     mu: np.ndarray
     sd: np.ndarray
     const: np.ndarray
-    z_sum: np.ndarray
-    zss: np.ndarray
-    tss: np.ndarray
-    st: np.ndarray
-    stt: np.ndarray
 
 
 def reference_rows(ff: FeatureFile, test_rows: np.ndarray) -> tuple[np.ndarray, str]:
@@ -424,26 +430,15 @@ def read_true_layer(ff: FeatureFile, layer: str, test_rows: np.ndarray, ref_rows
     n_img, n_test = len(ff.names), len(test_rows)
     chunk = int(max(256, min(1 << 22, mem_gb * 2**30 * 0.2 / (8 * n_img))))
     z = np.empty((n_test, n_units), dtype=np.float32)
-    mu, sd, z_sum, zss, tss = (np.empty(n_units) for _ in range(5))
+    mu, sd = np.empty(n_units), np.empty(n_units)
     const = np.empty(n_units, dtype=bool)
-    st, stt = np.zeros(n_test), np.zeros(n_test)
     for s, e, Y in ff.iter_unit_chunks(layer, np.arange(n_img), chunk):
-        R = Y[ref_rows]
-        m = R.mean(axis=0)
-        d = R.std(axis=0, ddof=1) if R.shape[0] > 1 else np.zeros(e - s)
-        c = ~(d > 1e-12 * np.maximum(1.0, np.abs(m)))
-        d[c] = 1.0
+        m, d, c = evaluation.unit_stats(Y[ref_rows])
         t = (Y[test_rows] - m) / d
         t[:, c] = 0.0
-        z_sum[s:e] = t.sum(axis=0)
-        tc = t - z_sum[s:e] / n_test
         mu[s:e], sd[s:e], const[s:e] = m, d, c
-        zss[s:e] = np.einsum("ij,ij->j", tc, tc)
-        tss[s:e] = np.einsum("ij,ij->j", t, t)
-        st += t.sum(axis=1)
-        stt += np.einsum("ij,ij->i", t, t)
         z[:, s:e] = t
-    return TrueLayer(z, mu, sd, const, z_sum, zss, tss, st, stt)
+    return TrueLayer(z, mu, sd, const)
 
 
 def _slice_step(shape: tuple[int, ...], max_units: int) -> tuple[int, int]:
@@ -457,8 +452,8 @@ def average_layer(sources: list[tuple[h5py.Dataset, np.ndarray]], truth: TrueLay
     """Average the subjects' decoded features of one layer, write them, score them.
 
     Scores are those of the participant level (:func:`bids_decode.evaluation.
-    profile_correlation` and :class:`~bids_decode.evaluation.PatternAccumulator`), computed
-    with the true side precomputed once per layer in ``truth``.
+    profile_correlation` and :class:`~bids_decode.evaluation.PatternAccumulator`), with the
+    true side z-scored once per layer in ``truth``.
 
     Parameters
     ----------
@@ -483,8 +478,7 @@ def average_layer(sources: list[tuple[h5py.Dataset, np.ndarray]], truth: TrueLay
     n_units = int(np.prod(shape))
     per, step = _slice_step(shape, int(max(1, mem_gb * 2**30 * 0.2 / (8 * n_test * 4))))
     acc = np.full(n_units, np.nan)
-    sp, spp, cross = np.zeros(n_test), np.zeros(n_test), np.zeros((n_test, n_test))
-    tiny = np.finfo(np.float64).tiny
+    pattern = evaluation.PatternAccumulator(n_test)
     identity = [np.array_equal(order, np.arange(n_test)) for _, order in sources]
     for a in range(0, shape[0], step):
         b = min(shape[0], a + step)
@@ -502,20 +496,8 @@ def average_layer(sources: list[tuple[h5py.Dataset, np.ndarray]], truth: TrueLay
         if const.any():
             zd[:, const] = 0.0
         zt = truth.z[:, s:e].astype(np.float64)
-        # profile correlation per unit, from sums (the true side's are precomputed)
-        dsum = zd.sum(axis=0)
-        dss = np.einsum("ij,ij->j", zd, zd)
-        num = np.einsum("ij,ij->j", zd, zt) - dsum * truth.z_sum[s:e] / n_test
-        dvar = np.maximum(dss - dsum**2 / n_test, 0.0)
-        den = np.sqrt(dvar * truth.zss[s:e])
-        ok = (den > np.maximum(np.sqrt(dss * truth.tss[s:e]) * 1e-12, tiny)) & ~const
-        acc[s:e][ok] = np.clip(num[ok] / den[ok], -1.0, 1.0)
-        # pattern sums over units
-        sp += zd.sum(axis=1)
-        spp += np.einsum("ij,ij->i", zd, zd)
-        cross += zd @ zt.T
-    pattern = evaluation.PatternAccumulator.from_state(
-        {"n": n_units, "sp": sp, "st": truth.st, "spp": spp, "stt": truth.stt, "cross": cross})
+        acc[s:e] = np.where(const, np.nan, evaluation.profile_correlation(zd, zt))
+        pattern.update(zd, zt)
     return acc, pattern.correlation_matrix()
 
 
@@ -555,6 +537,7 @@ class LayerResult:
     distributions: dict[str, dict]
     scatter: tuple[np.ndarray, np.ndarray] | None
     averaged: dict | None
+    decodable_all: float = float("nan")
 
 
 def run_group(config: RunConfig) -> int:
@@ -568,7 +551,10 @@ def run_group(config: RunConfig) -> int:
     t0 = time.time()
     out_dir = Path(config.output_dir)
     task = config.task
-    # 1. find the participant outputs, 2. check that they can be compared
+    # 1. find the participant outputs (all unit shards done), 2. check that they can be compared
+    from .shards import check_shards_complete
+
+    check_shards_complete(out_dir, task, config.participant_label)
     subjects = find_outputs(out_dir, task, config.participant_label)
     plan = check_consistent(out_dir, task, subjects)
     labels = [s.label for s in plan.subjects]
@@ -649,6 +635,8 @@ def _summary_row(roi, layer, n_subjects, shape, res: LayerResult) -> dict:
         "averaged_profile_r_mean": av.get("profile_r_mean", float("nan")),
         "averaged_pattern_r_mean": av.get("pattern_r_mean", float("nan")),
         "averaged_identification_accuracy": av.get("identification_accuracy", float("nan")),
+        "r_disattenuated_mean": _nanmean([p["r_disattenuated"] for p in res.pairs]),
+        "fraction_decodable_all": res.decodable_all,
     }
 
 
@@ -708,12 +696,14 @@ def _compute(config: RunConfig, plan: GroupPlan) -> dict[tuple[str, str], LayerR
                 if averaged is not None:
                     dists[AVERAGED] = figures.distribution(averaged.pop("accuracy"))
                 pairs, overlap = pair_statistics(acc)
+                decodable_all = _reliability_columns(
+                    pairs, {s.label: handles[s.label, roi][layer] for s in plan.subjects})
                 results[roi, layer] = LayerResult(
                     pairs=pairs, overlap=overlap,
                     subject_means={k: _nanmean(v) for k, v in acc.items()},
                     distributions=dists,
                     scatter=(acc[first], acc[second]) if roi == plan.rois[0] else None,
-                    averaged=averaged,
+                    averaged=averaged, decodable_all=decodable_all,
                 )
             LOGGER.info("group: %s done for %d ROIs in %.1f s", layer, len(plan.rois),
                         time.time() - t1)
@@ -722,6 +712,33 @@ def _compute(config: RunConfig, plan: GroupPlan) -> dict[tuple[str, str], LayerR
         if avg is not None:
             _finish_averaged(out_dir, config.task, plan, results, ref_desc)
     return results
+
+
+def _reliability_columns(pairs: list[dict], groups: dict) -> float:
+    """Add reliability_a/b and r_disattenuated to each pair; return the fraction of units
+    decodable (q < 0.05) in every subject (NaN when a subject lacks q-values).
+
+    Parameters
+    ----------
+    pairs : list of dict
+        Rows of :func:`pair_statistics` (changed in place).
+    groups : dict subject -> h5py.Group of the layer in that subject's output
+    """
+    rel, decodable = {}, []
+    for label, g in groups.items():
+        rel[label] = float("nan")
+        if "accuracy_halves" in g:
+            halves = g["accuracy_halves"][()].reshape(2, -1)
+            rel[label] = statistics.split_half_reliability(halves[0], halves[1])
+        if "q_value" in g:
+            decodable.append(g["q_value"][()].ravel() < statistics.FDR_LEVEL)
+    for p in pairs:
+        ra, rb = rel[p["subject_a"]], rel[p["subject_b"]]
+        p.update(reliability_a=ra, reliability_b=rb,
+                 r_disattenuated=statistics.disattenuate(p["r"], ra, rb))
+    if len(decodable) < len(groups) or decodable[0].size == 0:
+        return float("nan")
+    return float(np.logical_and.reduce(decodable).mean())
 
 
 def _row_order(names: list[str], subject_names: list[str]) -> np.ndarray:
@@ -861,6 +878,11 @@ def group_figures(plan: GroupPlan, results: dict[tuple[str, str], LayerResult], 
                        for r in plan.rois])
     panels = {"mean unit accuracy": (mean_acc, plan.rois, plan.layers),
               "mean between-subject r": (mean_r, plan.rois, plan.layers)}
+    mean_dis = np.array([[_nanmean([p.get("r_disattenuated", np.nan)
+                                    for p in results[r, la].pairs]) for la in plan.layers]
+                         for r in plan.rois])
+    if np.isfinite(mean_dis).any():
+        panels["disattenuated between-subject r"] = (mean_dis, plan.rois, plan.layers)
     if all(results[r, la].averaged for r in plan.rois for la in plan.layers):
         panels["Averaged subject accuracy"] = (
             np.array([[results[r, la].averaged["profile_r_mean"] for la in plan.layers]
@@ -868,6 +890,7 @@ def group_figures(plan: GroupPlan, results: dict[tuple[str, str], LayerResult], 
     fig = figures.heatmaps(panels, title="ROI x layer")
     figs.append(GroupFigure(
         f"task-{task}_desc-roilayer_heatmap.png", "ROI x layer summary",
-        "Mean unit accuracy (averaged over subjects), mean between-subject r and, when "
+        "Mean unit accuracy (averaged over subjects), mean between-subject r, the same "
+        "corrected for the subjects' split-half reliabilities (r_disattenuated) and, when "
         "computed, the mean unit accuracy of the Averaged subject.", figures.to_png(fig)))
     return figs

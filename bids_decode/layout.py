@@ -8,8 +8,12 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import DataError, MissingInputError
+
+if TYPE_CHECKING:
+    from .bold_sources import RunTransforms
 
 LOGGER = logging.getLogger(__name__)
 
@@ -33,6 +37,9 @@ class Run:
         (e.g. 3 for ds001246's ``preproc-spm`` runs, whose first 9 s were removed).
     confounds : Path or None
         fMRIPrep confounds table of the run.
+    transforms : bold_sources.RunTransforms or None
+        fMRIPrep's transforms of the run (resampling and motion parameters), or how a run on
+        another grid reaches the reference grid.
     """
 
     bold: Path
@@ -42,6 +49,7 @@ class Run:
     tr: float
     volume_offset: int = 0
     confounds: Path | None = None
+    transforms: RunTransforms | None = None
 
     @property
     def label(self) -> str:
@@ -143,14 +151,17 @@ class BoldSource:
     @classmethod
     def parse(cls, text: str, bids_dir: Path, derivatives: dict[str, str], space: str):
         """``raw``, ``preproc-spm``, ``fmriprep`` (path from ``-d fmriprep=PATH``), a PATH, or
-        ``bdata=PATH`` (a bdpy BData file, :mod:`bids_decode.bdata`)."""
+        ``auto`` (:func:`bold_sources.resolve_bold_source`), or ``bdata=PATH`` (a bdpy BData
+        file, :mod:`bids_decode.bdata`)."""
+        from .bold_sources import preproc_spm_root, resolve_bold_source
+
         if text.startswith("bdata="):
             return cls("bdata", Path(text[len("bdata="):]), space)
+        text = resolve_bold_source(text, bids_dir, derivatives)
         if text == "raw":
             return cls("raw", None, space)
         if text == "preproc-spm":
-            root = Path(derivatives.get("preproc-spm",
-                                        bids_dir / "derivatives" / "preproc-spm" / "output"))
+            root = preproc_spm_root(bids_dir, derivatives)
             return cls("preproc-spm", _checked_root(root, text), space)
         if text == "fmriprep":
             root = Path(derivatives.get("fmriprep", bids_dir / "derivatives" / "fmriprep"))
@@ -306,6 +317,12 @@ def find_runs(
         ses = entities_of(events.name).get("ses")
         raw_bold = _nifti(events.parent, _stem(events) + "_bold")
         bold, expected, confounds = _resolve_bold(events, source, bids_dir)
+        xfm = None
+        if source.kind == "fmriprep":  # full outputs, or minimal ones (transforms only)
+            from .bold_sources import fmriprep_run
+
+            bold, xfm = fmriprep_run(source.root / events.parent.relative_to(bids_dir),
+                                     _stem(events), source.space, bold, raw_bold, expected)
         if bold is None:
             raise MissingInputError(
                 f"No BOLD run for {events.name} (expected {expected}). "
@@ -325,7 +342,7 @@ def find_runs(
         tr = float(tr)
         offset = 0 if source.kind == "raw" else _volume_offset(events, bold, raw_bold, tr)
         run = entities_of(events.name).get("run")
-        runs.append(Run(bold, events, ses, run, tr, offset, confounds))
+        runs.append(Run(bold, events, ses, run, tr, offset, confounds, xfm))
     runs.sort(key=lambda r: (r.session or "", r.run or "", r.bold.name))
     offsets = sorted({r.volume_offset for r in runs})
     if source.kind != "raw" and runs:

@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from . import decoding, derivatives, evaluation
+from . import decoding, derivatives, evaluation, resources, statistics
+from .bold_sources import align_runs, resolve_bold_source
 from .config import RunConfig
 from .errors import DataError, MissingInputError, UsageError
 from .featurefile import FeatureFile
+from .grid import UNIT_BLOCK, shard_range
 from .layout import BoldSource, check_trs, find_runs, make_layout
 from .progress import progress_bar
 from .rois import RoiSpec, load_roi, mask_files, read_atlas_labels
@@ -29,8 +30,13 @@ LOGGER = logging.getLogger(__name__)
 SUMMARY_COLUMNS = [
     "roi", "layer", "n_units", "n_voxels", "n_voxels_selected", "n_constant_units",
     "profile_r_mean", "profile_r_median", "pattern_r_mean", "identification_accuracy",
-    "n_train_samples", "n_test_images",
+    "n_train_samples", "n_test_images", "n_decodable", "fraction_decodable",
+    "reliability_mean", "accuracy_ceiling_mean",
 ]
+
+
+#: Version of the work files' layout (pattern sums as exact integer limbs since 2).
+WORK_FORMAT = 2
 
 
 @dataclass
@@ -43,16 +49,11 @@ class RoiData:
     n_voxels: int
     files: list[str]
     digest: str
+    X_test_halves: np.ndarray | None = None  # (2 * n_test, n_vox): odd, then even presentations
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "", name) or "x"
-
-
-def shard_range(n_units: int, shard: tuple[int, int]) -> tuple[int, int]:
-    """Contiguous flattened unit range of shard ``i`` of ``N`` (1-based)."""
-    i, n = shard
-    return (n_units * (i - 1)) // n, (n_units * i) // n
 
 
 def zscore_train(X_train, X_test):
@@ -87,13 +88,15 @@ def _features_path(config: RunConfig) -> Path:
     with FileLock(str(out) + ".lock", timeout=-1):
         return feat.extract_features(
             paths, names, out, network=config.network, layers=list(config.layers) or None,
-            weights=config.weights, device=config.device,
+            weights=config.weights, device=config.device, preprocessing=config.preprocessing,
         )
 
 
 def _chunk_units(config: RunConfig, n_rows: int, n_images: int) -> int:
+    """Units per chunk read from the features file: a quarter of ``--mem``, on the unit grid."""
     per_unit = 8 * (n_images + 4 * n_rows)
-    return int(max(64, min(1 << 20, config.mem_gb * 2**30 * 0.25 / per_unit)))
+    units = int(max(UNIT_BLOCK, min(1 << 20, config.mem_gb * 2**30 * 0.25 / per_unit)))
+    return units // UNIT_BLOCK * UNIT_BLOCK
 
 
 def _chunks(ff: FeatureFile, layer: str, train_rows, targets, chunk: int, unit_range):
@@ -103,8 +106,11 @@ def _chunks(ff: FeatureFile, layer: str, train_rows, targets, chunk: int, unit_r
     sizes = np.array([len(g) for g in test_groups])
     if group == "layers":
         rows = np.concatenate([train_rows, *test_groups])
+        starts = np.r_[0, np.cumsum(sizes)[:-1]]
         for s, e, Y in ff.iter_unit_chunks(layer, rows, chunk, unit_range):
-            Yte = np.add.reduceat(Y[n_train:], np.r_[0, np.cumsum(sizes)[:-1]], axis=0)
+            # per unit, a contiguous sum over each label's rows (the same bits in any chunk)
+            Yt = np.ascontiguousarray(Y[n_train:].T)
+            Yte = np.add.reduceat(Yt, starts, axis=1).T
             yield s, e, Y[:n_train], Yte / sizes[:, None]
         return
     cat_rows = np.concatenate(test_groups)
@@ -125,6 +131,12 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
     pattern = evaluation.PatternAccumulator(n_test)
     n_const = 0
     chunk = _chunk_units(config, rows_per_sample, len(ff.names))
+    X_pred = roi.X_test if roi.X_test_halves is None else np.vstack([roi.X_test,
+                                                                       roi.X_test_halves])
+    stats = statistics.ShardStatistics(
+        hi - lo, n_test, n_permutations=config.n_permutations, seed=config.permutation_seed,
+        halves=roi.X_test_halves is not None, device=config.device, n_jobs=config.nprocs or None,
+        mem_bytes=int(min(256 * 2**20, config.mem_gb * 2**30 * 0.1)))
     derivatives.check_free_space(work_file.parent, (n_test + 2) * (hi - lo) * 4,
                                  f"the work file {work_file.name}")
     n_chunks = max(1, -(-(hi - lo) // chunk))
@@ -133,7 +145,7 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
         # whole chunks, and assemble_roi's image-by-image read touches each chunk once
         # (chunks of all images re-read every chunk once per image: 10x slower at 300k units)
         dec = w.create_dataset("decoded", (n_test, hi - lo), dtype="f4",
-                               chunks=(1, max(1, min(hi - lo, chunk))))
+                               chunks=(1, min(hi - lo, chunk)) if hi > lo else None)
         bar = progress_bar(total=n_chunks, desc=f"{roi.name}/{layer}", unit="chunk")
         for s, e, Ytr, Yte in _chunks(ff, layer, train_rows, targets, chunk, (lo, hi)):
             if not (np.isfinite(Ytr).all() and np.isfinite(Yte).all()):
@@ -142,17 +154,19 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
                     f"(units {s}..{e - 1} of the stimuli used). Recompute the features, or "
                     "leave the layer out with --layers."
                 )
-            mu = Ytr.mean(axis=0)
-            sd = Ytr.std(axis=0, ddof=1)
-            const = ~(sd > 1e-12 * np.maximum(1.0, np.abs(mu)))
-            sd[const] = 1.0
+            mu, sd, const = evaluation.unit_stats(Ytr)
             Ztr = (Ytr - mu) / sd
             Zte = (Yte - mu) / sd
             Ztr[:, const] = 0.0
-            P = decoding.predict_chunk(
-                design, Ztr, roi.X_test, config.n_voxels, n_jobs=config.nprocs or None,
+            # the half averages' rows ride under X_test: the same decoders predict them
+            P_all = decoding.predict_chunk(
+                design, Ztr, X_pred, config.n_voxels, n_jobs=config.nprocs or None,
                 mem_bytes=int(config.mem_gb * 2**30 * 0.5)).astype(np.float64)
-            P[:, const] = 0.0
+            P_all[:, const] = 0.0
+            P = P_all[:n_test]
+            stats.update(s - lo, e - lo, P, Zte,
+                         P_all[n_test:].reshape(2, n_test, e - s) if len(P_all) > n_test
+                         else None)
             acc[s - lo:e - lo] = evaluation.profile_correlation(P, Zte)
             dec[:, s - lo:e - lo] = (P * sd + mu).astype(np.float32)
             pattern.update(P, Zte)
@@ -160,6 +174,7 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
             bar.update(1)
         bar.close()
         w.create_dataset("accuracy", data=acc)
+        stats.write(w)
         g = w.create_group("pattern")
         for k, v in pattern.state().items():
             g.create_dataset(k, data=v)
@@ -168,7 +183,8 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
 
 def _work_file(config: RunConfig, subject: str, roi: RoiData, layer: str, shard, ff) -> Path:
     key = json.dumps({
-        "params": config.decoding_fingerprint(), "roi": roi.digest, "layer": layer,
+        "format": WORK_FORMAT, "params": config.decoding_fingerprint(), "roi": roi.digest,
+        "layer": layer,
         "features": [str(ff.path.resolve()), ff.path.stat().st_size, ff.path.stat().st_mtime_ns],
     }, sort_keys=True, default=str)
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
@@ -194,7 +210,7 @@ def assemble_roi(config: RunConfig, subject: str, ff: FeatureFile, roi: RoiData,
                                 suffix="decoding", ext=".h5")
     n_test = len(test_labels)
     rows = []
-    size = sum((n_test + 3) * ff.n_units(layer) * 4 for layer in layers)
+    size = sum((n_test + 11) * ff.n_units(layer) * 4 for layer in layers)
     derivatives.check_free_space(out.parent, size, out.name)
     with derivatives.atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
         h5.create_dataset("stimulus_name", data=np.array(test_labels, dtype=object),
@@ -210,6 +226,8 @@ def assemble_roi(config: RunConfig, subject: str, ff: FeatureFile, roi: RoiData,
             acc = np.empty(n_units, dtype=np.float32)
             pattern = evaluation.PatternAccumulator(n_test)
             n_const = 0
+            stats = statistics.LayerStatistics(n_units, config.n_permutations,
+                                               config.permutation_seed)
             handles = [h5py.File(wf, "r") for wf in shard_files[layer]]
             try:
                 for w in handles:
@@ -218,6 +236,7 @@ def assemble_roi(config: RunConfig, subject: str, ff: FeatureFile, roi: RoiData,
                     pattern.merge(evaluation.PatternAccumulator.from_state(
                         {k: w["pattern"][k][()] for k in evaluation.PatternAccumulator.FIELDS}))
                     n_const += int(w.attrs["n_constant_units"])
+                    stats.read(w, lo, hi)
                 g = h5.create_group(layer)
                 dec = g.create_dataset("decoded", (n_test, *shape), dtype="f4", chunks=True)
                 flat = np.empty(n_units, dtype=np.float32)
@@ -235,6 +254,10 @@ def assemble_roi(config: RunConfig, subject: str, ff: FeatureFile, roi: RoiData,
             g.create_dataset("rank", data=evaluation.rank_units(acc).reshape(shape))
             g.create_dataset("pattern_r", data=pattern_r)
             g.create_dataset("identification", data=ident)
+            unit_stats, stats_row = stats.results(acc)
+            for name, arr in unit_stats.items():
+                g.create_dataset(name, data=arr.reshape(*arr.shape[:-1], *shape))
+            g.attrs.update(stats.attrs)
             row = {
                 "roi": roi.name, "layer": layer, "n_units": n_units, "n_voxels": roi.n_voxels,
                 "n_voxels_selected": n_selected(config, roi.n_voxels),
@@ -243,7 +266,7 @@ def assemble_roi(config: RunConfig, subject: str, ff: FeatureFile, roi: RoiData,
                 "profile_r_median": _nanstat(np.nanmedian, acc),
                 "pattern_r_mean": _nanstat(np.nanmean, pattern_r),
                 "identification_accuracy": _nanstat(np.nanmean, ident),
-                "n_train_samples": n_train, "n_test_images": n_test,
+                "n_train_samples": n_train, "n_test_images": n_test, **stats_row,
             }
             g.attrs.update({k: row[k] for k in (
                 "n_units", "n_constant_units", "profile_r_mean", "pattern_r_mean",
@@ -274,8 +297,13 @@ def prepare_roi(name: str, mask: np.ndarray, samples, files: list[Path]) -> RoiD
             "other ROIs with --roi."
         )
     X_train, X_test = zscore_train(samples.X_train[:, cols], samples.X_test[:, cols])
+    halves = None
+    if samples.test_halves is not None:
+        H = samples.test_halves[:, :, cols].reshape(-1, cols.size)
+        halves = zscore_train(samples.X_train[:, cols], H)[1]
     digest = hashlib.sha1(samples.voxels[cols].tobytes()).hexdigest()[:12]
-    return RoiData(name, X_train, X_test, int(cols.size), [str(f) for f in files], digest)
+    return RoiData(name, X_train, X_test, int(cols.size), [str(f) for f in files], digest,
+                   halves)
 
 
 def write_summary(config: RunConfig, subject: str, rows: list[dict]) -> Path:
@@ -308,6 +336,15 @@ SUMMARY_SIDECAR = {
                                                "(chance 0.5)"},
     "n_train_samples": {"Description": "Training samples (blocks)"},
     "n_test_images": {"Description": "Test images (blocks averaged per image)"},
+    "n_decodable": {"Description": "Units whose Benjamini-Hochberg q-value (over the layer's "
+                                   "units, from one-sided permutation p-values) is below 0.05"},
+    "fraction_decodable": {"Description": "n_decodable / n_units (NaN units count as not "
+                                          "decodable)"},
+    "reliability_mean": {"Description": "Mean over units of the split-half reliability of the "
+                                        "decoded values (odd vs even presentations, "
+                                        "Spearman-Brown corrected)"},
+    "accuracy_ceiling_mean": {"Description": "Mean over units of sqrt(reliability), the highest "
+                                             "accuracy the measurement noise allows"},
 }
 
 
@@ -359,6 +396,8 @@ def _write_qc_run(config: RunConfig, h5, run, union, masks, ref_shape) -> None:
 
 def run_participant(config: RunConfig, subject: str) -> dict:
     """Decode every requested layer from every requested ROI of one subject (see _run)."""
+    config = config.replace(bold_source=resolve_bold_source(  # 'auto' -> what was used
+        config.bold_source, Path(config.bids_dir), config.derivative_paths))
     collector = WarningCollector()
     logging.getLogger("bids_decode").addHandler(collector)
     try:
@@ -421,6 +460,9 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
         layers = ff.check_layers(config.layers)
         train_rows = ff.rows_for(samples.train_labels, what="training stimuli")
         targets = ff.test_targets(samples.test_labels)
+        resources.log_run_plan(config, subject, ff, layers, len(train_rows),
+                               len(train_rows) + sum(len(g) for g in targets[1]),
+                               samples.X_train.shape[1])
         rows, complete = [], True
         # 5. decoding, ROI by ROI, layer by layer (resumable: finished work files are reused)
         for name, mask in inputs.masks.items():
@@ -486,11 +528,14 @@ def _bids_inputs(config: RunConfig, subject: str, source: BoldSource) -> Subject
     tr = check_trs(train_runs + test_runs)
     LOGGER.info("sub-%s: %d training and %d test runs (TR %.3g s)", subject, len(train_runs),
                 len(test_runs), tr)
-    # 2. ROIs
-    ref = nib.load(str(train_runs[0].bold))
+    # 2. ROIs, on the reference grid (runs not in the masks' space are refused here)
     labels = read_atlas_labels(config.atlas_labels) if config.atlas_labels else None
     specs = [RoiSpec.parse(r, labels) for r in config.roi]
     roots = [*config.derivative_paths.values(), *([source.root] if source.root else [])]
+    ref, runs = align_runs(source.kind, train_runs + test_runs,
+                           mask_files(bids_dir, subject, specs[0], roots, config.atlas)[0],
+                           subject, assume_aligned=config.assume_aligned)
+    train_runs, test_runs = runs[:len(train_runs)], runs[len(train_runs):]
     masks = {s.name: load_roi(bids_dir, subject, s, ref, roots, config.atlas) for s in specs}
     union = np.logical_or.reduce(list(masks.values()))
     # 3. samples
@@ -545,6 +590,7 @@ def write_run_config(config: RunConfig, subject: str, info: dict) -> Path:
     path = derivatives.subject_dir(config.output_dir, subject) / (
         f"sub-{subject}_task-{config.task}_config.json")
     d = config.replace(participant_label=(subject,)).to_dict()
-    d["provenance"] = derivatives.provenance() | {"samples": info}
+    d["provenance"] = derivatives.provenance() | {"samples": info,
+                                                  "resources": resources.record(config)}
     derivatives.write_json(path, d)
     return path

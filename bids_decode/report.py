@@ -303,6 +303,44 @@ def accuracy_figures(sf: SubjectFiles) -> list[ReportFigure]:
     return out
 
 
+def decodability_figures(sf: SubjectFiles) -> list[ReportFigure]:
+    """Fraction of decodable units per ROI x layer, and accuracy against its noise ceiling."""
+    s, layers = sf.summary, sf.layers
+    rois = list(sf.h5) or list(dict.fromkeys(s["roi"].astype(str)))
+    out = []
+    if "fraction_decodable" in s and np.isfinite(s["fraction_decodable"].astype(float)).any():
+        m = np.full((len(rois), len(layers)), np.nan)
+        for _, r in s.iterrows():
+            if str(r["roi"]) in rois and str(r["layer"]) in layers:
+                m[rois.index(str(r["roi"])), layers.index(str(r["layer"]))] = \
+                    r["fraction_decodable"]
+        out.append(ReportFigure(
+            "fraction-decodable", "Fraction of decodable units",
+            "Per ROI and layer, the fraction of units whose Benjamini-Hochberg q-value (from "
+            "one-sided permutation p-values, over the units of the layer) is below 0.05.",
+            figures.to_png(figures.heatmaps({"fraction decodable (q < 0.05)": (m, rois, layers)},
+                                            vmin=0.0, vmax=1.0))))
+    if sf.h5:
+        roi, path = next(iter(sf.h5.items()))
+        data = {}
+        with h5py.File(path, "r") as f:
+            for la in layers:
+                if la in f and "accuracy_ceiling" in f[la]:
+                    data[la] = (f[la]["accuracy_ceiling"][()].ravel(),
+                                f[la]["accuracy"][()].ravel())
+        if data:
+            out.append(ReportFigure(
+                "ceiling", f"Accuracy against its noise ceiling: {roi}",
+                "Each point is a unit: the square root of the split-half reliability of its "
+                "decoded values (x; odd vs even presentations of the test images, "
+                "Spearman-Brown corrected) and its accuracy (y). Points near the diagonal are "
+                "decoded as well as the measurement noise allows.",
+                figures.to_png(figures.accuracy_scatter(
+                    data, xlabel="noise ceiling", ylabel="accuracy",
+                    title=f"Accuracy vs ceiling, ROI {roi}"))))
+    return out
+
+
 def decoded_true_figures(sf: SubjectFiles, rois: Sequence[str] | None = None
                          ) -> tuple[list[ReportFigure], list[str]]:
     """Decoded vs true values of the best and a median unit of each layer, one figure per ROI.
@@ -427,7 +465,33 @@ def citation(config: Mapping, sidecar: Mapping, layers: Sequence[str], rois: Seq
         "the Pearson correlation over the units of a layer between the decoded and true "
         "pattern of each image, and identification accuracy the fraction of other test images "
         "whose true pattern correlated less with the decoded pattern than the correct one."
-    )
+    ) + statistics_sentence(config, samples)
+
+
+def statistics_sentence(config: Mapping, samples: Mapping) -> str:
+    """Methods text for the permutation tests and the split-half reliability ('' when off).
+
+    The reliability sentence needs a run of this version (``n_permutations`` in the config)
+    with at least two test blocks per image on average (``samples``: the sidecar's counts).
+    """
+    n = int(config.get("n_permutations", 0) or 0)
+    text = ""
+    if n:
+        text += (
+            " Each unit's accuracy was tested with a one-sided permutation test (H0: r <= 0): "
+            f"the test-image labels were permuted {n} times (the same permutations for every "
+            f"unit; seed {config.get('permutation_seed', 0)}) and p = (1 + #{{r_perm >= r}}) / "
+            f"(1 + {n}). p-values were corrected over the units of each layer by the "
+            "Benjamini-Hochberg procedure (units with q < 0.05 are called decodable) and, for "
+            "the family-wise error rate, by the max-statistic method (Westfall and Young 1993).")
+    blocks, images = samples.get("n_test_blocks", 0), samples.get("n_test_images", 0)
+    if "n_permutations" in config and images and blocks >= 2 * images:
+        text += (
+            " The reliability of each unit's decoded values was the Spearman-Brown-corrected "
+            "correlation, across test images, of the values decoded from the odd and from the "
+            "even presentations of each image; its square root is the accuracy's noise "
+            "ceiling.")
+    return text
 
 
 def write_subject_report(output_dir: Path, subject: str, task: str) -> Path:
@@ -452,7 +516,8 @@ def write_subject_report(output_dir: Path, subject: str, task: str) -> Path:
         notes.append(f"No run configuration sub-{subject}_task-{task}_config.json was found; "
                      "parameters come from the sidecars.")
     summary_cols = ["roi", "layer", "n_units", "n_constant_units", "profile_r_mean",
-                    "profile_r_median", "pattern_r_mean", "identification_accuracy"]
+                    "profile_r_median", "pattern_r_mean", "identification_accuracy",
+                    "n_decodable", "fraction_decodable", "accuracy_ceiling_mean"]
     sections = [("summary", "Summary", "".join(note(n) for n in notes) + table(
         sf.summary, [c for c in summary_cols if c in sf.summary.columns]))]
     sections.append(("inputs", "Inputs", inputs_section(sf)))
@@ -460,7 +525,7 @@ def write_subject_report(output_dir: Path, subject: str, task: str) -> Path:
     sections.append(("quality", "Sample quality",
                      "".join(note(n) for n in qc_notes) + "".join(map(figure_html, qc_figs))))
     sections.append(("accuracy", "Decoding accuracy",
-                     "".join(map(figure_html, accuracy_figures(sf)))))
+                     "".join(map(figure_html, accuracy_figures(sf) + decodability_figures(sf)))))
     dt_figs, dt_notes = decoded_true_figures(sf)
     sections.append(("decoded", "Decoded vs true",
                      "".join(note(n) for n in dt_notes) + "".join(map(figure_html, dt_figs))))
@@ -512,14 +577,18 @@ def write_group_report(output_dir: Path, task: str, *, plan, summary: pd.DataFra
              f"{esc(', '.join(plan.layers))}, {len(plan.test_names)} test images.</p>"
              f"<ul>{''.join(subs)}</ul>" + "".join(note(n) for n in plan.notes))
     cols = ["roi", "layer", "n_units", "r_mean", "r_min", "r_max", "spearman_r_mean",
-            "top10_overlap_mean", "profile_r_mean", "averaged_profile_r_mean",
-            "averaged_identification_accuracy"]
+            "top10_overlap_mean", "r_disattenuated_mean", "fraction_decodable_all",
+            "profile_r_mean", "averaged_profile_r_mean", "averaged_identification_accuracy"]
     sections = [("subjects", "Subjects", intro),
                 ("figures", "Figures", "".join(figure_html(f) for f in figures)),
                 ("summary", "Between-subject consistency",
                  "<p>r: Pearson correlation, over units, of two subjects' unit accuracies "
                  "(mean, min and max over subject pairs). top10_overlap_mean: fraction of one "
-                 "subject's top-10% units that are top-10% in the other (chance 0.1).</p>"
+                 "subject's top-10% units that are top-10% in the other (chance 0.1). "
+                 "r_disattenuated_mean: r divided by the square root of the two subjects' "
+                 "split-half reliabilities of their unit accuracies (the consistency noise "
+                 "allows is 1). fraction_decodable_all: units with q &lt; 0.05 in every "
+                 "subject.</p>"
                  + table(summary, [c for c in cols if c in summary.columns]))]
     files = [p.relative_to(output_dir) for p in sorted(gdir.rglob("*"))
              if p.is_file() and not p.name.startswith(".")]
@@ -532,7 +601,11 @@ def write_group_report(output_dir: Path, task: str, *, plan, summary: pd.DataFra
         + f" Between-subject consistency was assessed as the Pearson correlation of unit "
         f"accuracies between each pair of the {len(plan.subjects)} subjects (Horikawa et al. "
         "2019), and an averaged subject was formed by averaging the decoded features across "
-        "subjects.") + "</p>"))
+        "subjects." + (" Between-subject correlations were corrected for attenuation by "
+                       "dividing them by the square root of the product of the two subjects' "
+                       "reliabilities (the Spearman-Brown-corrected correlation, across units, "
+                       "of the accuracies decoded from the odd and from the even presentations)."
+                       if "n_permutations" in ref.config else "")) + "</p>"))
     path = gdir / "report.html"
     derivatives.write_text(path, page(f"bids_decode group report: task {task}", _stamp(),
                                       sections))

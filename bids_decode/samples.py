@@ -189,6 +189,9 @@ class Samples:
         Flat (C-order) indices of the voxels in the BOLD grid.
     info : dict
         Counts for the log and the report.
+    test_halves : ndarray of shape (2, n_test_images, n_voxels), float32, or None
+        Each test image's odd (1st, 3rd, ...) and even (2nd, 4th, ...) presentations averaged
+        separately (split-half reliability); None when an image has fewer than two blocks.
     """
 
     X_train: np.ndarray
@@ -199,6 +202,7 @@ class Samples:
     test_counts: np.ndarray
     voxels: np.ndarray
     info: dict = field(default_factory=dict)
+    test_halves: np.ndarray | None = None
 
 
 def load_run_timeseries(run: Run, mask: np.ndarray, ref_shape: tuple[int, ...]) -> np.ndarray:
@@ -208,6 +212,10 @@ def load_run_timeseries(run: Run, mask: np.ndarray, ref_shape: tuple[int, ...]) 
     -------
     ndarray of shape (n_volumes, n_voxels_in_mask), float32
     """
+    if run.transforms is not None and run.transforms.resample:  # another grid, or fMRIPrep
+        from .bold_sources import resampled_timeseries
+
+        return resampled_timeseries(run, mask)
     try:
         img = nib.load(str(run.bold))
         if img.ndim != 4:
@@ -267,6 +275,10 @@ def load_confounds(run: Run, which: str | None, n_volumes: int) -> np.ndarray | 
     """The chosen confound columns of a run (NaNs, e.g. first derivatives, set to 0)."""
     if not which:
         return None
+    if run.confounds is None and run.transforms is not None and run.transforms.hmc:
+        from .bold_sources import motion_confounds  # from fMRIPrep's head-motion transforms
+
+        return motion_confounds(run, which, n_volumes)
     if run.confounds is None:
         raise DataError(
             f"--confounds {which} was asked for but {run.bold.name} has no confounds table "
@@ -380,7 +392,10 @@ def build_samples(train_runs: list[Run], test_runs: list[Run], mask: np.ndarray,
         "n_nonfinite_voxels": int((~finite).sum()),
         "runs_per_session": _runs_per_session(train_runs + test_runs),
     }
-    return Samples(X_train, train_labels, train_run, X_test, uniq, counts, voxels[finite], info)
+    index = {lab: i for i, lab in enumerate(uniq)}
+    inv = np.array([index[lab] for lab in parts["test"][1]], dtype=np.int64)
+    return Samples(X_train, train_labels, train_run, X_test, uniq, counts, voxels[finite], info,
+                   test_halves=half_averages(X_test_blocks, inv, len(uniq)))
 
 
 def average_by_label(X: np.ndarray, labels: list[str], *, sort: bool):
@@ -410,6 +425,37 @@ def average_by_label(X: np.ndarray, labels: list[str], *, sort: bool):
     out = np.zeros((len(uniq), X.shape[1]), dtype=np.float64)
     np.add.at(out, inv, X)
     return (out / counts[:, None]).astype(np.float32), uniq, counts, first
+
+
+def half_averages(X_blocks: np.ndarray, image: np.ndarray, n_images: int) -> np.ndarray | None:
+    """Average each image's odd and even presentations separately (a fixed split-half).
+
+    Parameters
+    ----------
+    X_blocks : ndarray of shape (n_blocks, n_voxels)
+        Test blocks in presentation order (runs in order, blocks in time order).
+    image : ndarray of shape (n_blocks,), int
+        Image index of each block.
+    n_images : int
+
+    Returns
+    -------
+    ndarray of shape (2, n_images, n_voxels), float32, or None
+        ``[0]``: mean of the 1st, 3rd, ... presentations of each image; ``[1]``: of the 2nd,
+        4th, ...; None when some image was presented fewer than two times.
+    """
+    image = np.asarray(image)
+    seen = np.zeros(n_images, dtype=np.int64)
+    half = np.empty(image.size, dtype=np.int64)
+    for j, i in enumerate(image):
+        half[j] = seen[i] % 2
+        seen[i] += 1
+    if image.size == 0 or seen.min() < 2:
+        return None
+    out = np.zeros((2, n_images, X_blocks.shape[1]), dtype=np.float64)
+    np.add.at(out, (half, image), X_blocks)
+    n = np.stack([np.bincount(image[half == h], minlength=n_images) for h in (0, 1)])
+    return (out / n[:, :, None]).astype(np.float32)
 
 
 def _runs_per_session(runs: list[Run]) -> dict:

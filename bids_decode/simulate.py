@@ -158,8 +158,8 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
                      preproc_spm: bool = False, fmriprep: bool = False,
                      stimulus_images: bool = False, photos: list | None = None,
                      layers: dict | None = None, n_latent: int = 12,
-                     snr: float = 1.0, seed: int = 0, grid=GRID,
-                     layout: str = "ds001246") -> dict:
+                     snr: float = 1.0, seed: int = 0, grid=GRID, motion: bool = False,
+                     null_fraction: float = 0.0, layout: str = "ds001246") -> dict:
     """Write the dataset and its features; return the paths and the planted truth.
 
     Parameters
@@ -187,6 +187,15 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     snr : float
         Standard deviation of the ROI signal relative to the noise.
     seed : int
+    motion : bool
+        Raw runs as a scanner records them (:func:`write_moved_run`): each session at its own
+        placement, per-volume head motion; the masks stay in the aligned space, the aligned
+        runs go to ``derivatives/preproc-spm`` and fMRIPrep's minimal outputs (boldrefs and
+        ITK transforms) to ``derivatives/fmriprep``. The aligned data are those of the same
+        ``seed`` without motion.
+    null_fraction : float
+        Share of each layer's units planted with decodability exactly 0 (pure feature noise;
+        chosen with a generator of their own, so 0 leaves the dataset unchanged).
     layout : {"ds001246", "ds001506"}
         Real dataset whose events, sessions and TR are used (ds001506: sub-01's events, TR 2 s;
         ``n_test_runs`` runs of each of the natural-image, artificial-shape and letter tests).
@@ -201,8 +210,11 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
                          "Choose an empty or new folder.")
     if n_subjects < 1 or n_train_runs < 1 or n_test_runs < 1:
         raise UsageError("simulate needs at least one subject, one training and one test run.")
+    if not 0.0 <= null_fraction <= 1.0:
+        raise UsageError(f"--null-fraction must be between 0 and 1; got {null_fraction}.")
     layers = dict(layers or DEFAULT_LAYERS)
     rng = np.random.default_rng(seed)
+    null_rng = np.random.default_rng([seed, 1])
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -234,6 +246,8 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     for li, (name, shape) in enumerate(layers.items()):
         n_units = int(np.prod(shape))
         rho = rng.uniform(0.0, 0.95, n_units)
+        if null_fraction > 0:
+            rho[null_rng.choice(n_units, int(round(null_fraction * n_units)), replace=False)] = 0
         B = rng.standard_normal((n_latent, n_units))
         B /= np.linalg.norm(B, axis=0)
         signal = Z @ B
@@ -276,7 +290,9 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     cat_index = {}
     for name in images:
         cat_index.setdefault(name.split("_")[0], img_index[name])
-    if fmriprep:
+    preproc_spm = preproc_spm or motion
+    moved = MotionPlan(seed) if motion else None
+    if fmriprep or motion:
         fp_root = out / "derivatives" / "fmriprep"
         fp_root.mkdir(parents=True, exist_ok=True)
         (fp_root / "dataset_description.json").write_text(json.dumps({
@@ -300,7 +316,11 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
             stem = new_name[: -len("_events.tsv")]
             vol = (1000.0 + 8.0 * data).reshape(len(data), *grid).transpose(1, 2, 3, 0)
             vol = np.round(vol).astype(np.int16)
-            _save_bold(vol, affine, tr, func / f"{stem}_bold.nii.gz")
+            if moved is None:
+                _save_bold(vol, affine, tr, func / f"{stem}_bold.nii.gz")
+            else:
+                write_moved_run(moved, vol, affine, tr, func / f"{stem}_bold.nii.gz",
+                                fp_root / f"sub-{sub}" / ses / "func", stem, (sub, ses))
             if preproc_spm:
                 d = out / "derivatives" / "preproc-spm" / "output" / f"sub-{sub}" / ses / "func"
                 d.mkdir(parents=True, exist_ok=True)
@@ -345,6 +365,8 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
         for name, rho in truth.items():
             f.create_dataset(f"decodability/{name}", data=rho)
         f.attrs.update({"seed": seed, "snr": snr, "n_latent": n_latent})
+        if moved is not None:
+            moved.write_truth(f)
     LOGGER.info("simulated %d subjects, %d images, layers %s in %s", n_subjects, n_img,
                 list(layers), out)
     return {"bids_dir": out, "features": features, "truth": truth, "images": images}
@@ -397,8 +419,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", choices=sorted(LAYOUTS), default="ds001246",
                         help="real dataset whose events, sessions and TR are used "
                              "(default ds001246; ds001506: Deep Image Reconstruction, sub-01)")
+    parser.add_argument("--motion", action="store_true",
+                        help="raw runs at per-session scanner placements with head motion; "
+                             "aligned runs in derivatives/preproc-spm, fMRIPrep's minimal "
+                             "outputs (boldrefs, ITK transforms) in derivatives/fmriprep")
     parser.add_argument("--snr", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--null-fraction", "--null_fraction", type=float, default=0.0,
+                        help="share of each layer's units planted with decodability 0")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -406,7 +434,115 @@ def run_from_args(args: argparse.Namespace) -> int:
                            n_train_runs=args.n_train_runs, n_test_runs=args.n_test_runs,
                            n_imagery_runs=args.n_imagery_runs, preproc_spm=args.preproc_spm,
                            fmriprep=args.fmriprep, stimulus_images=args.stimulus_images,
-                           snr=args.snr, seed=args.seed, layout=args.layout)
+                           snr=args.snr, seed=args.seed, motion=args.motion,
+                           null_fraction=args.null_fraction, layout=args.layout)
     print(f"Simulated dataset: {res['bids_dir']}\nFeatures: {res['features']}\n"
           f"Planted truth: {res['bids_dir'] / 'stimuli' / 'truth_simulated.h5'}")
     return 0
+
+
+class MotionPlan:
+    """Scanner placements, head poses and head motion of ``simulate --motion``.
+
+    Draws from its own random stream (``[seed, 7]``), so the aligned data equal those of the
+    same seed without motion. Per session: a placement ``P`` of the field of view (a rigid
+    transform of the aligned grid, up to ~3 degrees and ~4 mm) and a head pose ``Q`` (the
+    boldref-to-T1w coregistration, up to ~2 degrees and ~3 mm). Per volume: a random walk of
+    the six motion parameters (about 1 mm and 1 degree over a run).
+
+    Attributes
+    ----------
+    params : dict
+        Run stem -> simulated motion parameters, ndarray of shape (n_volumes, 6)
+        (:data:`bold_sources.MOTION6`).
+    """
+
+    PAD = 3  # voxels of margin of the raw field of view around the aligned grid
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng([seed, 7])
+        self.sessions: dict = {}
+        self.params: dict[str, np.ndarray] = {}
+
+    def session(self, key):
+        """(P, Q) of one session, drawn at its first run."""
+        from .bold_sources import rigid_matrices
+
+        if key not in self.sessions:
+            draw = lambda mm, deg: np.r_[self.rng.uniform(-mm, mm, 3),  # noqa: E731
+                                         np.radians(self.rng.uniform(-deg, deg, 3))]
+            self.sessions[key] = (rigid_matrices(draw(4.0, 3.0)[None], np.zeros(3))[0],
+                                  rigid_matrices(draw(3.0, 2.0)[None], np.zeros(3))[0])
+        return self.sessions[key]
+
+    def walk(self, n_vols: int) -> np.ndarray:
+        """Motion parameters, shape (n_vols, 6): translations (mm), rotations (radians)."""
+        steps = self.rng.standard_normal((n_vols, 6)) * np.r_[[0.08] * 3, [0.0013] * 3]
+        steps[0] = 0.0
+        return np.cumsum(steps, axis=0)
+
+    def write_truth(self, h5) -> None:
+        for stem, p in self.params.items():
+            h5.create_dataset(f"motion/{stem}", data=p)
+
+
+def write_moved_run(plan: MotionPlan, vol: np.ndarray, affine: np.ndarray, tr: float,
+                    bold_path: Path, fp_func: Path, stem: str, session) -> None:
+    """Write one raw run as the scanner saw it, and fMRIPrep's minimal outputs for it.
+
+    The raw grid is the aligned grid padded by :attr:`MotionPlan.PAD` voxels and placed by
+    the session's ``P``; volume ``t`` at raw voxel ``v`` samples the aligned data (cubic
+    spline) at ``inv(Q) @ inv(H_t) @ A_raw @ v``, with ``H_t`` the head motion of the volume
+    about the centre of the field of view. So fMRIPrep's chain (``inv(A_raw) @ H_t @ Q``)
+    brings the aligned grid's points back to the raw voxels they were written to.
+
+    Parameters
+    ----------
+    plan : MotionPlan
+    vol : ndarray of shape (*grid, n_volumes), int16
+        The aligned run.
+    affine : ndarray of shape (4, 4)
+        The aligned grid's affine (the masks').
+    tr : float
+    bold_path : Path
+        The raw run to write.
+    fp_func : Path
+        fMRIPrep's ``func`` folder of the run.
+    stem : str
+        The run's BIDS name without ``_bold``.
+    session : hashable
+        Key of the run's session (placement and head pose).
+    """
+    import nitransforms as nt
+    from scipy.ndimage import map_coordinates
+
+    from .bold_sources import COREG_PATTERN, HMC_PATTERN, rigid_matrices
+
+    P, Q = plan.session(session)
+    pad = MotionPlan.PAD
+    shape = tuple(np.asarray(vol.shape[:3]) + 2 * pad)
+    shift = np.eye(4)
+    shift[:3, 3] = -pad
+    a_raw = P @ affine @ shift
+    n_vols = vol.shape[3]
+    params = plan.walk(n_vols)
+    center = nib.affines.apply_affine(a_raw, (np.asarray(shape) - 1) / 2.0)
+    hmc = rigid_matrices(params, center)
+    ijk = np.indices(shape).reshape(3, -1)
+    ijk = np.vstack([ijk, np.ones((1, ijk.shape[1]))])
+    to_aligned = np.linalg.inv(affine) @ np.linalg.inv(Q) @ np.linalg.inv(hmc) @ a_raw
+    raw = np.empty((*shape, n_vols), dtype=np.int16)
+    for t in range(n_vols):
+        coords = (to_aligned[t] @ ijk)[:3]
+        raw[..., t] = np.round(map_coordinates(vol[..., t].astype(np.float64), coords, order=3,
+                                               mode="nearest")).reshape(shape)
+    _save_bold(raw, a_raw, tr, bold_path)
+    fp_func.mkdir(parents=True, exist_ok=True)
+    ref = nib.Nifti1Image(raw.mean(axis=3, dtype=np.float64).astype(np.float32), a_raw)
+    for desc in ("hmc", "coreg"):
+        nib.save(ref, fp_func / f"{stem}_desc-{desc}_boldref.nii.gz")
+    nt.linear.LinearTransformsMapping(hmc).to_filename(
+        fp_func / HMC_PATTERN.format(stem=stem), fmt="itk")
+    nt.linear.Affine(Q).to_filename(fp_func / COREG_PATTERN.format(stem=stem, space="T1w"),
+                                    fmt="itk")
+    plan.params[stem] = params

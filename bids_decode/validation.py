@@ -40,8 +40,9 @@ def validate_bids(bids_dir: Path) -> None:
     """Raise :class:`ValidationError` if the validator finds errors in ``bids_dir``."""
     exe = find_validator()
     if exe is None:
-        LOGGER.warning("bids-validator-deno is not installed: the input dataset is not "
-                       "validated ('pip install bids-validator-deno' to enable it).")
+        LOGGER.warning("bids-validator-deno, a dependency of bids_decode, is not installed: "
+                       "the input dataset is not validated (reinstall bids_decode, or 'pip "
+                       "install bids-validator-deno').")
         return
     LOGGER.info("validating %s with the BIDS validator", bids_dir)
     errors = [i for i in validator_issues(bids_dir, exe) if i.get("severity") == "error"]

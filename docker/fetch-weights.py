@@ -1,4 +1,4 @@
-"""Bake torchvision's pretrained AlexNet and VGG19 weights into the image (build time only).
+"""Bake torchvision's pretrained weights of the networks the docs name into the image (build time).
 
     python docker/fetch-weights.py MODE          MODE: pretrained | none | required
 
@@ -16,7 +16,8 @@ import socket
 import sys
 from pathlib import Path
 
-NETWORKS = {"alexnet": "AlexNet_Weights", "vgg19": "VGG19_Weights"}
+NETWORKS = ("alexnet", "vgg19", "resnet18", "resnet50", "vit_b_16")
+"""torchvision model names whose DEFAULT weights are baked (docs/features.md names these)."""
 
 
 def main(mode: str) -> int:
@@ -30,8 +31,8 @@ def main(mode: str) -> int:
     checkpoints.mkdir(parents=True, exist_ok=True)
     socket.setdefaulttimeout(60)
     lines, failed = [], False
-    for net, enum_name in NETWORKS.items():
-        weights = getattr(torchvision.models, enum_name).IMAGENET1K_V1
+    for net in NETWORKS:
+        weights = torchvision.models.get_model_weights(net).DEFAULT
         name = os.path.basename(weights.url)
         if mode == "none":
             lines.append(f"{net}: not baked (build argument WEIGHTS=none); mount {name}")

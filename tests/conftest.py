@@ -46,9 +46,9 @@ def lapack_choice(monkeypatch):
     def use(name):
         monkeypatch.setenv(_backends.LAPACK_ENV, name)
         _backends.lapack_provider.cache_clear()
-        _backends._compile_kernel.cache_clear()
+        _backends._lapack_pair.cache_clear()
 
     yield use
     monkeypatch.delenv(_backends.LAPACK_ENV, raising=False)
     _backends.lapack_provider.cache_clear()
-    _backends._compile_kernel.cache_clear()
+    _backends._lapack_pair.cache_clear()

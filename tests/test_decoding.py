@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -149,28 +151,91 @@ def test_lapack_choice_checked(lapack_choice):
 
 
 def test_task_sizes_balance_threads():
-    from bids_decode.decoding import _task_size
+    from bids_decode.decoding import UNIT_BLOCK, _task_size
 
     for n_units, batch, jobs in [(4000, 2739, 2), (300000, 2739, 2), (129, 128, 2), (7, 16, 2),
-                                 (5000, 2739, 1), (1, 16, 2)]:
+                                 (5000, 2739, 1), (1, 16, 2), (70000, 65536, 2)]:
         size = _task_size(n_units, batch, jobs)
-        n_tasks = -(-n_units // size)
-        assert 1 <= size <= batch
-        assert n_tasks * size - n_units < n_tasks  # tasks equal to within one unit
+        blocks, per_task = -(-n_units // UNIT_BLOCK), size // UNIT_BLOCK
+        n_tasks = -(-blocks // per_task)
+        assert size % UNIT_BLOCK == 0  # tasks start and end on the unit grid
+        assert UNIT_BLOCK <= size <= max(UNIT_BLOCK, batch)
+        assert n_tasks * per_task - blocks < n_tasks  # tasks equal to within one block
         if jobs > 1 and n_units >= 4 * jobs * 128:
             assert n_tasks >= 4 * jobs
 
 
-def test_batch_size_invariance(data):
-    X, Y, Xt = data
+@pytest.fixture(scope="module")
+def wide():
+    """Five and a bit grid blocks of units, so batches, threads and chunks can split them."""
+    rng = np.random.default_rng(11)
+    n, p, u = 53, 37, 5 * decoding.UNIT_BLOCK + 13
+    X = rng.standard_normal((n, p)) * rng.uniform(0.5, 3, p) + 1.0
+    Y = X[:, :8] @ rng.standard_normal((8, u)) + rng.standard_normal((n, u))
+    Xt = rng.standard_normal((7, p)) + 1.0
+    return X, Y, Xt
+
+
+SPLITS = [dict(n_jobs=1), dict(n_jobs=2), dict(n_jobs=1, batch_size=1),
+          dict(n_jobs=2, batch_size=100), dict(n_jobs=2, batch_size=10_000),
+          dict(n_jobs=1, mem_bytes=1)]
+CUTS = [[64, 192], [1, 65, 250], [13], [300, 301, 302]]  # chunk boundaries of the stream
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+DEVICES = ["cpu", "torch-cpu",
+           pytest.param("cuda", marks=pytest.mark.skipif("not _cuda_available()",
+                                                         reason="no CUDA GPU"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [K, 0])
+def test_partition_invariance_bit_for_bit(wide, dtype, k, device, monkeypatch):
+    """The same bits whatever the batch size, threads, memory budget or chunking (and with
+    float32 units redone in float64: the redo threshold is lowered so a third of them are)."""
+    X, Y, Xt = wide
+    monkeypatch.setitem(decoding.COND_MAX, np.dtype(np.float32), 40.0)
+    design = prepare_design(X, 3.0, dtype=dtype, device=device)
+    ref = predict_chunk(design, Y, Xt, k)
+    assert np.isfinite(ref).all()
+    for split in SPLITS:
+        np.testing.assert_array_equal(predict_chunk(design, Y, Xt, k, **split), ref,
+                                      err_msg=str(split))
+    for cuts in CUTS:
+        chunks = np.split(Y, [c for c in cuts if c < Y.shape[1]], axis=1)
+        outs = list(iter_decode(design, chunks, Xt, k, batch_size=64, n_jobs=2))
+        assert [o.shape[1] for o in outs] == [c.shape[1] for c in chunks]
+        np.testing.assert_array_equal(np.concatenate(outs, axis=1), ref, err_msg=str(cuts))
+
+
+def test_redo_threshold_exercised(wide, monkeypatch):
+    """The lowered threshold above really sends some float32 units to the float64 path."""
+    X, Y, _ = wide
+    monkeypatch.setitem(decoding.COND_MAX, np.dtype(np.float32), 40.0)
     design = prepare_design(X, 3.0, dtype=np.float32)
-    outs = [predict_chunk(design, Y, Xt, K, batch_size=b, n_jobs=j)
-            for b, j in [(None, 1), (2, 2), (3, 1), (5, 2), (11, 1)]]
-    for o in outs[1:]:
-        np.testing.assert_array_equal(o, outs[0])
-    chunks = [Y[:, :4], Y[:, 4:5], Y[:, 5:]]
-    streamed = np.concatenate(list(iter_decode(design, chunks, Xt, K, batch_size=2)), axis=1)
-    np.testing.assert_array_equal(streamed, outs[0])
+    index, rhs = decoding._select_rhs_float32(design, Y, K)
+    _, _, status, _ = decoding._solve_cpu(design.gram, index, rhs.astype(np.float32), 40.0,
+                                          None)
+    assert 0.1 < (status != 0).mean() < 0.9
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_estimator_partition_invariance(wide, dtype):
+    X, Y, Xt = wide
+    fits = [VoxelSelectionRidge(alpha=3.0, n_voxels=K, dtype=dtype, n_jobs=j, batch_size=b)
+            .fit(X, Y) for j, b in [(1, None), (2, 1), (2, 100), (1, 10_000)]]
+    for f in fits[1:]:
+        for attr in ("coef_", "voxel_index_", "intercept_"):
+            np.testing.assert_array_equal(getattr(f, attr), getattr(fits[0], attr))
+    direct = predict_chunk(prepare_design(X, 3.0, dtype=dtype), Y, Xt, K)
+    np.testing.assert_allclose(fits[0].predict(Xt), direct, rtol=1e-5,
+                               atol=1e-5 * np.abs(direct).max())
 
 
 def test_non_pd_block_redone_in_float64(data, monkeypatch):
@@ -266,11 +331,17 @@ def test_planted_truth_decoded():
 
 def test_estimator_matches_functions(data):
     X, Y, Xt = data
-    est = VoxelSelectionRidge(alpha=3.0, n_voxels=K, n_jobs=2, batch_size=3).fit(X, Y)
+    est = VoxelSelectionRidge(alpha=3.0, n_voxels=K, dtype="float64", n_jobs=2,
+                              batch_size=3).fit(X, Y)
     assert est.coef_.shape == (N_UNITS, K) and est.n_features_in_ == N_VOXELS
     np.testing.assert_allclose(est.predict(Xt), reference(X, Y, Xt, 3.0, K)[0], rtol=1e-10)
     est0 = VoxelSelectionRidge(alpha=3.0, n_voxels=0).fit(X, Y[:, 0])
     assert est0.voxel_index_ is None and est0.predict(Xt).shape == (N_TEST, 1)
+    # the default precision is the pipeline's (float32)
+    default = VoxelSelectionRidge(alpha=3.0, n_voxels=K).fit(X, Y)
+    assert default.coef_.dtype == np.float32
+    ref = reference(X, Y, Xt, 3.0, K)[0]
+    np.testing.assert_allclose(default.predict(Xt), ref, rtol=0, atol=1e-5 * np.abs(ref).max())
 
 
 def test_bad_input_messages(data):
@@ -287,3 +358,131 @@ def test_bad_input_messages(data):
         fit_chunk(prepare_design(X, 1.0), bad, K)
     with pytest.raises(UsageError, match="float32 or float64"):
         prepare_design(X, 1.0, dtype=np.int32)
+
+
+#: The documented tolerance between machines, CPU code paths and devices (README,
+#: "Reproducibility"): float32 predictions within this fraction of the largest |prediction|,
+#: and accuracies (Pearson r) within ACCURACY_TOL.
+PREDICTION_RTOL, ACCURACY_TOL = 1e-5, 1e-6
+
+_OTHER_PATH = {"NUMBA_CPU_NAME": "haswell", "BIDS_DECODE_LAPACK": "scipy",
+               "MKL_ENABLE_INSTRUCTIONS": "AVX2", "MKL_CBWR": "AVX2"}
+_DECODE_SCRIPT = """
+import sys, numpy as np
+from bids_decode.decoding import decode_units
+from bids_decode.evaluation import profile_correlation
+rng = np.random.default_rng(4)
+n, p, u, t = 300, 400, 300, 40
+X = rng.standard_normal((n + t, p))
+Y = X[:, :30] @ rng.standard_normal((30, u)) * 0.05 + rng.standard_normal((n + t, u))
+mu, sd = X[:n].mean(0), X[:n].std(0)
+X = (X - mu) / sd
+Y = (Y - Y[:n].mean(0)) / Y[:n].std(0)
+pred = decode_units(X[:n], Y[:n], X[n:], alpha=100.0, n_voxels=100, device=sys.argv[2])
+np.savez(sys.argv[1], pred=pred, acc=profile_correlation(pred, Y[n:]))
+"""
+
+
+def _decode_in_subprocess(path, env, device="cpu"):
+    import os
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", _DECODE_SCRIPT, str(path), device], check=True,
+                   env={**os.environ, **env}, capture_output=True)
+    return np.load(path)
+
+
+@pytest.mark.parametrize("other", ["avx2-scipy", "torch-cpu"])
+def test_other_code_paths_agree_within_the_documented_tolerance(tmp_path, other):
+    """The AVX2 kernels with SciPy's LAPACK (what an AMD EPYC takes), or the torch path,
+    against the default path of this machine: within the documented tolerance."""
+    import os
+
+    env = dict(_OTHER_PATH) if other == "avx2-scipy" else {}
+    if other == "avx2-scipy" and not os.environ.get("OPENBLAS_CORETYPE"):
+        env["OPENBLAS_CORETYPE"] = "Haswell"  # numpy's GEMMs on the AVX2 kernels too
+    a = _decode_in_subprocess(tmp_path / "a.npz", {})
+    b = _decode_in_subprocess(tmp_path / "b.npz", env,
+                              device="torch-cpu" if other == "torch-cpu" else "cpu")
+    scale = np.abs(a["pred"]).max()
+    np.testing.assert_allclose(b["pred"], a["pred"], rtol=0, atol=PREDICTION_RTOL * scale)
+    np.testing.assert_allclose(b["acc"], a["acc"], rtol=0, atol=ACCURACY_TOL)
+
+
+def _warm_up_in_subprocess(env):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = "import json; from bids_decode._backends import warm_up; print(json.dumps(warm_up()))"
+    base = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, check=True,
+                         capture_output=True, text=True)
+    return {k: tuple(v) for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+
+
+@pytest.mark.slow
+def test_compiled_kernels_are_cached_on_disk_per_cpu(tmp_path):
+    """A second process loads the kernels instead of compiling them; another CPU target gets
+    its own (numba keys the cache by CPU name and features; LAPACK is a run-time argument)."""
+    env = {"BIDS_DECODE_CACHE_DIR": str(tmp_path / "cache")}
+    first = _warm_up_in_subprocess(env)
+    assert first["_solve_batch"][1] == 2  # compiled: float32 and float64
+    second = _warm_up_in_subprocess(env)
+    assert all(misses == 0 and hits > 0 for hits, misses in second.values()), second
+    haswell = {**env, "NUMBA_CPU_NAME": "haswell", "BIDS_DECODE_LAPACK": "scipy"}
+    assert _warm_up_in_subprocess(haswell)["_solve_batch"][1] == 2  # not the AVX-512 code
+    assert _warm_up_in_subprocess(haswell)["_solve_batch"] == (2, 0)
+    assert _warm_up_in_subprocess({**env, "BIDS_DECODE_LAPACK": "scipy"})[
+        "_solve_batch"] == (2, 0)  # the same machine code calls either LAPACK
+
+
+def test_read_only_kernel_cache_is_copied(tmp_path, monkeypatch):
+    """An image's read-only cache is used from a writable copy (numba reads only those)."""
+    from bids_decode import _backends
+
+    ro = tmp_path / "ro"
+    (ro / "numba-x").mkdir(parents=True)
+    (ro / "numba-x" / "k.nbi").write_text("index")
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv(_backends.CACHE_ENV, str(ro))
+    monkeypatch.setattr(_backends.numba, "__version__", "x")
+    monkeypatch.setattr(_backends, "_writable", lambda path: False)
+    monkeypatch.setattr(_backends.numba.config, "CACHE_DIR", _backends.numba.config.CACHE_DIR)
+    _backends.numba_cache_dir.cache_clear()
+    try:
+        copy = _backends.numba_cache_dir()
+        assert copy != str(ro / "numba-x") and (Path(copy) / "k.nbi").read_text() == "index"
+    finally:
+        _backends.numba_cache_dir.cache_clear()
+
+
+def test_lapack_chosen_by_a_cached_calibration(tmp_path, monkeypatch, lapack_choice):
+    """Unset BIDS_DECODE_LAPACK: MKL only where its Cholesky is clearly faster; the choice is
+    kept per machine, so later timing noise cannot flip it (and the bits with it)."""
+    from bids_decode import _backends
+
+    if _backends._mkl_library() is None:
+        pytest.skip("the mkl package is not installed here")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    _backends.numba_cache_dir.cache_clear()
+    speeds = {"mkl": 1.0, "scipy": 1.05}
+    monkeypatch.setattr(_backends, "_time_potrf", lambda provider: speeds[provider])
+    try:
+        for mkl_s, want in [(1.0, "scipy"), (0.5, "mkl")]:  # 5% faster is not enough
+            speeds["mkl"] = mkl_s
+            (tmp_path / "lapack-choice.json").unlink(missing_ok=True)
+            _backends.calibrate_lapack.cache_clear()
+            _backends.lapack_provider.cache_clear()
+            assert _backends.lapack_provider() == want
+        speeds["mkl"] = 10.0  # slower now, but the machine's choice is cached
+        _backends.calibrate_lapack.cache_clear()
+        _backends.lapack_provider.cache_clear()
+        assert _backends.lapack_provider() == "mkl"
+        lapack_choice("scipy")  # the variable still decides
+        assert _backends.lapack_provider() == "scipy"
+    finally:
+        _backends.calibrate_lapack.cache_clear()
+        _backends.numba_cache_dir.cache_clear()

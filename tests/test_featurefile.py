@@ -37,6 +37,7 @@ def test_chunks_reassemble_the_layer(feats, max_units, unit_range):
         seen = []
         for s, e, v in ff.iter_unit_chunks("conv", rows, max_units, unit_range):
             assert v.shape == (4, e - s) and e - s <= max_units
+            assert s == lo + len(seen) * max_units  # every chunk but the last is full
             got[:, s:e] = v
             seen.append((s, e))
     assert seen[0][0] == lo and seen[-1][1] == hi

@@ -160,7 +160,8 @@ def test_group_figures_one_panel_per_layer(outputs):
     expected[f"task-{TASK}_desc-VC_pairscatter.png"] = list(LAYERS)
     expected[f"task-{TASK}_desc-crosssubject_bars.png"] = ROIS
     expected[f"task-{TASK}_desc-roilayer_heatmap.png"] = [
-        "mean unit accuracy", "mean between-subject r", "Averaged subject accuracy"]
+        "mean unit accuracy", "mean between-subject r", "disattenuated between-subject r",
+        "Averaged subject accuracy"]
     expected[f"task-{TASK}_desc-VC_averageddecoded.png"] = list(LAYERS)
     assert sorted(p.name for p in fig_dir.iterdir()) == sorted(expected)
     for name, panels in expected.items():

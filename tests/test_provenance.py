@@ -20,6 +20,12 @@ def test_rerun_from_config_gives_identical_accuracies(sim, participant_out, tmp_
     cfg = json.loads(cfg_path.read_text())
     assert cfg["participant_label"] == ["01"] and cfg["roi"] == ["VC", "LVC"]
     assert cfg["provenance"]["versions"]["bids_decode"]
+    from bids_decode import _backends
+
+    cpu = cfg["provenance"]["cpu"]  # what a cross-machine comparison needs to know
+    assert cpu["model"] and cpu["lapack"] == _backends.lapack_provider()
+    assert cpu["kernel_isa"] in ("avx512", "avx2", "sse") and cpu["host_isa"] in (
+        "avx512", "avx2", "sse")
     out = tmp_path / "again"
     assert main([str(sim["bids_dir"]), str(out), "participant", "--config", str(cfg_path)]) == 0
     assert not (out / "sub-02").exists()  # the config names its subject
@@ -71,3 +77,13 @@ def test_progress_bars_only_on_a_terminal(sim, tmp_path, use_pty):
     assert code == 0, text
     has_bar = "sub-01 runs" in text and "%|" in text  # tqdm: "sub-01 runs: 100%|####| 6/6"
     assert has_bar == use_pty, text[-2000:]
+
+
+@pytest.mark.parametrize("env, isa", [({"NUMBA_CPU_NAME": "haswell"}, "avx2"),
+                                      ({"NUMBA_CPU_NAME": "generic"}, "sse"),
+                                      ({"NUMBA_CPU_NAME": "skylake-avx512"}, "avx512")])
+def test_kernel_isa_follows_numba_cpu_name(env, isa):
+    code = "from bids_decode._backends import cpu_info; print(cpu_info()['kernel_isa'])"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == isa

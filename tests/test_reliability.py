@@ -23,8 +23,11 @@ ROIS = ["VC", "LVC", "HVC", "V1"]
 def ds4(tmp_path_factory):
     from bids_decode.simulate import simulate_dataset
 
+    # layers of 1 to 5 grid blocks (64 units), so three unit shards split most of them
     return simulate_dataset(tmp_path_factory.mktemp("rel") / "ds", n_subjects=4,
-                            n_train_runs=6, n_test_runs=2, seed=5)
+                            n_train_runs=6, n_test_runs=2, seed=5,
+                            layers={"conv1": (5, 8, 7), "conv2": (7, 3, 3), "fc6": (200,),
+                                    "fc8": (41,)})
 
 
 def _cmd(ds, out, *extra):
@@ -142,12 +145,26 @@ def test_unit_shards_merge_into_the_unsharded_outputs(ds4, reference, tmp_path):
         assert done.returncode == 0, done.stderr
         if i != 1:  # outputs appear only once every shard is done
             assert not list(out.glob("sub-01/func/*_decoding.h5"))
-    a, b = _outputs(reference[0]), _outputs(out)
-    assert a.keys() == b.keys()
-    for k in a:
-        if isinstance(a[k], pd.DataFrame):
-            pd.testing.assert_frame_equal(a[k], b[k], rtol=1e-9)
-        elif a[k].dtype.kind in "fc":
-            np.testing.assert_allclose(a[k], b[k], rtol=1e-9, atol=1e-12, err_msg=str(k))
-        else:
-            np.testing.assert_array_equal(a[k], b[k], err_msg=str(k))
+    # bit for bit (the partition-invariance contract), not to a tolerance
+    _assert_same(_outputs(reference[0]), _outputs(out))
+
+
+def test_shards_split_the_layers():
+    """The shards above are not trivially empty: 280 units make five grid blocks."""
+    from bids_decode.grid import shard_range
+
+    assert [shard_range(280, (i, 3)) for i in (1, 2, 3)] == [(0, 64), (64, 192), (192, 280)]
+    assert [shard_range(41, (i, 3)) for i in (1, 2, 3)] == [(0, 0), (0, 0), (0, 41)]
+    for n, n_shards in [(1, 1), (64, 2), (65, 7), (300_000, 16)]:
+        bounds = [shard_range(n, (i, n_shards)) for i in range(1, n_shards + 1)]
+        assert bounds[0][0] == 0 and bounds[-1][1] == n
+        assert all(a[1] == b[0] and a[1] % 64 == 0 for a, b in zip(bounds, bounds[1:]))
+
+
+def test_one_thread_and_a_small_memory_budget_give_the_same_bits(ds4, reference, tmp_path):
+    """--nprocs 1 --mem 0.05: other batches, tasks and chunks; the same outputs."""
+    out = tmp_path / "small"
+    done = subprocess.run(_cmd(ds4, out, "--participant-label", "01", "--nprocs", "1",
+                               "--mem", "0.05"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    _assert_same(_outputs(reference[0]), _outputs(out))

@@ -75,14 +75,16 @@ def test_subject_report_shows_inputs_figures_and_provenance(outputs, reports):
     assert "perceptionTraining01" in html and "repetition time (s)" in html
     assert "features_simulated.h5" in html and "planted" in html
     for title in ("Mean ROI signal of", "Samples per image", "Distribution of unit accuracy",
-                  "ROI x layer", *(f"Decoded vs true values: {r}" for r in ROIS)):
+                  "ROI x layer", "Fraction of decodable units",
+                  "Accuracy against its noise ceiling",
+                  *(f"Decoded vs true values: {r}" for r in ROIS)):
         assert title in html
     assert "non-finite values in some run" in html  # warnings of the qc file
     import numpy
 
     assert f"NumPy {numpy.__version__}" in html and "bids_decode" in html
     images = _images(html)
-    assert len(images) == 2 + 2 + len(ROIS)
+    assert len(images) == 2 + 2 + 2 + len(ROIS)  # qc, accuracy, decodable + ceiling, decoded
     assert all(im.std() > 10 for im in images)
     assert "http://" not in html.replace('href="#', "") and "<script" not in html
 
@@ -91,7 +93,7 @@ def test_subject_report_reads_the_participant_qc_file(reports):
     html = reports["02"].read_text()
     assert "Mean ROI signal of sub-02_ses-perceptionTraining01" in html
     assert "Samples per image" in html
-    assert len(_images(html)) == 2 + 2 + len(ROIS)
+    assert len(_images(html)) == 2 + 2 + 2 + len(ROIS)
 
 
 def test_subject_report_without_qc_file_says_so(outputs, tmp_path):
@@ -100,7 +102,7 @@ def test_subject_report_without_qc_file_says_so(outputs, tmp_path):
     derivatives.func_path(out, "02", TASK, suffix="qc", ext=".h5").unlink()
     html = report.write_subject_report(out, "02", TASK).read_text()
     assert "No sample-quality file (sub-02_task-perception_qc.h5)" in html
-    assert len(_images(html)) == 2 + len(ROIS)
+    assert len(_images(html)) == 2 + 2 + len(ROIS)
 
 
 def test_report_of_missing_subject_is_a_clear_error(outputs):

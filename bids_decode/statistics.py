@@ -1,0 +1,540 @@
+"""Which units are decodable, and how reliable each accuracy is.
+
+Per-unit permutation tests of the decoding accuracy (profile correlation), Benjamini-Hochberg
+q-values, max-statistic (Westfall-Young single-step) family-wise adjusted p-values, and the
+split-half reliability of each unit's decoded values (Spearman-Brown corrected).
+
+Permutation test
+----------------
+H0: the decoded values of a unit carry no information about its true values over the test
+images (r <= 0). The test-image labels of the true values are permuted, with the **same**
+permutations for every unit (so the max statistic over units is valid), and
+
+    p = (1 + #{k : r_k >= r}) / (1 + n_permutations).
+
+Every unit's statistics depend only on its own column and the fixed permutations: each unit is
+centred, normalised and correlated by explicit sequential loops (a compiled kernel on the CPU,
+element-wise tensor operations on a GPU), so results do not depend on how units are chunked or
+sharded. The per-permutation maxima over units merge exactly (by ``max``), so the memory of the
+max statistic is ``n_permutations`` numbers per shard, whatever the layer size.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+#: Default number of permutations (``--n-permutations``).
+N_PERMUTATIONS = 1000
+#: Default seed of the permutations (``--permutation-seed``).
+PERMUTATION_SEED = 0
+#: q-value threshold that defines a decodable unit.
+FDR_LEVEL = 0.05
+_TINY = float(np.finfo(np.float64).tiny)
+
+
+def permutations(n_items: int, n_permutations: int, seed: int) -> np.ndarray:
+    """The fixed random permutations of the test images.
+
+    Parameters
+    ----------
+    n_items : int
+        Test images (or categories).
+    n_permutations : int
+    seed : int
+
+    Returns
+    -------
+    ndarray of shape (n_permutations, n_items), int64
+        Row ``k`` is a permutation of ``range(n_items)``; the same for the same arguments on
+        every machine (numpy's PCG64 generator).
+    """
+    rng = np.random.default_rng(seed)
+    base = np.tile(np.arange(n_items, dtype=np.int64), (n_permutations, 1))
+    return rng.permuted(base, axis=1)
+
+
+@functools.cache
+def _kernel():
+    import numba
+
+    @numba.njit(parallel=True, cache=False)
+    def kernel(pred, true, perms_t, out):  # pragma: no cover - compiled
+        # pred, true: (m, n) float64, one row per unit; perms_t: (n, K); out: (m, K)
+        m, n = pred.shape
+        n_perm = perms_t.shape[1]
+        tiny = _TINY
+        for u in numba.prange(m):
+            pc = np.empty(n)
+            tc = np.empty(n)
+            sp = 0.0
+            st = 0.0
+            for i in range(n):
+                sp += pred[u, i]
+                st += true[u, i]
+            sp /= n
+            st /= n
+            npp = 0.0
+            ntt = 0.0
+            rpp = 0.0
+            rtt = 0.0
+            for i in range(n):
+                pc[i] = pred[u, i] - sp
+                tc[i] = true[u, i] - st
+                npp += pc[i] * pc[i]
+                ntt += tc[i] * tc[i]
+                rpp += pred[u, i] * pred[u, i]
+                rtt += true[u, i] * true[u, i]
+            den = np.sqrt(npp * ntt)
+            if not den > max(np.sqrt(rpp * rtt) * 1e-12, tiny):
+                for k in range(n_perm):
+                    out[u, k] = np.nan
+                continue
+            for i in range(n):
+                pc[i] /= np.sqrt(npp)
+                tc[i] /= np.sqrt(ntt)
+            acc = np.zeros(n_perm)
+            for i in range(n):  # each (unit, permutation) sum runs over the images in order
+                ti = tc[i]
+                row = perms_t[i]
+                for k in range(n_perm):
+                    acc[k] += pc[row[k]] * ti
+            for k in range(n_perm):
+                out[u, k] = acc[k]
+    return kernel
+
+
+def _null_numba(pred: np.ndarray, true: np.ndarray, perms: np.ndarray,
+                n_jobs: int | None) -> np.ndarray:
+    import numba
+
+    out = np.empty((pred.shape[1], perms.shape[0]))
+    kernel = _kernel()
+    old = numba.get_num_threads()
+    try:
+        if n_jobs:
+            numba.set_num_threads(max(1, min(int(n_jobs), numba.config.NUMBA_NUM_THREADS)))
+        kernel(np.ascontiguousarray(pred.T, dtype=np.float64),
+               np.ascontiguousarray(true.T, dtype=np.float64), np.ascontiguousarray(perms.T), out)
+    finally:
+        numba.set_num_threads(old)
+    return out
+
+
+def _null_torch(pred: np.ndarray, true: np.ndarray, perms: np.ndarray,
+                device: str) -> np.ndarray:
+    """The kernel's arithmetic with element-wise tensor operations (sequential over images)."""
+    import torch
+
+    dev = torch.device("cpu" if device == "torch-cpu" else device)
+    p = torch.as_tensor(np.ascontiguousarray(pred.T), dtype=torch.float64, device=dev)
+    t = torch.as_tensor(np.ascontiguousarray(true.T), dtype=torch.float64, device=dev)
+    m, n = p.shape
+    sp = torch.zeros(m, dtype=torch.float64, device=dev)
+    st = torch.zeros_like(sp)
+    for i in range(n):
+        sp += p[:, i]
+        st += t[:, i]
+    sp /= n
+    st /= n
+    pc, tc = p - sp[:, None], t - st[:, None]
+    npp, ntt, rpp, rtt = (torch.zeros_like(sp) for _ in range(4))
+    for i in range(n):
+        npp += pc[:, i] * pc[:, i]
+        ntt += tc[:, i] * tc[:, i]
+        rpp += p[:, i] * p[:, i]
+        rtt += t[:, i] * t[:, i]
+    den = torch.sqrt(npp * ntt)
+    tiny = torch.finfo(torch.float64).tiny
+    ok = den > torch.clamp(torch.sqrt(rpp * rtt) * 1e-12, min=tiny)
+    pc /= torch.sqrt(npp)[:, None]
+    tc /= torch.sqrt(ntt)[:, None]
+    idx = torch.as_tensor(perms, device=dev)
+    out = torch.zeros((m, perms.shape[0]), dtype=torch.float64, device=dev)
+    for i in range(n):
+        out += pc[:, idx[:, i]] * tc[:, i:i + 1]
+    out[~ok] = float("nan")
+    return out.cpu().numpy()
+
+
+def null_correlations(pred, true, perms, *, device: str = "cpu",
+                      n_jobs: int | None = None) -> np.ndarray:
+    """Pearson r of each unit's decoded values with its permuted true values.
+
+    Parameters
+    ----------
+    pred, true : ndarray of shape (n_images, n_units)
+        Decoded and true values of each unit.
+    perms : ndarray of shape (n_perm, n_images), int
+        Permutations of the images; ``r[u, k] = corr(pred[perms[k], u], true[:, u])``.
+    device : str
+        ``cpu`` (compiled kernel), or ``cuda``/``cuda:N``/``torch-cpu`` (torch).
+    n_jobs : int or None
+        CPU threads (None: numba's default).
+
+    Returns
+    -------
+    ndarray of shape (n_units, n_perm), float64
+        NaN rows for units whose decoded or true values are constant.
+    """
+    pred = np.asarray(pred, dtype=np.float64)
+    true = np.asarray(true, dtype=np.float64)
+    if pred.shape != true.shape:
+        raise ValueError(f"pred and true must have the same shape; got {pred.shape} and "
+                         f"{true.shape}.")
+    perms = np.ascontiguousarray(perms, dtype=np.int64)
+    if perms.ndim != 2 or perms.shape[1] != pred.shape[0]:
+        raise ValueError(f"perms must have shape (n_perm, {pred.shape[0]}); got {perms.shape}.")
+    if device == "cpu":
+        return _null_numba(pred, true, perms, n_jobs)
+    return _null_torch(pred, true, perms, device)
+
+
+class PermutationTest:
+    """Streaming permutation test of the unit accuracies of one layer (or one shard of it).
+
+    :meth:`update` returns each chunk's observed r and exceedance counts (exact, per unit) and
+    keeps the per-permutation maxima over units, which merge exactly by ``max``
+    (:meth:`merge`), so chunks and shards can be combined in any order.
+
+    Parameters
+    ----------
+    n_images : int
+    n_permutations : int
+    seed : int
+    device : str
+        ``cpu``, ``cuda``, ``cuda:N`` or ``torch-cpu`` (see :func:`null_correlations`).
+    n_jobs : int or None
+    mem_bytes : int
+        Memory for one kernel call's ``(units, n_permutations + 1)`` float64 output.
+    """
+
+    def __init__(self, n_images: int, n_permutations: int = N_PERMUTATIONS,
+                 seed: int = PERMUTATION_SEED, *, device: str = "cpu",
+                 n_jobs: int | None = None, mem_bytes: int = 256 * 2**20):
+        self.n_permutations = int(n_permutations)
+        self.seed = int(seed)
+        self.device = device
+        self.n_jobs = n_jobs
+        # row 0 is the identity: the observed r comes from the same arithmetic as the nulls
+        self.perms = np.vstack([np.arange(n_images, dtype=np.int64)[None],
+                                permutations(n_images, self.n_permutations, self.seed)])
+        self.max_null = np.full(self.n_permutations, -np.inf)
+        self.block = int(max(1, mem_bytes // (16 * (self.n_permutations + 1))))
+
+    def update(self, pred, true) -> tuple[np.ndarray, np.ndarray]:
+        """Test a chunk of units.
+
+        Parameters
+        ----------
+        pred, true : ndarray of shape (n_images, n_units_chunk)
+
+        Returns
+        -------
+        statistic : ndarray of shape (n_units_chunk,), float64
+            Observed r (NaN for units with constant decoded or true values).
+        n_exceed : ndarray of shape (n_units_chunk,), int32
+            Permutations whose r is >= the observed r (-1 for NaN units).
+        """
+        stats, counts = [], []
+        for a in range(0, pred.shape[1], self.block):
+            r = null_correlations(pred[:, a:a + self.block], true[:, a:a + self.block],
+                                  self.perms, device=self.device, n_jobs=self.n_jobs)
+            obs, null = r[:, 0], r[:, 1:]
+            finite = np.isfinite(obs)
+            count = (null >= obs[:, None]).sum(axis=1).astype(np.int32)
+            count[~finite] = -1
+            stats.append(obs.copy())
+            counts.append(count)
+            null[~finite] = -np.inf  # in place: NaN units do not enter the maxima
+            if null.shape[0]:
+                np.maximum(self.max_null, null.max(axis=0), out=self.max_null)
+        if not stats:
+            return np.empty(0), np.empty(0, np.int32)
+        return np.concatenate(stats), np.concatenate(counts)
+
+    def merge(self, max_null) -> None:
+        """Fold in the per-permutation maxima of another chunk or shard."""
+        np.maximum(self.max_null, np.asarray(max_null, dtype=np.float64), out=self.max_null)
+
+
+def permutation_pvalues(n_exceed, n_permutations: int) -> np.ndarray:
+    """``(1 + n_exceed) / (1 + n_permutations)``; NaN where ``n_exceed`` < 0 (NaN units).
+
+    Parameters
+    ----------
+    n_exceed : ndarray of shape (n_units,), int
+    n_permutations : int
+
+    Returns
+    -------
+    ndarray of shape (n_units,), float64
+    """
+    c = np.asarray(n_exceed)
+    p = (1.0 + c) / (1.0 + n_permutations)
+    return np.where(c >= 0, p, np.nan)
+
+
+def maxstat_pvalues(statistic, max_null) -> np.ndarray:
+    """Westfall-Young single-step (max-statistic) adjusted p-values.
+
+    ``p_fwer[u] = (1 + #{k : max_null[k] >= statistic[u]}) / (1 + n_permutations)``, where
+    ``max_null[k]`` is the largest null r over all units of the family under permutation ``k``.
+
+    Parameters
+    ----------
+    statistic : ndarray of shape (n_units,)
+        Observed r (NaN for NaN units).
+    max_null : ndarray of shape (n_permutations,)
+        Per-permutation maxima over the family (merged over chunks and shards).
+
+    Returns
+    -------
+    ndarray of shape (n_units,), float64 (NaN for NaN units)
+    """
+    stat = np.asarray(statistic, dtype=np.float64)
+    srt = np.sort(np.asarray(max_null, dtype=np.float64))
+    n = srt.size
+    out = np.full(stat.shape, np.nan)
+    ok = np.isfinite(stat)
+    out[ok] = (1.0 + n - np.searchsorted(srt, stat[ok], side="left")) / (1.0 + n)
+    return out
+
+
+def fdr_bh(p) -> np.ndarray:
+    """Benjamini-Hochberg q-values over the finite entries of ``p`` (NaN stays NaN).
+
+    ``q_(i) = min_{j >= i} min(1, p_(j) * m / j)`` for the sorted p-values ``p_(1..m)``.
+
+    Parameters
+    ----------
+    p : ndarray of shape (n,)
+
+    Returns
+    -------
+    ndarray of shape (n,), float64
+    """
+    p = np.asarray(p, dtype=np.float64)
+    q = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = ok.size
+    if m == 0:
+        return q
+    order = np.argsort(p[ok], kind="stable")
+    scaled = p[ok][order] * m / np.arange(1, m + 1)
+    scaled = np.minimum.accumulate(scaled[::-1])[::-1]
+    q[ok[order]] = np.minimum(scaled, 1.0)
+    return q
+
+
+def spearman_brown(r, factor: float = 2.0) -> np.ndarray:
+    """Reliability of a measure ``factor`` times as long as one whose reliability is ``r``.
+
+    ``factor * r / (1 + (factor - 1) * r)``; with two halves (factor 2), ``2r / (1 + r)``.
+    NaN where the denominator is not positive.
+
+    Parameters
+    ----------
+    r : float or ndarray
+
+    Returns
+    -------
+    ndarray (same shape as r), float64
+    """
+    r = np.asarray(r, dtype=np.float64)
+    den = 1.0 + (factor - 1.0) * r
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, factor * r / den, np.nan)
+
+
+def ceiling(reliability) -> np.ndarray:
+    """Noise ceiling of an accuracy: ``sqrt(reliability)`` where reliability > 0, else NaN."""
+    rel = np.asarray(reliability, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.where(rel > 0, np.sqrt(np.where(rel > 0, rel, 0.0)), np.nan)
+
+
+def pearson(a, b) -> float:
+    """Pearson r over the entries finite in both (NaN with fewer than 3 or no variance)."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3:
+        return float("nan")
+    a = a[ok] - a[ok].mean()
+    b = b[ok] - b[ok].mean()
+    den = np.sqrt((a @ a) * (b @ b))
+    return float(np.clip(a @ b / den, -1, 1)) if den > 0 else float("nan")
+
+
+def split_half_reliability(half_a, half_b) -> float:
+    """Spearman-Brown-corrected correlation across units of two half-data accuracies.
+
+    Parameters
+    ----------
+    half_a, half_b : ndarray of shape (n_units,)
+        Each unit's accuracy from each half of the test blocks (NaN units ignored).
+    """
+    return float(spearman_brown(pearson(half_a, half_b)))
+
+
+def disattenuate(r, reliability_a, reliability_b) -> float:
+    """``r / sqrt(reliability_a * reliability_b)``; NaN unless both reliabilities are > 0."""
+    if not (reliability_a > 0 and reliability_b > 0):
+        return float("nan")
+    return float(r / np.sqrt(reliability_a * reliability_b))
+
+
+# ------------------------------------------------------------ work files and their assembly
+
+class ShardStatistics:
+    """Per-unit statistics of one shard of one layer, filled chunk by chunk (a work file).
+
+    Parameters
+    ----------
+    n_units : int
+        Units of the shard.
+    n_images : int
+        Test images.
+    n_permutations, seed : int
+        Permutation test (0 permutations: none).
+    halves : bool
+        Whether decoded values of the two split halves are given to :meth:`update`.
+    device : str
+    n_jobs : int or None
+    mem_bytes : int
+        Memory for the permutation kernel's output (see :class:`PermutationTest`).
+    """
+
+    def __init__(self, n_units: int, n_images: int, *, n_permutations: int, seed: int,
+                 halves: bool, device: str = "cpu", n_jobs: int | None = None,
+                 mem_bytes: int = 256 * 2**20):
+        self.test = PermutationTest(n_images, n_permutations, seed, device=device,
+                                    n_jobs=n_jobs, mem_bytes=mem_bytes) \
+            if n_permutations > 0 else None
+        self.n_permutations, self.seed = int(n_permutations), int(seed)
+        self.statistic = np.full(n_units, np.nan)
+        self.n_exceed = np.full(n_units, -1, dtype=np.int32)
+        self.half_accuracy = np.full((2, n_units), np.nan, dtype=np.float32) if halves else None
+        self.reliability = np.full(n_units, np.nan, dtype=np.float32) if halves else None
+
+    def update(self, start: int, stop: int, pred, true, pred_halves=None) -> None:
+        """Add units ``start:stop`` of the shard.
+
+        Parameters
+        ----------
+        start, stop : int
+            Position of the chunk in the shard.
+        pred, true : ndarray of shape (n_images, stop - start)
+            Decoded (all test blocks) and true values, both z-scored with training statistics.
+        pred_halves : ndarray of shape (2, n_images, stop - start), optional
+            Decoded values of the odd and of the even presentations.
+        """
+        from .evaluation import profile_correlation
+
+        if self.test is not None:
+            self.statistic[start:stop], self.n_exceed[start:stop] = self.test.update(pred, true)
+        if self.reliability is not None and pred_halves is not None:
+            for h in (0, 1):
+                self.half_accuracy[h, start:stop] = profile_correlation(pred_halves[h], true)
+            self.reliability[start:stop] = spearman_brown(
+                profile_correlation(pred_halves[0], pred_halves[1]))
+
+    def write(self, parent) -> None:
+        """Store into ``parent["stats"]`` (an h5py group is created)."""
+        g = parent.create_group("stats")
+        g.attrs.update({"n_permutations": self.n_permutations, "permutation_seed": self.seed})
+        if self.test is not None:
+            g.create_dataset("statistic", data=self.statistic)
+            g.create_dataset("n_exceed", data=self.n_exceed)
+            g.create_dataset("max_null", data=self.test.max_null)
+        if self.reliability is not None:
+            g.create_dataset("half_accuracy", data=self.half_accuracy)
+            g.create_dataset("reliability", data=self.reliability)
+
+
+class LayerStatistics:
+    """Merges the :class:`ShardStatistics` of a layer's work files into its outputs.
+
+    Parameters
+    ----------
+    n_units : int
+    n_permutations, seed : int
+    """
+
+    def __init__(self, n_units: int, n_permutations: int, seed: int):
+        self.n_units = n_units
+        self.n_permutations, self.seed = int(n_permutations), int(seed)
+        self.statistic = np.full(n_units, np.nan)
+        self.n_exceed = np.full(n_units, -1, dtype=np.int32)
+        self.max_null = np.full(self.n_permutations, -np.inf)
+        self.half_accuracy: np.ndarray | None = np.full((2, n_units), np.nan, dtype=np.float32)
+        self.reliability = np.full(n_units, np.nan, dtype=np.float32)
+        self._halves_everywhere = True
+
+    def read(self, work, lo: int, hi: int) -> None:
+        """Read the ``stats`` group of one work file (units ``lo:hi`` of the layer)."""
+        g = work.get("stats") if hasattr(work, "get") else None
+        if g is None or "reliability" not in g:
+            self._halves_everywhere = False
+        else:
+            self.half_accuracy[:, lo:hi] = g["half_accuracy"][()]
+            self.reliability[lo:hi] = g["reliability"][()]
+        if self.n_permutations and g is not None and "n_exceed" in g:
+            self.statistic[lo:hi] = g["statistic"][()]
+            self.n_exceed[lo:hi] = g["n_exceed"][()]
+            np.maximum(self.max_null, g["max_null"][()], out=self.max_null)
+
+    def results(self, accuracy) -> tuple[dict[str, np.ndarray], dict]:
+        """Per-unit output arrays and the summary values of the layer.
+
+        Parameters
+        ----------
+        accuracy : ndarray of shape (n_units,)
+
+        Returns
+        -------
+        arrays : dict name -> ndarray of shape (n_units,) (``accuracy_halves``: (2, n_units))
+            ``p_value``, ``q_value``, ``p_fwer`` (with permutations); ``reliability``,
+            ``accuracy_ceiling``, ``accuracy_normalised``, ``accuracy_halves`` (with halves).
+        summary : dict
+            ``n_decodable``, ``fraction_decodable`` (q < FDR_LEVEL over all units of the
+            layer; NaN units count as not decodable), ``reliability_mean``,
+            ``accuracy_ceiling_mean`` (NaN when not computed).
+        """
+        arrays: dict[str, np.ndarray] = {}
+        nan = float("nan")
+        summary = {"n_decodable": nan, "fraction_decodable": nan, "reliability_mean": nan,
+                   "accuracy_ceiling_mean": nan}
+        if self.n_permutations:
+            p = permutation_pvalues(self.n_exceed, self.n_permutations)
+            q = fdr_bh(p)
+            arrays["p_value"] = p.astype(np.float32)
+            arrays["q_value"] = q.astype(np.float32)
+            arrays["p_fwer"] = maxstat_pvalues(self.statistic, self.max_null).astype(np.float32)
+            n_dec = int(np.sum(q < FDR_LEVEL))
+            summary["n_decodable"] = n_dec
+            summary["fraction_decodable"] = n_dec / self.n_units if self.n_units else nan
+        if self._halves_everywhere:
+            rel = self.reliability.astype(np.float64)
+            ceil = ceiling(rel)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                norm = np.asarray(accuracy, dtype=np.float64) / ceil
+            arrays.update({"reliability": self.reliability,
+                           "accuracy_ceiling": ceil.astype(np.float32),
+                           "accuracy_normalised": norm.astype(np.float32),
+                           "accuracy_halves": self.half_accuracy})
+            summary["reliability_mean"] = _nanmean(rel)
+            summary["accuracy_ceiling_mean"] = _nanmean(ceil)
+        return arrays, summary
+
+    @property
+    def attrs(self) -> dict:
+        return {"n_permutations": self.n_permutations, "permutation_seed": self.seed,
+                "fdr_level": FDR_LEVEL}
+
+
+def _nanmean(a) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    return float(np.nanmean(a)) if np.isfinite(a).any() else float("nan")

@@ -26,7 +26,15 @@ demo: install
 	$(PY) -m bids_decode $(DEMO)/ds001246-sim $(DEMO)/derivatives participant \
 	    --features $(DEMO)/ds001246-sim/stimuli/features_simulated.h5 --roi VC LVC HVC --n-voxels 200
 	$(PY) -m bids_decode $(DEMO)/ds001246-sim $(DEMO)/derivatives group
+	# the ds001506 layout (numeric event codes, TR 2 s): 24 training runs, natural-image test
+	$(PY) -m bids_decode simulate $(DEMO)/ds001506-sim --layout ds001506 --n-subjects 1 \
+	    --n-train-runs 24 --n-test-runs 4
+	$(PY) -m bids_decode $(DEMO)/ds001506-sim $(DEMO)/derivatives-ds001506 participant \
+	    --features $(DEMO)/ds001506-sim/stimuli/features_simulated.h5 --n-voxels 200 \
+	    --train-session 'perceptionNaturalImageTraining*' \
+	    --test-session 'perceptionNaturalImageTest*'
 	@echo "Demo outputs in $(DEMO)/derivatives (open sub-01.html and group/report.html)"
+	@echo "and $(DEMO)/derivatives-ds001506 (the ds001506 layout)"
 
 test: install
 	$(PY) -m pytest -m "not container" $(PYTEST_ARGS)

@@ -84,9 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
               "with decoders trained on perception)")
     _opt(g, "--bold-source", default="auto", metavar="auto|raw|preproc-spm|fmriprep|PATH",
          help="BOLD runs: raw BIDS runs, ds001246's derivatives/preproc-spm/output, fMRIPrep "
-              "derivatives (-d fmriprep=PATH; full or --level minimal outputs), or a "
-              "derivatives folder (default auto: preproc-spm where the dataset has "
-              "derivatives/preproc-spm, else raw)")
+              "derivatives (-d fmriprep=PATH; full or --level minimal outputs), a "
+              "derivatives folder, or bdata=PATH: the authors' BData .h5 ('{subject}' = label) "
+              "(default auto: preproc-spm where the dataset has derivatives/preproc-spm, else "
+              "raw)")
     _opt(g, "--assume-aligned", action="store_true",
          help="the runs are known to be in the masks' space: do not refuse raw runs whose "
               "grids differ from each other or from the masks' (they are resampled through "
@@ -100,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(g, "--stimulus-column", default=None, metavar="COLUMN",
          help="events column naming the image (default: stim_file if present, else "
               "stimulus_name)")
+    _opt(g, "--sample-events", nargs="+", default=[], metavar="[train:|test:]COLUMN=VALUE",
+         help="events rows that are samples, where the convention is not detected (e.g. "
+              "event_type=1; train:/test: for one side only). Default: detected per file "
+              "(ds001246 strings, Kamitani-lab numeric codes, events.json Levels)")
+    _opt(g, "--train-average", action="store_true",
+         help="average the training trials of each image (default: every trial is a sample)")
     _opt(g, "--hrf-shift", type=float, default=3.0, metavar="SECONDS",
          help="haemodynamic delay applied to the blocks (default: 3 s, one TR of ds001246)")
     _opt(g, "--skip-bids-validation", action="store_true",
@@ -184,7 +191,8 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
         train_task=ns.train_task, bold_source=ns.bold_source, assume_aligned=ns.assume_aligned,
         derivatives=tuple(ns.derivatives), space=ns.space, confounds=ns.confounds,
         atlas=ns.atlas, atlas_labels=ns.atlas_labels,
-        stimulus_column=ns.stimulus_column, hrf_shift=ns.hrf_shift,
+        stimulus_column=ns.stimulus_column, sample_events=tuple(ns.sample_events),
+        train_average=ns.train_average, hrf_shift=ns.hrf_shift,
         skip_bids_validation=ns.skip_bids_validation, work_dir=ns.work_dir,
         nprocs=res.nprocs, mem_gb=res.mem_gb, device=ns.device, dtype=ns.dtype,
         network=ns.network, stimuli_dir=ns.stimuli_dir, weights=ns.weights,

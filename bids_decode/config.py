@@ -29,6 +29,8 @@ DECODING_KEYS = (
     "n_permutations",
     "permutation_seed",
     "preprocessing",
+    "sample_events",
+    "train_average",
 )
 
 
@@ -57,6 +59,8 @@ class RunConfig:
     atlas: str | None = None
     atlas_labels: str | None = None
     stimulus_column: str | None = None
+    sample_events: tuple[str, ...] = ()
+    train_average: bool = False
     hrf_shift: float = 3.0
     skip_bids_validation: bool = False
     work_dir: str | None = None
@@ -106,6 +110,13 @@ class RunConfig:
                              f"{self.preprocessing!r}.")
         if self.mem_gb <= 0:
             raise UsageError(f"--mem must be positive (GB); got {self.mem_gb}.")
+        self.sample_events_for("train")  # refuses a malformed --sample-events
+
+    def sample_events_for(self, split: str):
+        """``--sample-events`` for the 'train' or 'test' runs: (column, values) or None."""
+        from .events import parse_sample_events
+
+        return parse_sample_events(self.sample_events).get(split)
 
     @property
     def test_session_glob(self) -> str:

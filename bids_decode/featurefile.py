@@ -174,17 +174,21 @@ class FeatureFile:
                 return "category_layers", [np.array([index[lab]]) for lab in labels]
         groups, missing = [], []
         keys = [stimulus_key(n) for n in self.names]
-        for lab in labels:
+        for lab, i in zip(labels, found):
+            if i is not None:  # an image of the file: its own row
+                groups.append(np.array([i]))
+                continue
             rows = np.array([i for i, k in enumerate(keys) if k.startswith(f"{lab}_")])
             if rows.size == 0:
                 missing.append(lab)
             groups.append(rows)
         if missing:
+            shown = missing if len(missing) <= 20 else missing[:20] + ["..."]
             raise DataError(
-                f"{len(missing)} test labels have no features in {self.path}, e.g. "
-                f"{missing[:5]}: no image of that name, no /category_layers entry, and no image "
-                "named '<label>_<n>'. Add category-averaged features (/category_name + "
-                "/category_layers) or the images' features."
+                f"{len(missing)} of the {len(labels)} test labels have no features in "
+                f"{self.path}: {shown} (no image of that name, no /category_layers entry, and "
+                "no image named '<label>_<n>'). Add the features of these images (or "
+                "category-averaged features: /category_name + /category_layers)."
             )
         return "layers", groups
 

@@ -137,7 +137,7 @@ class BoldSource:
 
     Attributes
     ----------
-    kind : {"raw", "preproc-spm", "fmriprep"}
+    kind : {"raw", "preproc-spm", "fmriprep", "bdata"}
     root : Path or None
         Folder of the derivatives (None for raw).
     space : str
@@ -151,9 +151,12 @@ class BoldSource:
     @classmethod
     def parse(cls, text: str, bids_dir: Path, derivatives: dict[str, str], space: str):
         """``raw``, ``preproc-spm``, ``fmriprep`` (path from ``-d fmriprep=PATH``), a PATH, or
-        ``auto`` (:func:`bold_sources.resolve_bold_source`)."""
+        ``auto`` (:func:`bold_sources.resolve_bold_source`), or ``bdata=PATH`` (a bdpy BData
+        file, :mod:`bids_decode.bdata`)."""
         from .bold_sources import preproc_spm_root, resolve_bold_source
 
+        if text.startswith("bdata="):
+            return cls("bdata", Path(text[len("bdata="):]), space)
         text = resolve_bold_source(text, bids_dir, derivatives)
         if text == "raw":
             return cls("raw", None, space)

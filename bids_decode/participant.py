@@ -364,20 +364,10 @@ def write_qc(config: RunConfig, subject: str, run, union, masks, ref_shape, samp
     """Small QC file for the report: ROI time courses of one run, sample counts, warnings."""
     path = derivatives.func_path(config.output_dir, subject, config.task, suffix="qc",
                                  ext=".h5")
-    ts = load_run_timeseries(run, union, ref_shape)
-    union_flat = np.flatnonzero(union.ravel())
-    blocks = read_blocks(run.events, EventSpec.for_task(config.train_task,
-                                                        config.stimulus_column))
     str_dt = h5py.string_dtype("utf-8")
     with derivatives.atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.attrs.update({"tr": run.tr, "run": run.label, "volume_offset": run.volume_offset})
-        for name, m in masks.items():
-            cols = np.isin(union_flat, np.flatnonzero(m.ravel()))
-            h5.create_dataset(f"timecourse/{name}", data=ts[:, cols].mean(axis=1))
-        h5.create_dataset("blocks/onset", data=blocks.onsets)
-        h5.create_dataset("blocks/duration", data=blocks.durations)
-        h5.create_dataset("blocks/label", data=np.array(blocks.labels, dtype=object),
-                          dtype=str_dt)
+        if run is not None:  # None: samples without runs (BData), no time course
+            _write_qc_run(config, h5, run, union, masks, ref_shape)
         names, counts = np.unique(np.array(samples.train_labels, dtype=object).astype(str),
                                   return_counts=True)
         h5.create_dataset("train_counts/name", data=names.astype(object), dtype=str_dt)
@@ -387,6 +377,21 @@ def write_qc(config: RunConfig, subject: str, run, union, masks, ref_shape, samp
         h5.create_dataset("test_counts/count", data=samples.test_counts)
         h5.create_dataset("warnings", data=np.array(warnings, dtype=object), dtype=str_dt)
     return path
+
+
+def _write_qc_run(config: RunConfig, h5, run, union, masks, ref_shape) -> None:
+    ts = load_run_timeseries(run, union, ref_shape)
+    union_flat = np.flatnonzero(union.ravel())
+    blocks = read_blocks(run.events, EventSpec.for_task(
+        config.train_task, config.stimulus_column, config.sample_events_for("train")))
+    h5.attrs.update({"tr": run.tr, "run": run.label, "volume_offset": run.volume_offset})
+    for name, m in masks.items():
+        cols = np.isin(union_flat, np.flatnonzero(m.ravel()))
+        h5.create_dataset(f"timecourse/{name}", data=ts[:, cols].mean(axis=1))
+    h5.create_dataset("blocks/onset", data=blocks.onsets)
+    h5.create_dataset("blocks/duration", data=blocks.durations)
+    h5.create_dataset("blocks/label", data=np.array(blocks.labels, dtype=object),
+                      dtype=h5py.string_dtype("utf-8"))
 
 
 def run_participant(config: RunConfig, subject: str) -> dict:
@@ -401,6 +406,30 @@ def run_participant(config: RunConfig, subject: str) -> dict:
         logging.getLogger("bids_decode").removeHandler(collector)
 
 
+@dataclass
+class SubjectInputs:
+    """What decoding needs from one subject's inputs (BIDS runs, or a BData file).
+
+    Attributes
+    ----------
+    samples : Samples
+    masks : dict of str -> ndarray of bool
+        Each ROI's voxels, on the grid whose flat indices ``samples.voxels`` holds.
+    files : dict of str -> list
+        The files (or file#key) defining each ROI, for the sidecars.
+    tr : float or None
+        Repetition time of the runs (None when unknown).
+    qc : callable or None
+        ``qc(warnings)`` writes the sample-quality file of the report.
+    """
+
+    samples: object
+    masks: dict
+    files: dict
+    tr: float | None
+    qc: object = None
+
+
 def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
     """Decode every requested layer from every requested ROI of one subject.
 
@@ -412,47 +441,18 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
     """
     t0 = time.time()
     bids_dir = Path(config.bids_dir)
-    LOGGER.info("sub-%s: indexing %s", subject, bids_dir)
-    # 1. layout
-    layout = make_layout(bids_dir, [subject])
     source = BoldSource.parse(config.bold_source, bids_dir, config.derivative_paths,
                               config.space)
-    train_runs = find_runs(layout, subject, config.train_task, config.train_session,
-                           what="training", source=source)
-    test_runs = find_runs(layout, subject, config.task, config.test_session_glob, what="test",
-                          source=source)
-    shared = sorted({r.bold.name for r in train_runs} & {r.bold.name for r in test_runs})
-    if shared:
-        raise UsageError(
-            f"{len(shared)} run(s) of sub-{subject} would both train and test the decoders "
-            f"(e.g. {shared[0]}): --train-session '{config.train_session}' and --test-session "
-            f"'{config.test_session_glob}' overlap. Choose disjoint session patterns."
-        )
-    tr = check_trs(train_runs + test_runs)
-    LOGGER.info("sub-%s: %d training and %d test runs (TR %.3g s)", subject, len(train_runs),
-                len(test_runs), tr)
-    # 2. ROIs, on the reference grid (runs not in the masks' space are refused here)
-    labels = read_atlas_labels(config.atlas_labels) if config.atlas_labels else None
-    specs = [RoiSpec.parse(r, labels) for r in config.roi]
-    roots = [*config.derivative_paths.values(), *([source.root] if source.root else [])]
-    ref, runs = align_runs(source.kind, train_runs + test_runs,
-                           mask_files(bids_dir, subject, specs[0], roots, config.atlas)[0],
-                           subject, assume_aligned=config.assume_aligned)
-    train_runs, test_runs = runs[:len(train_runs)], runs[len(train_runs):]
-    masks = {s.name: load_roi(bids_dir, subject, s, ref, roots, config.atlas) for s in specs}
-    union = np.logical_or.reduce(list(masks.values()))
-    # 3. samples
-    same_task = config.task == config.train_task
-    samples = build_samples(
-        train_runs, test_runs, union, ref.shape, shift=config.hrf_shift,
-        train_events=EventSpec.for_task(config.train_task, config.stimulus_column),
-        test_events=EventSpec.for_task(config.task,
-                                       config.stimulus_column if same_task else None),
-        confounds=config.confounds,
-        progress=lambda it: progress_bar(it, desc=f"sub-{subject} runs", unit="run"),
-    )
-    LOGGER.info("sub-%s: %d training samples, %d test images (%d blocks), %d one-back repeats "
-                "dropped", subject, samples.X_train.shape[0], len(samples.test_labels),
+    # 1-3. layout, ROIs and samples: from the BIDS runs, or from a BData file's samples
+    if source.kind == "bdata":
+        from .bdata import subject_inputs
+
+        inputs = subject_inputs(config, subject, source.root)
+    else:
+        inputs = _bids_inputs(config, subject, source)
+    samples, tr = inputs.samples, inputs.tr
+    LOGGER.info("sub-%s: %d training samples, %d test images (%d blocks), %d repeat blocks "
+                "left out", subject, samples.X_train.shape[0], len(samples.test_labels),
                 samples.info["n_test_blocks"], samples.info["n_repeats_dropped"])
     # 4. features
     ff = FeatureFile(_features_path(config))
@@ -465,9 +465,8 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
                                samples.X_train.shape[1])
         rows, complete = [], True
         # 5. decoding, ROI by ROI, layer by layer (resumable: finished work files are reused)
-        for spec in specs:
-            roi = prepare_roi(spec.name, masks[spec.name], samples,
-                              mask_files(bids_dir, subject, spec, roots, config.atlas))
+        for name, mask in inputs.masks.items():
+            roi = prepare_roi(name, mask, samples, inputs.files[name])
             design = decoding.prepare_design(roi.X_train, config.alpha,
                                              dtype=np.dtype(config.dtype), device=config.device)
             shard_files = {}
@@ -498,8 +497,8 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
             rows.extend(roi_rows)
     write_run_config(config, subject, samples.info)
     if complete:
-        write_qc(config, subject, train_runs[0], union, masks, ref.shape, samples,
-                 collector.messages)
+        if inputs.qc is not None:
+            inputs.qc(collector.messages)
         # 7. the subject's visual report (from the outputs only)
         from .report import write_subject_report
 
@@ -507,6 +506,57 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
         LOGGER.info("sub-%s: report %s", subject, html)
     LOGGER.info("sub-%s: done in %.1f s", subject, time.time() - t0)
     return {"subject": subject, "rows": rows, "info": samples.info, "complete": complete}
+
+
+def _bids_inputs(config: RunConfig, subject: str, source: BoldSource) -> SubjectInputs:
+    """Steps 1-3 on a BIDS dataset: runs and events, ROI masks, samples."""
+    bids_dir = Path(config.bids_dir)
+    LOGGER.info("sub-%s: indexing %s", subject, bids_dir)
+    # 1. layout
+    layout = make_layout(bids_dir, [subject])
+    train_runs = find_runs(layout, subject, config.train_task, config.train_session,
+                           what="training", source=source)
+    test_runs = find_runs(layout, subject, config.task, config.test_session_glob, what="test",
+                          source=source)
+    shared = sorted({r.bold.name for r in train_runs} & {r.bold.name for r in test_runs})
+    if shared:
+        raise UsageError(
+            f"{len(shared)} run(s) of sub-{subject} would both train and test the decoders "
+            f"(e.g. {shared[0]}): --train-session '{config.train_session}' and --test-session "
+            f"'{config.test_session_glob}' overlap. Choose disjoint session patterns."
+        )
+    tr = check_trs(train_runs + test_runs)
+    LOGGER.info("sub-%s: %d training and %d test runs (TR %.3g s)", subject, len(train_runs),
+                len(test_runs), tr)
+    # 2. ROIs, on the reference grid (runs not in the masks' space are refused here)
+    labels = read_atlas_labels(config.atlas_labels) if config.atlas_labels else None
+    specs = [RoiSpec.parse(r, labels) for r in config.roi]
+    roots = [*config.derivative_paths.values(), *([source.root] if source.root else [])]
+    ref, runs = align_runs(source.kind, train_runs + test_runs,
+                           mask_files(bids_dir, subject, specs[0], roots, config.atlas)[0],
+                           subject, assume_aligned=config.assume_aligned)
+    train_runs, test_runs = runs[:len(train_runs)], runs[len(train_runs):]
+    masks = {s.name: load_roi(bids_dir, subject, s, ref, roots, config.atlas) for s in specs}
+    union = np.logical_or.reduce(list(masks.values()))
+    # 3. samples
+    same_task = config.task == config.train_task
+    samples = build_samples(
+        train_runs, test_runs, union, ref.shape, shift=config.hrf_shift,
+        train_events=EventSpec.for_task(config.train_task, config.stimulus_column,
+                                        config.sample_events_for("train")),
+        test_events=EventSpec.for_task(config.task,
+                                       config.stimulus_column if same_task else None,
+                                       config.sample_events_for("test")),
+        confounds=config.confounds, train_average=config.train_average,
+        progress=lambda it: progress_bar(it, desc=f"sub-{subject} runs", unit="run"),
+    )
+    files = {s.name: mask_files(bids_dir, subject, s, roots, config.atlas) for s in specs}
+
+    def qc(warnings):
+        return write_qc(config, subject, train_runs[0], union, masks, ref.shape, samples,
+                        warnings)
+
+    return SubjectInputs(samples, masks, files, tr, qc)
 
 
 def write_roi_sidecar(config: RunConfig, subject, roi: RoiData, ff: FeatureFile, samples,

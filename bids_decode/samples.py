@@ -2,8 +2,10 @@
 
 Steps, per run: mask the volumes to the voxels of every requested ROI, clean the time series
 (linear detrending and z-scoring within the run, ``nilearn.signal.clean``), then average the
-volumes of each block after a haemodynamic shift. One-back repeats (a stimulus equal to the
-previous stimulus of the run) are dropped. Test blocks are averaged per image.
+volumes of each block after a haemodynamic shift. Which rows are samples and what marks a repeat
+follows each file's event convention (:mod:`bids_decode.events`: ds001246's one-back repeats
+are dropped, ds001506's repetition blocks are left out). Test blocks are averaged per image;
+training trials are samples each, or averaged per image with ``train_average``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .events import detect as detect_convention
+from .events import sample_rows
 from .layout import Run
 
 LOGGER = logging.getLogger(__name__)
@@ -40,19 +44,28 @@ class EventSpec:
         Rows whose ``event_type`` equals this (when the column exists).
     drop_repeats : bool
         Drop one-back repeats (a sample equal to the previous one).
+    kind : {"perception", "imagery"}
+        What a sample block of the task is (for the event-convention detection).
+    sample_events : (column, values), optional
+        Sample rows stated by ``--sample-events`` (see :mod:`bids_decode.events`).
     """
 
     column: str | None = None
     columns: tuple[str, ...] = ("stim_file", "stimulus_name")
     event_type: str = STIMULUS_EVENT_TYPE
     drop_repeats: bool = True
+    kind: str = "perception"
+    sample_events: tuple[str, tuple[str, ...]] | None = None
 
     @classmethod
-    def for_task(cls, task: str, column: str | None = None) -> EventSpec:
+    def for_task(cls, task: str, column: str | None = None,
+                 sample_events: tuple[str, tuple[str, ...]] | None = None) -> EventSpec:
         from .layout import task_defaults
 
         d = task_defaults(task)
-        return cls(column, tuple(d["columns"]), d["event_type"], d["drop_repeats"])
+        kind = "imagery" if d["event_type"] == "imagery" else "perception"
+        return cls(column, tuple(d["columns"]), d["event_type"], d["drop_repeats"], kind,
+                   sample_events)
 
 
 @dataclass
@@ -65,13 +78,16 @@ class Blocks:
         Stimulus of each kept block.
     onsets, durations : ndarray of shape (n_blocks,)
     n_repeats : int
-        One-back repeats dropped.
+        One-back repeats dropped, or repetition blocks left out.
+    convention : str
+        How the samples were chosen (:meth:`bids_decode.events.Convention.describe`).
     """
 
     labels: list[str]
     onsets: np.ndarray
     durations: np.ndarray
     n_repeats: int
+    convention: str = ""
 
 
 def choose_stimulus_column(columns, requested: str | None, path: Path,
@@ -108,13 +124,15 @@ def read_blocks(events: Path, spec: EventSpec | str | None = None) -> Blocks:
             raise DataError(f"The events file {events} has no '{col}' column (columns: "
                             f"{list(df.columns)}); BIDS events need onset and duration.")
     col = choose_stimulus_column(df.columns, spec.column, events, spec.columns)
-    if "event_type" in df.columns:
-        df = df[df["event_type"].astype(str) == spec.event_type]
-    df = df[df[col].notna() & (df[col].astype(str) != "")]
+    conv = detect_convention(df, events, spec.kind, default_type=spec.event_type,
+                             option=spec.sample_events, drop_repeats=spec.drop_repeats,
+                             stimulus_column=col)
+    rows, n_marked = sample_rows(df, conv)
+    df = df[rows & df[col].notna() & (df[col].astype(str) != "")]
     if df.empty:
         raise DataError(
-            f"The events file {events} has no sample events (rows with event_type "
-            f"'{spec.event_type}' and a value in '{col}'). Check the file or --task."
+            f"The events file {events} has no sample events ({conv.describe(col)}). Check the "
+            "file or --task, or state the sample rows with --sample-events COLUMN=VALUE."
         )
     names = df[col].astype(str).tolist()
     onsets = pd.to_numeric(df["onset"], errors="coerce").to_numpy(float)
@@ -130,10 +148,11 @@ def read_blocks(events: Path, spec: EventSpec | str | None = None) -> Blocks:
                         "Fix the file.")
     keep = np.ones(len(names), dtype=bool)
     for i in range(1, len(names)):
-        if spec.drop_repeats and names[i] == names[i - 1]:
+        if conv.one_back and names[i] == names[i - 1]:
             keep[i] = False
     labels = [n for n, k in zip(names, keep) if k]
-    return Blocks(labels, onsets[keep], durations[keep], int((~keep).sum()))
+    return Blocks(labels, onsets[keep], durations[keep], int((~keep).sum()) + n_marked,
+                  conv.describe(col))
 
 
 def block_volumes(onset: float, duration: float, tr: float, shift: float, offset: int,
@@ -297,7 +316,8 @@ def _run_samples(run: Run, ts: np.ndarray, blocks: Blocks, shift: float):
 def build_samples(train_runs: list[Run], test_runs: list[Run], mask: np.ndarray,
                   ref_shape, *, stimulus_column: str | None = None, shift: float,
                   train_events: EventSpec | None = None, test_events: EventSpec | None = None,
-                  confounds: str | None = None, progress=None) -> Samples:
+                  confounds: str | None = None, progress=None,
+                  train_average: bool = False) -> Samples:
     """Load every run once (streamed run by run) and make the samples.
 
     Parameters
@@ -317,18 +337,26 @@ def build_samples(train_runs: list[Run], test_runs: list[Run], mask: np.ndarray,
         Confound set regressed out of each run (fMRIPrep tables).
     progress : callable, optional
         Wraps the iterable of runs (a progress bar).
+    train_average : bool
+        Average the training samples of each image (default: every trial is a sample, as in
+        the authors' feature-decoding code); ``train_run`` is then the run of the image's
+        first trial.
     """
     voxels = np.flatnonzero(mask.ravel())
     finite = np.ones(voxels.size, dtype=bool)
     parts = {"train": ([], [], []), "test": ([], [], [])}
     runs = [("train", r) for r in train_runs] + [("test", r) for r in test_runs]
     n_repeats = 0
+    conventions: dict[str, list[str]] = {"train": [], "test": []}
     iterator = progress(runs) if progress else runs
     specs = {"train": train_events or EventSpec(stimulus_column),
              "test": test_events or EventSpec(stimulus_column)}
     for k, (split, run) in enumerate(iterator):
         blocks = read_blocks(run.events, specs[split])
         n_repeats += blocks.n_repeats
+        if blocks.convention not in conventions[split]:
+            conventions[split].append(blocks.convention)
+            LOGGER.info("%s events (%s): %s", split, run.events.name, blocks.convention)
         ts = load_run_timeseries(run, mask, ref_shape)
         bad = ~np.isfinite(ts).all(axis=0)
         if bad.any():
@@ -343,15 +371,14 @@ def build_samples(train_runs: list[Run], test_runs: list[Run], mask: np.ndarray,
         LOGGER.warning("%d voxel(s) have non-finite values in some run; they are excluded.",
                        int((~finite).sum()))
     X_train = np.concatenate(parts["train"][0])[:, finite]
+    train_labels = list(parts["train"][1])
+    train_run = np.concatenate(parts["train"][2])
+    n_trials = X_train.shape[0]
+    if train_average:
+        X_train, train_labels, _, first = average_by_label(X_train, train_labels, sort=False)
+        train_run = train_run[first]
     X_test_blocks = np.concatenate(parts["test"][0])[:, finite]
-    test_block_labels = parts["test"][1]
-    uniq = list(OrderedDict.fromkeys(sorted(test_block_labels)))
-    index = {lab: i for i, lab in enumerate(uniq)}
-    inv = np.array([index[lab] for lab in test_block_labels])
-    counts = np.bincount(inv, minlength=len(uniq))
-    X_test = np.zeros((len(uniq), X_test_blocks.shape[1]), dtype=np.float64)
-    np.add.at(X_test, inv, X_test_blocks)
-    X_test = (X_test / counts[:, None]).astype(np.float32)
+    X_test, uniq, counts, _ = average_by_label(X_test_blocks, parts["test"][1], sort=True)
     info = {
         "n_train_runs": len(train_runs),
         "n_test_runs": len(test_runs),
@@ -359,12 +386,45 @@ def build_samples(train_runs: list[Run], test_runs: list[Run], mask: np.ndarray,
         "n_test_blocks": int(X_test_blocks.shape[0]),
         "n_test_images": len(uniq),
         "n_repeats_dropped": n_repeats,
+        "n_train_trials": int(n_trials),
+        "train_average": bool(train_average),
+        "event_conventions": conventions,
         "n_nonfinite_voxels": int((~finite).sum()),
         "runs_per_session": _runs_per_session(train_runs + test_runs),
     }
-    return Samples(X_train, list(parts["train"][1]), np.concatenate(parts["train"][2]), X_test,
-                   uniq, counts, voxels[finite], info,
+    index = {lab: i for i, lab in enumerate(uniq)}
+    inv = np.array([index[lab] for lab in parts["test"][1]], dtype=np.int64)
+    return Samples(X_train, train_labels, train_run, X_test, uniq, counts, voxels[finite], info,
                    test_halves=half_averages(X_test_blocks, inv, len(uniq)))
+
+
+def average_by_label(X: np.ndarray, labels: list[str], *, sort: bool):
+    """Average the rows of each label.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_rows, n_voxels)
+    labels : list of str, length n_rows
+    sort : bool
+        Order the labels alphabetically (else by first appearance).
+
+    Returns
+    -------
+    X_mean : ndarray of shape (n_labels, n_voxels), float32
+    uniq : list of str
+    counts : ndarray of shape (n_labels,)
+        Rows averaged per label.
+    first : ndarray of shape (n_labels,)
+        Index of each label's first row.
+    """
+    uniq = list(OrderedDict.fromkeys(sorted(labels) if sort else labels))
+    index = {lab: i for i, lab in enumerate(uniq)}
+    inv = np.array([index[lab] for lab in labels], dtype=np.int64)
+    counts = np.bincount(inv, minlength=len(uniq))
+    first = np.unique(inv, return_index=True)[1]
+    out = np.zeros((len(uniq), X.shape[1]), dtype=np.float64)
+    np.add.at(out, inv, X)
+    return (out / counts[:, None]).astype(np.float32), uniq, counts, first
 
 
 def half_averages(X_blocks: np.ndarray, image: np.ndarray, n_images: int) -> np.ndarray | None:

@@ -1,7 +1,8 @@
-"""A small ds001246-shaped dataset with a planted ground truth, for demos and tests.
+"""A small ds001246- or ds001506-shaped dataset with a planted ground truth, for demos and tests.
 
-Real ds001246 events (sub-01..03, CC0, shipped in ``bids_decode/data/ds001246``) drive the
-simulation. Every image has a latent vector ``z`` (``n_latent`` dims). Unit ``u`` of a layer is
+Real events drive the simulation: ds001246's sub-01..03 (CC0, ``bids_decode/data/ds001246``),
+or ds001506's sub-01 (``--layout ds001506``, ``bids_decode/data/ds001506``: numeric event codes,
+TR 2 s). Every image has a latent vector ``z`` (``n_latent`` dims). Unit ``u`` of a layer is
 
     y_u = offset_u + scale_u * (rho_u * (b_u . z) + sqrt(1 - rho_u**2) * noise)
 
@@ -35,19 +36,57 @@ GRID = (14, 13, 11)
 N_DEAD = 3
 
 
-def _data_root():
-    return resources.files("bids_decode") / "data" / "ds001246"
+#: Real datasets whose events drive the simulation: TR, template subjects, session prefixes
+#: of the training, test and imagery runs (several test prefixes: n_test_runs of each).
+LAYOUTS = {
+    "ds001246": {"tr": 3.0, "subjects": ("01", "02", "03"), "train": "perceptionTraining",
+                 "test": ("perceptionTest",), "imagery": "imageryTest"},
+    "ds001506": {"tr": 2.0, "subjects": ("01",), "train": "perceptionNaturalImageTraining",
+                 "test": ("perceptionNaturalImageTest", "perceptionArtificialImage",
+                          "perceptionLetterImage"), "imagery": "imagery"},
+}
 
 
-def template_runs(template_subject: str, session_prefix: str) -> list[tuple[str, str]]:
+def _data_root(layout: str = "ds001246"):
+    return resources.files("bids_decode") / "data" / layout
+
+
+def template_runs(template_subject: str, session_prefix: str,
+                  layout: str = "ds001246") -> list[tuple[str, str]]:
     """(session, events file name) of a real subject's runs, in session and run order."""
-    root = _data_root() / f"sub-{template_subject}"
+    root = _data_root(layout) / f"sub-{template_subject}"
     out = []
     for ses in sorted(p.name for p in root.iterdir() if p.name.startswith(f"ses-{session_prefix}")):
         func = root / ses / "func"
         for f in sorted(p.name for p in func.iterdir() if p.name.endswith("_events.tsv")):
             out.append((ses, f))
     return out
+
+
+def _layout_plan(layout: str, tmpl: str, n_train: int, n_test: int, n_imagery: int):
+    """(session, events file) of the template subject's runs used by the simulation."""
+    lay = LAYOUTS[layout]
+    runs = template_runs(tmpl, lay["train"], layout)[:n_train]
+    for prefix in lay["test"]:
+        runs += template_runs(tmpl, prefix, layout)[:n_test]
+    return runs + template_runs(tmpl, lay["imagery"], layout)[:n_imagery]
+
+
+def read_template_events(path, layout: str = "ds001246") -> pd.DataFrame:
+    """A template events table with ds001246's event names (the simulation's vocabulary).
+
+    ds001506's numeric codes become ``stimulus`` (perception 1 and 2: a repetition block shows
+    its image again), ``imagery`` (imagery 2) and ``rest``.
+    """
+    ev = pd.read_csv(path, sep="\t", dtype=str)
+    if layout == "ds001246":
+        return ev
+    code = ev["event_type"].astype(str).str.strip()
+    if "task-imagery" in str(path):
+        ev["event_type"] = np.where(code == "2", "imagery", "rest")
+    else:
+        ev["event_type"] = np.where(code.isin(["1", "2"]), "stimulus", "rest")
+    return ev
 
 
 def _roi_layout(grid, rng):
@@ -121,7 +160,7 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
                      stimulus_images: bool = False, photos: list | None = None,
                      layers: dict | None = None, n_latent: int = 12,
                      snr: float = 1.0, seed: int = 0, grid=GRID, motion: bool = False,
-                     null_fraction: float = 0.0) -> dict:
+                     null_fraction: float = 0.0, layout: str = "ds001246") -> dict:
     """Write the dataset and its features; return the paths and the planted truth.
 
     Parameters
@@ -158,6 +197,9 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     null_fraction : float
         Share of each layer's units planted with decodability exactly 0 (pure feature noise;
         chosen with a generator of their own, so 0 leaves the dataset unchanged).
+    layout : {"ds001246", "ds001506"}
+        Real dataset whose events, sessions and TR are used (ds001506: sub-01's events, TR 2 s;
+        ``n_test_runs`` runs of each of the natural-image, artificial-shape and letter tests).
 
     Returns
     -------
@@ -178,20 +220,22 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"Cannot create {out} ({err.strerror}).") from err
-    src = _data_root()
-    tr = 3.0
+    if layout not in LAYOUTS:
+        raise UsageError(f"--layout must be one of {sorted(LAYOUTS)}; got {layout!r}.")
+    src = _data_root(layout)
+    tr = LAYOUTS[layout]["tr"]
     subjects = [f"{i + 1:02d}" for i in range(n_subjects)]
     plan = {}
     for i, sub in enumerate(subjects):
-        tmpl = f"{(i % 3) + 1:02d}"
-        plan[sub] = (tmpl, template_runs(tmpl, "perceptionTraining")[:n_train_runs]
-                     + template_runs(tmpl, "perceptionTest")[:n_test_runs]
-                     + template_runs(tmpl, "imageryTest")[:n_imagery_runs])
+        tmpls = LAYOUTS[layout]["subjects"]
+        tmpl = tmpls[i % len(tmpls)]
+        plan[sub] = (tmpl, _layout_plan(layout, tmpl, n_train_runs, n_test_runs,
+                                        n_imagery_runs))
     # images named in the events used
     images = set()
     for tmpl, runs in plan.values():
         for ses, fname in runs:
-            ev = pd.read_csv(src / f"sub-{tmpl}" / ses / "func" / fname, sep="\t", dtype=str)
+            ev = read_template_events(src / f"sub-{tmpl}" / ses / "func" / fname, layout)
             if "stimulus_name" in ev.columns:
                 images.update(ev.loc[ev["event_type"] == "stimulus", "stimulus_name"])
     images = sorted(images)
@@ -221,11 +265,12 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
         feats[name] = Y.reshape((n_img, *shape)).astype(np.float32)
     # dataset files
     desc = json.loads((src / "dataset_description.json").read_text())
-    desc.update({"Name": "bids_decode simulated ds001246-shaped dataset", "BIDSVersion": "1.9.0",
+    desc = {k: v for k, v in desc.items() if v != ""}  # ds001506's "Funding": "" is invalid
+    desc.update({"Name": f"bids_decode simulated {layout}-shaped dataset", "BIDSVersion": "1.9.0",
                  "DatasetType": "raw", "License": "CC0"})
     (out / "dataset_description.json").write_text(json.dumps(desc, indent=2))
     (out / "README").write_text(
-        "Simulated by 'bids_decode simulate' from the events of OpenNeuro ds001246 (CC0).\n"
+        f"Simulated by 'bids_decode simulate' from the events of OpenNeuro {layout} (CC0).\n"
         "BOLD data are synthetic, with a planted per-unit decodability (see stimuli/).\n")
     (out / "CHANGES").write_text("1.0.0 2026-01-01\n  - Simulated.\n")
     sidecar = json.loads((src / "task-perception_bold.json").read_text())
@@ -264,7 +309,7 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
                      anat / f"sub-{sub}_mask_{mname}.nii.gz")
         A = rng.standard_normal((n_latent, n_roi)) / np.sqrt(n_latent)
         for ses, fname in runs:
-            ev = pd.read_csv(src / f"sub-{tmpl}" / ses / "func" / fname, sep="\t", dtype=str)
+            ev = read_template_events(src / f"sub-{tmpl}" / ses / "func" / fname, layout)
             func = out / f"sub-{sub}" / ses / "func"
             func.mkdir(parents=True, exist_ok=True)
             new_name = fname.replace(f"sub-{tmpl}_", f"sub-{sub}_")
@@ -374,6 +419,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write fMRIPrep-like derivatives with confounds")
     parser.add_argument("--stimulus-images", "--stimulus_images", action="store_true",
                         help="also write stimulus images (JPEG) into OUT_DIR/stimuli")
+    parser.add_argument("--layout", choices=sorted(LAYOUTS), default="ds001246",
+                        help="real dataset whose events, sessions and TR are used "
+                             "(default ds001246; ds001506: Deep Image Reconstruction, sub-01)")
     parser.add_argument("--motion", action="store_true",
                         help="raw runs at per-session scanner placements with head motion; "
                              "aligned runs in derivatives/preproc-spm, fMRIPrep's minimal "
@@ -390,7 +438,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                            n_imagery_runs=args.n_imagery_runs, preproc_spm=args.preproc_spm,
                            fmriprep=args.fmriprep, stimulus_images=args.stimulus_images,
                            snr=args.snr, seed=args.seed, motion=args.motion,
-                           null_fraction=args.null_fraction)
+                           null_fraction=args.null_fraction, layout=args.layout)
     print(f"Simulated dataset: {res['bids_dir']}\nFeatures: {res['features']}\n"
           f"Planted truth: {res['bids_dir'] / 'stimuli' / 'truth_simulated.h5'}")
     return 0

@@ -33,7 +33,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .errors import DataError, MissingInputError
+from .errors import DataError, MissingInputError, reading_bold
 
 LOGGER = logging.getLogger(__name__)
 
@@ -352,19 +352,12 @@ def resampled_timeseries(run, mask: np.ndarray) -> np.ndarray:
     from scipy.ndimage import map_coordinates
 
     xf = run.transforms
-    try:
+    with reading_bold(run.bold):
         img = nib.load(str(run.bold))
         if img.ndim != 4:
             raise DataError(f"The BOLD run {run.bold} is {img.ndim}-D (shape {img.shape}); "
                             "a 4-D time series is expected.")
         data = np.asanyarray(img.dataobj)
-    except DataError:
-        raise
-    except Exception as err:  # nibabel/gzip/zlib raise many types for damaged files
-        raise DataError(
-            f"The BOLD run {run.bold} cannot be read ({type(err).__name__}: {err}); it is "
-            "truncated or corrupt. Download or copy it again."
-        ) from err
     n_vols = data.shape[3]
     ijk = np.vstack([np.array(np.nonzero(mask), dtype=np.float64),
                      np.ones((1, int(mask.sum())))])  # (4, n_vox) in C order

@@ -16,6 +16,8 @@ Exit codes
 
 from __future__ import annotations
 
+import contextlib
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_VALIDATION = 16
@@ -59,3 +61,18 @@ class ValidationError(BidsDecodeError):
     """The BIDS validator reported errors in the input dataset."""
 
     exit_code = EXIT_VALIDATION
+
+
+@contextlib.contextmanager
+def reading_bold(path):
+    """Turn whatever nibabel, gzip or zlib raise on a damaged BOLD run into a :class:`DataError`
+    naming the file (a DataError raised inside passes through)."""
+    try:
+        yield
+    except DataError:
+        raise
+    except Exception as err:  # nibabel/gzip/zlib raise many types for damaged files
+        raise DataError(
+            f"The BOLD run {path} cannot be read ({type(err).__name__}: {err}); it is "
+            "truncated or corrupt. Download or copy it again."
+        ) from err

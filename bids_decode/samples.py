@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from .errors import DataError, reading_bold
 from .events import detect as detect_convention
 from .events import sample_rows
 from .layout import Run
@@ -216,7 +216,7 @@ def load_run_timeseries(run: Run, mask: np.ndarray, ref_shape: tuple[int, ...]) 
         from .bold_sources import resampled_timeseries
 
         return resampled_timeseries(run, mask)
-    try:
+    with reading_bold(run.bold):
         img = nib.load(str(run.bold))
         if img.ndim != 4:
             raise DataError(f"The BOLD run {run.bold} is {img.ndim}-D (shape {img.shape}); "
@@ -232,13 +232,6 @@ def load_run_timeseries(run: Run, mask: np.ndarray, ref_shape: tuple[int, ...]) 
         ts = raw[mask].T  # mask first, then cast: memory ~ one raw run + the ROI voxels
         del raw
         slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)
-    except DataError:
-        raise
-    except Exception as err:  # nibabel/gzip/zlib raise many types for damaged files
-        raise DataError(
-            f"The BOLD run {run.bold} cannot be read ({type(err).__name__}: {err}); it is "
-            "truncated or corrupt. Download or copy it again."
-        ) from err
     ts = ts.astype(np.float32)
     if slope is not None and np.isfinite(slope) and slope not in (0.0, 1.0):
         ts *= np.float32(slope)

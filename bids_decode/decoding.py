@@ -626,10 +626,11 @@ def iter_decode(design: Design, Y_chunks, X_test, n_voxels: int, *, n_jobs=None,
     if batch_size is None:
         batch_size = batch_size_for(design, n_voxels, mem_bytes, n_jobs)
     checked = (_check_y(design, Y) for Y in Y_chunks)
+    empty = np.empty((X_test.shape[0], 0), dtype=design.dtype)
     if _uses_all(design, n_voxels):
         H = _hat_matrix(design, X_test)
         yield from _regrid(checked, lambda Y: _blockwise(lambda yt: H @ yt.T, Y, H.shape[0],
-                                                          design.dtype, axis=1))
+                                                          design.dtype, axis=1), empty)
         return
     xt = np.ascontiguousarray(np.asarray(X_test, dtype=design.dtype).T)  # (n_voxels, n_test)
 
@@ -638,10 +639,10 @@ def iter_decode(design: Design, Y_chunks, X_test, n_voxels: int, *, n_jobs=None,
 
     with _UnitPool(n_jobs) as pool:
         yield from _regrid(checked, lambda Y: np.concatenate(
-            pool.map(task, Y, batch_size), axis=1))
+            pool.map(task, Y, batch_size), axis=1), empty)
 
 
-def _regrid(chunks, fn):
+def _regrid(chunks, fn, empty):
     """``fn`` over a stream of unit chunks re-cut to the :data:`UNIT_BLOCK` grid.
 
     Parameters
@@ -652,6 +653,8 @@ def _regrid(chunks, fn):
         ``fn(Y)`` for ``Y`` of shape (n_samples, n) whose first column is on the grid and
         whose width is a multiple of ``UNIT_BLOCK`` (but for the stream's last piece); returns
         an array of shape (n_out, n).
+    empty : ndarray of shape (n_out, 0)
+        The output of an empty chunk.
 
     Yields
     ------
@@ -666,6 +669,9 @@ def _regrid(chunks, fn):
     def ready():
         while widths and sum(d.shape[1] for d in done) >= widths[0]:
             w = widths.pop(0)
+            if w == 0:
+                yield empty
+                continue
             out = done[0] if done[0].shape[1] == w else np.concatenate(done, axis=1)
             done[:] = [out[:, w:]] if out.shape[1] > w else []
             yield out[:, :w]

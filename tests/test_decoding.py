@@ -179,7 +179,7 @@ def wide():
 SPLITS = [dict(n_jobs=1), dict(n_jobs=2), dict(n_jobs=1, batch_size=1),
           dict(n_jobs=2, batch_size=100), dict(n_jobs=2, batch_size=10_000),
           dict(n_jobs=1, mem_bytes=1)]
-CUTS = [[64, 192], [1, 65, 250], [13], [300, 301, 302]]  # chunk boundaries of the stream
+CUTS = [[64, 192], [1, 65, 250], [13], [300, 301, 302], [0, 64, 64]]  # chunk boundaries
 
 
 def _cuda_available() -> bool:

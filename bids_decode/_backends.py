@@ -324,7 +324,20 @@ if numba is not None:
     def _call8(typingctx, addr, a, b, c, d, e, f, g, h):
         return _types.void(addr, a, b, c, d, e, f, g, h), _indirect_call
 
+    @_intrinsic
+    def _cycles(typingctx):
+        """The CPU's cycle counter (``llvm.readcyclecounter``: RDTSC on x86-64)."""
+        def codegen(context, builder, sig, args):
+            fnty = _ir.FunctionType(_ir.IntType(64), [])
+            return builder.call(builder.module.declare_intrinsic("llvm.readcyclecounter",
+                                                                 fnty=fnty), [])
+        return _types.int64(), codegen
+
     _jit = numba.njit(nogil=True, cache=numba_cache_dir() is not None)
+
+    @_jit
+    def _cycle_counter():
+        return _cycles()
     _jit_fastmath = numba.njit(nogil=True, fastmath=True, cache=numba_cache_dir() is not None)
 
     @_jit
@@ -337,11 +350,12 @@ if numba is not None:
 
     @_jit
     def _solve_batch(gram, index, rhs, cond_max, xt, coef, intercept, status, pred, potrf,
-                     potrs):
+                     potrs, clocks):
         # gram (P, P) C-order; index (B, k) int64 sorted ascending, all < P - 1;
         # rhs (B, k + 1) with the bias last; xt (P - 1, n_test) or shape (0, 0);
         # outputs coef (B, k), intercept (B,), status (B,) int64, pred (B, n_test);
-        # potrf, potrs: addresses of LAPACK ?potrf and ?potrs in gram's precision.
+        # potrf, potrs: addresses of LAPACK ?potrf and ?potrs in gram's precision;
+        # clocks (3,) int64: cycles spent gathering, factorising, solving + predicting (added).
         n_units, k = index.shape
         m = k + 1
         n_rows = gram.shape[0]
@@ -368,6 +382,7 @@ if numba is not None:
         n_test = xt.shape[1]
         for u0 in range(0, n_units, sub):
             nb = min(sub, n_units - u0)
+            c0 = _cycles()
             counts[:] = 0
             for b in range(nb):
                 for i in range(k):
@@ -395,10 +410,14 @@ if numba is not None:
                     off = j * m
                     for i in range(j, m):
                         work[b, off + i] = row[sels[b, i]]
+            clocks[0] += _cycles() - c0
             for b in range(nb):
                 u = u0 + b
                 wb = work[b]
+                c0 = _cycles()
                 _call5(potrf, uplo, ints, wb, ints, info)
+                c1 = _cycles()
+                clocks[1] += c1 - c0
                 if info[0] != 0:
                     status[u] = info[0]
                     continue
@@ -425,6 +444,7 @@ if numba is not None:
                     for i in range(k):
                         acc += xt[sels[b, i], t] * vec[i]
                     pred[u, t] = acc
+                clocks[2] += _cycles() - c1
 
 
     @_jit_fastmath
@@ -508,7 +528,17 @@ def _lapack_pair(dtype_char: str) -> tuple[int, int]:
     return _lapack_address(prefix + "potrf"), _lapack_address(prefix + "potrs")
 
 
-def solve_selected_numba(gram, index, rhs, cond_max, xt=None):
+def cycles_per_second(seconds: float = 0.2) -> float:
+    """Rate of the kernel's cycle counter, measured against the wall clock."""
+    import time
+
+    c0, t0 = _cycle_counter(), time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        pass
+    return (_cycle_counter() - c0) / (time.perf_counter() - t0)
+
+
+def solve_selected_numba(gram, index, rhs, cond_max, xt=None, clocks=None):
     """Solve the selected-voxel systems of a batch of units on the CPU (one thread).
 
     Parameters
@@ -523,6 +553,9 @@ def solve_selected_numba(gram, index, rhs, cond_max, xt=None):
         Units whose Cholesky-diagonal condition estimate exceeds this get status -1.
     xt : ndarray of shape (n_voxels, n_test) or None
         Test data, transposed; when given, predictions are computed.
+    clocks : ndarray of shape (3,), int64, optional
+        CPU cycles spent gathering the Gram blocks, factorising, and solving + predicting
+        are added to it (:func:`cycles_per_second` converts them; for benchmarks).
 
     Returns
     -------
@@ -541,7 +574,8 @@ def solve_selected_numba(gram, index, rhs, cond_max, xt=None):
     pred = np.zeros((n_units, xt_arr.shape[1]), dtype=dtype)
     _solve_batch(np.ascontiguousarray(gram), np.ascontiguousarray(index, dtype=np.int64),
            np.ascontiguousarray(rhs, dtype=dtype), float(cond_max), xt_arr, coef, intercept,
-           status, pred, potrf, potrs)
+           status, pred, potrf, potrs,
+                 np.zeros(3, dtype=np.int64) if clocks is None else clocks)
     return coef, intercept, status, (None if xt is None else pred)
 
 

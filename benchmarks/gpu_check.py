@@ -10,7 +10,8 @@ alpha 100), float32 selection on a torch device:
    reference on a subset of units, with explicit limits (:data:`THRESHOLDS`; NaN masks must
    match).
 
-Prints a table last and exits 1 when a comparison is over its limit; writes the numbers as JSON to ``--json`` when given.
+Prints a table last and exits 1 when a comparison is over its limit; writes the numbers as
+JSON to ``--json`` when given.
 Usage: python benchmarks/gpu_check.py [--device cuda] [--units 131072] [--smoke]
 """
 

@@ -10,7 +10,8 @@ the same for every subject. Each subject's ROI voxels respond to ``A_s z`` (subj
 ``A_s``) convolved with a haemodynamic response (peak about 5 s after the stimulus), plus drift
 and noise; ``A_s`` is sparse (a third of the ROI voxels carry signal) and hemisphere-specific
 (each hemisphere carries two thirds of the latent dimensions), and the masks of the two
-hemispheres are not mirror images; voxels outside the ROIs carry noise only. Some units of the first layer are constant (dead ReLUs).
+hemispheres are not mirror images; voxels outside the ROIs carry noise only. Some units of the
+first layer are constant (dead ReLUs).
 """
 
 from __future__ import annotations
@@ -251,7 +252,6 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     affine[:3, 3] = -np.array(grid) * 1.5
     masks = _roi_layout(grid, rng)
     roi_any = np.logical_or.reduce(list(masks.values()))
-    n_roi = int(roi_any.sum())
     hrf = _hrf(tr)
     img_index = {name: i for i, name in enumerate(images)}
     cat_index = {}

@@ -154,7 +154,7 @@ def test_app_equals_independent_reference(app_run):
         got_images = [s.decode() if isinstance(s, bytes) else s for s in h5["stimulus_name"][()]]
         assert got_images == images
         assert h5.attrs["n_voxels_roi"] == X.shape[1]
-        for layer, shape in LAYERS.items():
+        for layer in LAYERS:
             feats = f["layers"][layer][()].reshape(len(names), -1).astype(np.float64)
             Y = feats[[row[n] for n in train_labels]]
             Yt = feats[[row[n] for n in images]]

@@ -152,8 +152,8 @@ def test_averaging_one_subject_reproduces_its_scores(outputs):
             sink = np.empty(dec.shape, dtype=np.float32)
             acc, corr = group.average_layer([(dec, np.arange(len(names)))], truth, sink,
                                             mem_gb=1e-6)  # tiny budget: many chunks
-            np.testing.assert_allclose(acc, f[layer]["accuracy"][()].ravel(), atol=1e-4)
-            np.testing.assert_allclose(np.diag(corr), f[layer]["pattern_r"][()], atol=1e-4)
+            np.testing.assert_allclose(acc, f[layer]["accuracy"][()].ravel(), atol=1e-5)
+            np.testing.assert_allclose(np.diag(corr), f[layer]["pattern_r"][()], atol=1e-5)
             np.testing.assert_array_equal(sink, dec[()])
 
 

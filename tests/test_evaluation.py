@@ -72,3 +72,14 @@ def test_pairwise_identification_brute_force(pair):
 def test_rank_units():
     acc = np.array([0.1, np.nan, 0.5, 0.5, -0.2])
     assert rank_units(acc).tolist() == [3, 5, 1, 1, 4]
+
+
+def test_identification_ties_count_one_half():
+    """Planted ties between an image's own correlation and others': each counts 1/2."""
+    c = np.array([[0.5, 0.5, 0.2, 0.9],   # tie, win, loss     -> 1.5 / 3
+                  [0.1, 0.4, 0.4, 0.4],   # win, tie, tie      -> 2 / 3
+                  [0.3, 0.3, 0.3, 0.3],   # tie, tie, tie      -> 1.5 / 3
+                  [0.0, 0.0, 0.0, 1.0]])  # win, win, win      -> 3 / 3
+    np.testing.assert_allclose(pairwise_identification(c), [0.5, 2 / 3, 0.5, 1.0])
+    c[2, 2] = np.nan  # an undefined own correlation is NaN, not a count
+    assert np.isnan(pairwise_identification(c)[2])

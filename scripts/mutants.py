@@ -126,6 +126,8 @@ def _copy_tree(dst: Path) -> None:
 
 def apply(mutant: Mutant, tree: Path) -> None:
     for file, old, new in mutant.edits:
+        if not file:  # the baseline: no edit
+            continue
         path = tree / file
         text = path.read_text()
         n = text.count(old)
@@ -149,6 +151,9 @@ def run(mutant: Mutant, tests, python: str, keep: bool) -> tuple[bool, list[str]
         dt = time.time() - t0
         out = res.stdout + res.stderr
         failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", out, flags=re.M)
+        summary = re.findall(r"^=* ?(\d+ (?:passed|failed).*?) ?=*$", out, flags=re.M)
+        print(f"  {mutant.name}: {summary[-1] if summary else out.strip().splitlines()[-1:]}",
+              flush=True)
         if res.returncode not in (0, 1):  # 2+: collection/usage errors are not kills
             print(out[-3000:])
         return res.returncode == 1 and bool(failed), failed, dt
@@ -164,6 +169,8 @@ def main(argv=None) -> int:
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--keep", action="store_true", help="keep the scratch copies")
+    ap.add_argument("--baseline", action="store_true",
+                    help="run the chosen mutants' tests on an unmutated copy (they must pass)")
     args = ap.parse_args(argv)
     by_name = {m.name: m for m in MUTANTS}
     unknown = [n for n in args.names if n not in by_name]
@@ -176,6 +183,13 @@ def main(argv=None) -> int:
             print(f"{m.name:<28} {m.what}\n{'':<28} {', '.join(files)}; tests: "
                   f"{' '.join(m.tests)}")
         return 0
+    if args.baseline:
+        tests = args.tests or sorted({t for m in chosen for t in m.tests})
+        ok, failed, dt = run(Mutant("baseline", "no edit", "", "", "", ()), tests,
+                             args.python, args.keep)
+        print(f"baseline (no edit): {'FAILED ' + ', '.join(failed) if failed or ok else 'passed'}"
+              f" in {dt:.0f} s: {' '.join(tests)}")
+        return 1 if failed or ok else 0
     rows, survivors = [], []
     for m in chosen:
         killed, failed, dt = run(m, args.tests or m.tests, args.python, args.keep)

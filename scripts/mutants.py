@@ -53,7 +53,7 @@ class Mutant:
 MUTANTS = [
     Mutant("no_voxel_selection", "every unit's decoder uses all voxels of the ROI",
            "bids_decode/participant.py",
-           "design, Ztr, roi.X_test, config.n_voxels,", "design, Ztr, roi.X_test, 0,",
+           "config.n_voxels, n_jobs=config.nprocs or None,", "0, n_jobs=config.nprocs or None,",
            (REF, f"{PLANTED}::test_selected_voxels_beat_all_voxels")),
     Mutant("alpha_ignored", "--alpha ignored: the default 100 always",
            "bids_decode/participant.py",

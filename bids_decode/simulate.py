@@ -8,7 +8,7 @@ simulation. Every image has a latent vector ``z`` (``n_latent`` dims). Unit ``u`
 with ``rho_u`` the planted decodability (the share of the unit's variance the brain carries),
 the same for every subject. Each subject's ROI voxels respond to ``A_s z`` (subject-specific
 ``A_s``) convolved with a haemodynamic response (peak about 5 s after the stimulus), plus drift
-and noise; ``A_s`` is sparse (a third of the ROI voxels carry signal) and hemisphere-specific
+and noise; ``A_s`` is sparse (half of the ROI voxels carry signal) and hemisphere-specific
 (each hemisphere carries two thirds of the latent dimensions), and the masks of the two
 hemispheres are not mirror images; voxels outside the ROIs carry noise only. Some units of the
 first layer are constant (dead ReLUs).
@@ -77,7 +77,7 @@ def _roi_layout(grid, rng):
 
 
 #: share of the ROI voxels that carry signal (the rest are noise only)
-SIGNAL_SHARE = 0.3
+SIGNAL_SHARE = 0.5
 
 
 def _sparse_loadings(n_latent: int, roi_any: np.ndarray, rng) -> np.ndarray:

@@ -8,6 +8,7 @@ PIP := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO ?= demo
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: install demo test lint bench clean container-test
 
@@ -45,8 +46,17 @@ container-test: install
 lint: install
 	$(VENV)/bin/ruff check bids_decode tests benchmarks
 
-bench: install
-	$(PY) benchmarks/bench_decoder.py
+# the benchmark's extras (himalaya, psutil) in .venv and fastl2lir 0.11 in its own .bench-venv
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PIP) install --quiet --no-cache-dir -e '.[test,bench]'
+	touch $@
+
+.bench-venv/.installed: benchmarks/requirements-fastl2lir.txt benchmarks/setup_bench_venv.sh
+	bash benchmarks/setup_bench_venv.sh $(PYTHON)
+	touch $@
+
+bench: $(VENV)/.bench-installed .bench-venv/.installed
+	$(PY) benchmarks/bench_decoder.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(DEMO) .pytest_cache build *.egg-info

@@ -7,9 +7,11 @@ alpha 100), float32 selection on a torch device:
 2. times ``iter_decode`` on ``--units`` units and projects the time for 14,861,288 units
    (every VGG19 unit);
 3. compares the device's predictions with the CPU kernel (float32) and a float64 CPU
-   reference on a subset of units.
+   reference on a subset of units, with explicit limits (:data:`THRESHOLDS`; NaN masks must
+   match).
 
-Prints a table last; writes the numbers as JSON to ``--json`` when given.
+Prints a table last and exits 1 when a comparison is over its limit; writes the numbers as
+JSON to ``--json`` when given.
 Usage: python benchmarks/gpu_check.py [--device cuda] [--units 131072] [--smoke]
 """
 
@@ -53,8 +55,21 @@ def timed_decode(dec, design, Y, Xt, k, batch_size, device):
     return out, time.perf_counter() - t0
 
 
+#: the largest relative difference each comparison may show (measured: about 2e-6 in float32,
+#: 6e-15 in float64); a larger one, or NaN where the other side has a number, fails the check
+THRESHOLDS = {"rel_max_diff_gpu32_vs_cpu32": 1e-5, "rel_max_diff_gpu32_vs_cpu64": 1e-5,
+              "rel_max_diff_cpu32_vs_cpu64": 1e-5, "rel_max_diff_gpu64_vs_cpu64": 1e-9}
+
+
 def rel_max_diff(a, b):
-    return float(np.abs(a - b).max() / np.abs(b).max())
+    """``max|a - b| / max|b|`` over entries finite in both; inf if the NaN masks differ."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or not np.array_equal(np.isfinite(a), np.isfinite(b)):
+        return float("inf")
+    ok = np.isfinite(b)
+    if not ok.any():
+        return float("inf")
+    return float(np.abs(a[ok] - b[ok]).max() / np.abs(b[ok]).max())
 
 
 def main(argv=None):
@@ -172,10 +187,14 @@ def main(argv=None):
           f"{'VGG19 (14.86M) projected':>26}")
     print(f"{units:>10} {dt:>9.2f} {ups:>10.0f} {info['gflops']:>9.0f} "
           f"{info['vgg19_projected_s'] / 60:>22.1f} min")
-    for key in ("rel_max_diff_gpu32_vs_cpu32", "rel_max_diff_gpu32_vs_cpu64",
-                "rel_max_diff_cpu32_vs_cpu64", "rel_max_diff_gpu64_vs_cpu64"):
-        print(f"{key:<32} {info[key]:.2e}  ({m} units)")
-    return 0
+    failed = []
+    for key, limit in THRESHOLDS.items():
+        ok = info[key] <= limit
+        failed += [] if ok else [key]
+        print(f"{key:<32} {info[key]:.2e}  ({m} units; limit {limit:.0e}) "
+              f"{'ok' if ok else 'FAIL'}")
+    print("GPU CHECK:", "FAIL " + ", ".join(failed) if failed else "PASS")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ TR 2 s). Every image has a latent vector ``z`` (``n_latent`` dims). Unit ``u`` o
 with ``rho_u`` the planted decodability (the correlation of the unit with the part of it the
 brain carries, so on the scale of the accuracy, Pearson r, of a perfect decoder),
 the same for every subject. Each subject's ROI voxels respond to ``A_s z`` (subject-specific
-``A_s``) convolved with a haemodynamic response, plus drift and noise; voxels outside the ROIs
-carry noise only. Some units of the first layer are constant (dead ReLUs).
+``A_s``) convolved with a haemodynamic response (peak about 5 s after the stimulus), plus drift
+and noise; ``A_s`` is sparse (half of the ROI voxels carry signal) and hemisphere-specific
+(each hemisphere carries two thirds of the latent dimensions), and the masks of the two
+hemispheres are not mirror images; voxels outside the ROIs carry noise only. Some units of the
+first layer are constant (dead ReLUs).
 """
 
 from __future__ import annotations
@@ -95,7 +98,9 @@ def _roi_layout(grid, rng):
     x = np.arange(nx)[:, None, None]
     y = np.arange(ny)[None, :, None]
     z = np.arange(nz)[None, None, :]
-    cortex = (y <= 6) & (z >= 2) & (z <= 9) & (x >= 1) & (x <= nx - 2)
+    # the right hemisphere is one column narrower than the left: masks are not mirror images,
+    # so a left-right flip of the masks selects other voxels
+    cortex = (y <= 6) & (z >= 2) & (z <= 9) & (x >= 1) & (x <= nx - 3)
     hemi = {"LH": x < nx // 2, "RH": x >= nx // 2}
     parts = {
         "V1d": (y <= 1) & (z >= 6), "V1v": (y <= 1) & (z < 6),
@@ -109,6 +114,29 @@ def _roi_layout(grid, rng):
         for h, hm in hemi.items():
             masks[f"{h}_{part}"] = np.broadcast_to(cortex & m & hm, grid).copy()
     return masks
+
+
+#: share of the ROI voxels that carry signal (the rest are noise only)
+SIGNAL_SHARE = 0.5
+
+
+def _sparse_loadings(n_latent: int, roi_any: np.ndarray, rng) -> np.ndarray:
+    """Voxel loadings ``A`` of shape (n_latent, n_roi_voxels): sparse and hemisphere-specific.
+
+    About :data:`SIGNAL_SHARE` of the ROI voxels carry signal. Left-hemisphere voxels load on
+    the first two thirds of the latent dimensions, right-hemisphere voxels on the last two
+    thirds, so both hemispheres are needed to decode every unit and a decoder that uses all
+    voxels (no selection) fits mostly noise.
+    """
+    nx = roi_any.shape[0]
+    left = (np.nonzero(roi_any)[0] < nx // 2)
+    n_roi = left.size
+    A = rng.standard_normal((n_latent, n_roi)) / np.sqrt(n_latent)
+    A *= rng.random(n_roi) < SIGNAL_SHARE
+    third = max(1, n_latent // 3)
+    A[n_latent - third:, left] = 0.0
+    A[:third, ~left] = 0.0
+    return A
 
 
 def _hrf(tr: float) -> np.ndarray:
@@ -287,7 +315,6 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     affine[:3, 3] = -np.array(grid) * 1.5
     masks = _roi_layout(grid, rng)
     roi_any = np.logical_or.reduce(list(masks.values()))
-    n_roi = int(roi_any.sum())
     hrf = _hrf(tr)
     img_index = {name: i for i, name in enumerate(images)}
     cat_index = {}
@@ -307,7 +334,7 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
         for mname, m in masks.items():
             nib.save(nib.Nifti1Image(m.astype(np.uint8), affine),
                      anat / f"sub-{sub}_mask_{mname}.nii.gz")
-        A = rng.standard_normal((n_latent, n_roi)) / np.sqrt(n_latent)
+        A = _sparse_loadings(n_latent, roi_any, rng)
         for ses, fname in runs:
             ev = read_template_events(src / f"sub-{tmpl}" / ses / "func" / fname, layout)
             func = out / f"sub-{sub}" / ses / "func"

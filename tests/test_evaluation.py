@@ -141,3 +141,14 @@ def test_per_unit_metrics_do_not_depend_on_the_chunk(wide_pair):
         mu1, sd1, c1 = unit_stats(true[:, u:u + 1])
         assert (mu1[0], sd1[0], c1[0]) == (m[u], sd[u], c[u])
     np.testing.assert_allclose(sd, true.std(axis=0, ddof=1), rtol=1e-12)
+
+
+def test_identification_ties_count_one_half():
+    """Planted ties between an image's own correlation and others': each counts 1/2."""
+    c = np.array([[0.5, 0.5, 0.2, 0.9],   # tie, win, loss     -> 1.5 / 3
+                  [0.1, 0.4, 0.4, 0.4],   # win, tie, tie      -> 2 / 3
+                  [0.3, 0.3, 0.3, 0.3],   # tie, tie, tie      -> 1.5 / 3
+                  [0.0, 0.0, 0.0, 1.0]])  # win, win, win      -> 3 / 3
+    np.testing.assert_allclose(pairwise_identification(c), [0.5, 2 / 3, 0.5, 1.0])
+    c[2, 2] = np.nan  # an undefined own correlation is NaN, not a count
+    assert np.isnan(pairwise_identification(c)[2])

@@ -34,6 +34,7 @@ import numpy as np
 
 from .errors import DataError, MissingInputError, UsageError
 from .events import canonical
+from .featurefile import H5Reader
 
 LOGGER = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def _text(x) -> str:
     return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
 
-class BDataFile:
+class BDataFile(H5Reader):
     """Read-only view of a BData HDF5 file.
 
     Parameters
@@ -99,18 +100,6 @@ class BDataFile:
             for key in h5["vmap"]:
                 self.vmaps[key] = {float(v): _text(h5["vmap"][key][v][()])
                                    for v in h5["vmap"][key]}
-
-    def close(self):
-        try:
-            self._h5.close()
-        except Exception:  # noqa: BLE001 - closing an already-broken handle
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def columns(self, key: str) -> np.ndarray:
         """Columns a key applies to (metadata value 1), as increasing indices."""

@@ -38,7 +38,23 @@ def _forward_order(names: list[str], recorded) -> list[str]:
     return [str(n) for n in order]
 
 
-class FeatureFile:
+class H5Reader:
+    """A read-only HDF5 file held as ``self._h5``, closed by :meth:`close` or a ``with``."""
+
+    def close(self):
+        try:
+            self._h5.close()
+        except Exception:  # noqa: BLE001 - closing an already-broken handle
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class FeatureFile(H5Reader):
     """A read-only view of a features file.
 
     Parameters
@@ -92,18 +108,6 @@ class FeatureFile:
         for i, name in enumerate(self.names):
             self._index.setdefault(name, i)
             self._key_index.setdefault(stimulus_key(name), i)
-
-    def close(self):
-        try:
-            self._h5.close()
-        except Exception:  # noqa: BLE001 - closing an already-broken handle
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     @property
     def attrs(self) -> dict:

@@ -111,7 +111,7 @@ MUTANTS = [
            (REF, "tests/test_participant.py::test_accuracy_tracks_planted_decodability")),
     Mutant("repeats_kept", "one-back repeats are kept as samples",
            "bids_decode/samples.py",
-           "if spec.drop_repeats and names[i] == names[i - 1]:",
+           "if conv.one_back and names[i] == names[i - 1]:",
            "if False and names[i] == names[i - 1]:",
            ("tests/test_samples.py", REF)),
 ]

@@ -62,7 +62,7 @@ COND_MAX = {np.dtype(np.float32): 1e4, np.dtype(np.float64): 1e12}
 CONSTANT_VAR = 1e-8
 
 
-def _blockwise(fn, Y, n_out: int, dtype, *, axis: int = 0) -> np.ndarray:
+def _blockwise(fn, Y, n_out: int, dtype) -> np.ndarray:
     """Apply ``fn`` to each :data:`UNIT_BLOCK`-unit block of ``Y``'s columns.
 
     Each block is copied to a C-contiguous ``(block, n_samples)`` array of ``dtype`` first, so
@@ -72,25 +72,20 @@ def _blockwise(fn, Y, n_out: int, dtype, *, axis: int = 0) -> np.ndarray:
     Parameters
     ----------
     fn : callable
-        ``fn(Yt_block)`` with ``Yt_block`` of shape (b, n_samples) returns an array with b
-        entries along ``axis``.
+        ``fn(Yt_block)`` with ``Yt_block`` of shape (b, n_samples) returns shape (b, n_out).
     Y : ndarray of shape (n_samples, n_units)
     n_out : int
-        Size of the output's other axis.
     dtype : numpy dtype
         dtype of the blocks and of the output.
-    axis : {0, 1}
-        The output's unit axis: 0 gives (n_units, n_out), 1 gives (n_out, n_units).
+
+    Returns
+    -------
+    ndarray of shape (n_units, n_out)
     """
     Yt = np.asarray(Y).T
-    n_units = Yt.shape[0]
-    out = np.empty((n_units, n_out) if axis == 0 else (n_out, n_units), dtype=dtype)
-    for s in range(0, n_units, UNIT_BLOCK):
-        block = np.ascontiguousarray(Yt[s:s + UNIT_BLOCK], dtype=dtype)
-        if axis == 0:
-            out[s:s + UNIT_BLOCK] = fn(block)
-        else:
-            out[:, s:s + UNIT_BLOCK] = fn(block)
+    out = np.empty((Yt.shape[0], n_out), dtype=dtype)
+    for s in range(0, Yt.shape[0], UNIT_BLOCK):
+        out[s:s + UNIT_BLOCK] = fn(np.ascontiguousarray(Yt[s:s + UNIT_BLOCK], dtype=dtype))
     return out
 
 
@@ -516,9 +511,9 @@ def fit_chunk(design: Design, Y, n_voxels: int):
         import scipy.linalg
 
         factor, Xt = _all_voxel_factor(design), design.X.T
-        sol = _blockwise(lambda yt: scipy.linalg.cho_solve(factor, Xt @ yt.T), Y,
-                         Xt.shape[0], design.dtype, axis=1)
-        return np.ascontiguousarray(sol[:-1].T), None, sol[-1].copy()
+        sol = _blockwise(lambda yt: scipy.linalg.cho_solve(factor, Xt @ yt.T).T, Y,
+                         Xt.shape[0], design.dtype)  # (n_units, n_voxels + 1), bias last
+        return np.ascontiguousarray(sol[:, :-1]), None, sol[:, -1].copy()
     coef, index, intercept, _ = _solve_selected(design, Y, int(n_voxels), None)
     return coef, index, intercept
 
@@ -629,8 +624,8 @@ def iter_decode(design: Design, Y_chunks, X_test, n_voxels: int, *, n_jobs=None,
     empty = np.empty((X_test.shape[0], 0), dtype=design.dtype)
     if _uses_all(design, n_voxels):
         H = _hat_matrix(design, X_test)
-        yield from _regrid(checked, lambda Y: _blockwise(lambda yt: H @ yt.T, Y, H.shape[0],
-                                                          design.dtype, axis=1), empty)
+        yield from _regrid(checked, lambda Y: np.ascontiguousarray(_blockwise(
+            lambda yt: (H @ yt.T).T, Y, H.shape[0], design.dtype).T), empty)
         return
     xt = np.ascontiguousarray(np.asarray(X_test, dtype=design.dtype).T)  # (n_voxels, n_test)
 

@@ -13,11 +13,6 @@ from __future__ import annotations
 UNIT_BLOCK = 64
 
 
-def round_to_grid(n_units: int) -> int:
-    """``n_units`` rounded up to a whole number of blocks (at least one)."""
-    return max(1, -(-int(n_units) // UNIT_BLOCK)) * UNIT_BLOCK
-
-
 def shard_range(n_units: int, shard: tuple[int, int]) -> tuple[int, int]:
     """Flattened unit range ``[lo, hi)`` of shard ``i`` of ``N`` (1-based).
 

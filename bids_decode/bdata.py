@@ -29,10 +29,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from .errors import DataError, MissingInputError, UsageError
+from .errors import DataError, UsageError
 from .events import canonical
 from .featurefile import H5Reader
 
@@ -63,18 +62,12 @@ class BDataFile(H5Reader):
     """
 
     def __init__(self, path):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise MissingInputError(
-                f"The BData file {self.path} (--bold-source bdata=PATH) does not exist. Give the "
-                "path of the subject's .h5 file ('{subject}' in PATH is replaced by the label)."
-            )
-        try:
-            self._h5 = h5py.File(self.path, "r")
-        except OSError as err:
-            raise DataError(f"The BData file {self.path} cannot be opened as HDF5 ({err}). Copy "
-                            "it again.") from err
-        h5 = self._h5
+        path = Path(path)
+        h5 = self._open(
+            path,
+            f"The BData file {path} (--bold-source bdata=PATH) does not exist. Give the "
+            "path of the subject's .h5 file ('{subject}' in PATH is replaced by the label).",
+            f"The BData file {path} cannot be opened as HDF5 ({{err}}). Copy it again.")
         data = "dataset" if "dataset" in h5 else "dataSet"
         meta = "metadata" if "metadata" in h5 else "metaData"
         try:

@@ -41,6 +41,18 @@ def _forward_order(names: list[str], recorded) -> list[str]:
 class H5Reader:
     """A read-only HDF5 file held as ``self._h5``, closed by :meth:`close` or a ``with``."""
 
+    def _open(self, path, missing: str, unreadable: str) -> h5py.File:
+        """Open ``path``: MissingInputError(``missing``) if it is not a file, DataError
+        (``unreadable``, its ``{err}`` replaced by the error) if HDF5 cannot read it."""
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise MissingInputError(missing)
+        try:
+            self._h5 = h5py.File(self.path, "r")
+        except OSError as err:
+            raise DataError(unreadable.replace("{err}", str(err))) from err
+        return self._h5
+
     def close(self):
         try:
             self._h5.close()
@@ -65,19 +77,13 @@ class FeatureFile(H5Reader):
     """
 
     def __init__(self, path):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise MissingInputError(
-                f"The features file {self.path} does not exist. Give an existing HDF5 file with "
-                "--features, or compute one with 'bids_decode features STIMULI_DIR OUT.h5'."
-            )
-        try:
-            self._h5 = h5py.File(self.path, "r")
-        except OSError as err:
-            raise DataError(
-                f"The features file {self.path} cannot be opened as HDF5 ({err}). It is corrupt "
-                "or partly written: recompute it with 'bids_decode features' or copy it again."
-            ) from err
+        path = Path(path)
+        self._open(
+            path,
+            f"The features file {path} does not exist. Give an existing HDF5 file with "
+            "--features, or compute one with 'bids_decode features STIMULI_DIR OUT.h5'.",
+            f"The features file {path} cannot be opened as HDF5 ({{err}}). It is corrupt "
+            "or partly written: recompute it with 'bids_decode features' or copy it again.")
         try:
             self.names = _decode(self._h5["stimulus_name"][()])
             layers = self._h5["layers"]

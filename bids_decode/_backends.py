@@ -4,8 +4,8 @@ Two backends solve the per-unit selected-voxel ridge systems of a batch of units
 
 - ``cpu``: a numba kernel (``nogil``) that, unit by unit, gathers the lower triangle of
   ``G[S, S]`` into a column-major workspace that stays in cache, factorises it with LAPACK
-  ``?potrf`` and solves with ``?potrs``, called through function pointers so no Python runs
-  per unit. The LAPACK is Intel MKL's (sequential layer) where the ``mkl`` package is
+  ``?potrf`` (called through a function pointer) and solves by forward and back substitution
+  in compiled code, so no Python runs per unit. The LAPACK is Intel MKL's (sequential layer) where the ``mkl`` package is
   installed, whose ``spotrf`` at this size is about 1.5x OpenBLAS's on AVX-512 machines,
   else SciPy's (``BIDS_DECODE_LAPACK=scipy`` or ``mkl`` forces one). Threads run the kernel
   on different unit batches. When numba is missing, a torch CPU fallback does the same with
@@ -181,6 +181,14 @@ def _lapack_address(name: str) -> int:
     return get_cython_function_address("scipy.linalg.cython_lapack", name)
 
 
+@functools.cache
+def _blas_address(name: str) -> int:
+    """Address of a BLAS routine (Fortran calling convention) of the chosen provider."""
+    if lapack_provider() == "mkl":
+        return ctypes.cast(getattr(_mkl_library(), name + "_"), ctypes.c_void_p).value
+    return get_cython_function_address("scipy.linalg.cython_blas", name)
+
+
 #: LLVM CPU names by the widest vector instruction set their kernels use (for provenance;
 #: a name not listed is reported as it is)
 _ISA_OF_CPU = {
@@ -350,12 +358,12 @@ if numba is not None:
 
     @_jit
     def _solve_batch(gram, index, rhs, cond_max, xt, coef, intercept, status, pred, potrf,
-                     potrs, clocks):
+                     trsv, clocks):
         # gram (P, P) C-order; index (B, k) int64 sorted ascending, all < P - 1;
         # rhs (B, k + 1) with the bias last; xt (P - 1, n_test) or shape (0, 0);
         # outputs coef (B, k), intercept (B,), status (B,) int64, pred (B, n_test);
-        # potrf, potrs: addresses of LAPACK ?potrf and ?potrs in gram's precision;
-        # clocks (3,) int64: cycles spent gathering, factorising, solving + predicting (added).
+        # potrf, trsv: addresses of LAPACK ?potrf and BLAS ?trsv in gram's precision;
+        # clocks (4,) int64: cycles spent gathering, factorising, solving, predicting (added).
         n_units, k = index.shape
         m = k + 1
         n_rows = gram.shape[0]
@@ -377,9 +385,12 @@ if numba is not None:
         vec = _aligned(m, gram.dtype)
         info = np.zeros(1, dtype=np.int32)
         ints = np.array([m], dtype=np.int32)
-        one = np.array([1], dtype=np.int32)
         uplo = np.array([76], dtype=np.int8)  # 'L'
+        notrans = np.array([78], dtype=np.int8)  # 'N'
+        trans = np.array([84], dtype=np.int8)  # 'T'
+        one = np.array([1], dtype=np.int32)
         n_test = xt.shape[1]
+        acc = np.empty(max(n_test, 1), dtype=gram.dtype)
         for u0 in range(0, n_units, sub):
             nb = min(sub, n_units - u0)
             c0 = _cycles()
@@ -434,17 +445,28 @@ if numba is not None:
                     continue
                 for i in range(m):
                     vec[i] = rhs[u, i]
-                _call8(potrs, uplo, ints, one, wb, ints, vec, ints, info)
-                status[u] = info[0]
+                # L L' x = b: two triangular solves (BLAS ?trsv; LAPACK ?potrs takes a slow
+                # multi-right-hand-side path in some LAPACKs)
+                _call8(trsv, uplo, notrans, notrans, ints, wb, ints, vec, one)
+                _call8(trsv, uplo, trans, notrans, ints, wb, ints, vec, one)
+                status[u] = 0
                 for i in range(k):
                     coef[u, i] = vec[i]
                 intercept[u] = vec[k]
+                c2 = _cycles()
+                clocks[2] += c2 - c1
+                # predictions: row by row of xt, so the inner loop runs over contiguous test
+                # samples; each prediction still sums its terms in voxel order
                 for t in range(n_test):
-                    acc = vec[k]
-                    for i in range(k):
-                        acc += xt[sels[b, i], t] * vec[i]
-                    pred[u, t] = acc
-                clocks[2] += _cycles() - c1
+                    acc[t] = vec[k]
+                for i in range(k):
+                    w = vec[i]
+                    xr = xt[sels[b, i]]
+                    for t in range(n_test):
+                        acc[t] += xr[t] * w
+                for t in range(n_test):
+                    pred[u, t] = acc[t]
+                clocks[3] += _cycles() - c2
 
 
     @_jit_fastmath
@@ -522,10 +544,9 @@ def warm_up() -> dict:
 
 
 @functools.cache
-def _lapack_pair(dtype_char: str) -> tuple[int, int]:
-    """Addresses of ?potrf and ?potrs for 'f' (float32) or 'd' (float64)."""
-    prefix = {"f": "s", "d": "d"}[dtype_char]
-    return _lapack_address(prefix + "potrf"), _lapack_address(prefix + "potrs")
+def _lapack_potrf(dtype_char: str) -> int:
+    """Address of ?potrf for 'f' (float32) or 'd' (float64)."""
+    return _lapack_address({"f": "s", "d": "d"}[dtype_char] + "potrf")
 
 
 def cycles_per_second(seconds: float = 0.2) -> float:
@@ -553,8 +574,8 @@ def solve_selected_numba(gram, index, rhs, cond_max, xt=None, clocks=None):
         Units whose Cholesky-diagonal condition estimate exceeds this get status -1.
     xt : ndarray of shape (n_voxels, n_test) or None
         Test data, transposed; when given, predictions are computed.
-    clocks : ndarray of shape (3,), int64, optional
-        CPU cycles spent gathering the Gram blocks, factorising, and solving + predicting
+    clocks : ndarray of shape (4,), int64, optional
+        CPU cycles spent gathering the Gram blocks, factorising, solving and predicting
         are added to it (:func:`cycles_per_second` converts them; for benchmarks).
 
     Returns
@@ -565,7 +586,8 @@ def solve_selected_numba(gram, index, rhs, cond_max, xt=None, clocks=None):
     pred : ndarray of shape (n_units, n_test) or None
     """
     dtype = gram.dtype
-    potrf, potrs = _lapack_pair(dtype.char)
+    potrf = _lapack_potrf(dtype.char)
+    trsv = _blas_address({"f": "s", "d": "d"}[dtype.char] + "trsv")
     n_units, k = index.shape
     coef = np.zeros((n_units, k), dtype=dtype)
     intercept = np.zeros(n_units, dtype=dtype)
@@ -574,8 +596,7 @@ def solve_selected_numba(gram, index, rhs, cond_max, xt=None, clocks=None):
     pred = np.zeros((n_units, xt_arr.shape[1]), dtype=dtype)
     _solve_batch(np.ascontiguousarray(gram), np.ascontiguousarray(index, dtype=np.int64),
            np.ascontiguousarray(rhs, dtype=dtype), float(cond_max), xt_arr, coef, intercept,
-           status, pred, potrf, potrs,
-                 np.zeros(3, dtype=np.int64) if clocks is None else clocks)
+           status, pred, potrf, trsv, np.zeros(4, dtype=np.int64) if clocks is None else clocks)
     return coef, intercept, status, (None if xt is None else pred)
 
 

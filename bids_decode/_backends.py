@@ -375,7 +375,8 @@ if numba is not None:
         align = 64 // gram.itemsize
         slot = -(-(m * m) // align) * align
         work = _aligned(sub * slot, gram.dtype).reshape((sub, slot))
-        sels = np.empty((sub, m), dtype=np.int32)  # int32: the gather loop vectorises better
+        # unsigned 32-bit: no negative-index wraparound in the gather, which then vectorises
+        sels = np.empty((sub, m), dtype=np.uint32)
         # bucket (unit, position) pairs by Gram row: each row is read once per sub-batch and
         # scattered to every unit selecting it (the row stays in cache; a unit-by-unit gather
         # would stream ~one cache line per element of every unit's block from memory)
@@ -418,9 +419,10 @@ if numba is not None:
                 for q in range(counts[r], counts[r + 1]):
                     b = bucket_u[q]
                     j = bucket_j[q]
-                    off = j * m
+                    col = work[b, j * m:(j + 1) * m]
+                    sb = sels[b]
                     for i in range(j, m):
-                        work[b, off + i] = row[sels[b, i]]
+                        col[i] = row[sb[i]]
             clocks[0] += _cycles() - c0
             for b in range(nb):
                 u = u0 + b

@@ -206,12 +206,12 @@ def subject_inputs(config, subject: str, path: Path):
 
     Returns
     -------
-    participant.SubjectInputs
+    inputs.SubjectInputs
         Masks are boolean vectors over the file's columns; ``samples.voxels`` holds column
         indices.
     """
+    from .inputs import SubjectInputs
     from .layout import task_defaults
-    from .participant import SubjectInputs
     from .samples import Samples, average_by_label, half_averages
 
     path = subject_path(path, subject)

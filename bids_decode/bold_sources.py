@@ -389,13 +389,13 @@ FIXES = (
 
 
 def align_runs(source_kind: str, runs: list, mask_path: Path | None, subject: str, *,
-               assume_aligned: bool = False):
+               assume_aligned: bool = False, preprocessed: bool | None = None):
     """Check that the runs are in the masks' space and choose the reference grid.
 
     Parameters
     ----------
     source_kind : str
-        ``raw``, ``preproc-spm`` or ``fmriprep`` (:class:`layout.BoldSource` kind).
+        The kind of :data:`inputs.BOLD_SOURCES` (``raw``, ``preproc-spm``, ``fmriprep``...).
     runs : list of layout.Run
         Every run of the subject (training first).
     mask_path : Path or None
@@ -404,6 +404,9 @@ def align_runs(source_kind: str, runs: list, mask_path: Path | None, subject: st
     subject : str
     assume_aligned : bool
         ``--assume-aligned``: log a warning instead of refusing runs at other placements.
+    preprocessed : bool, optional
+        The runs are derivatives in one space (:attr:`inputs.BidsRuns.preprocessed`); runs
+        that are not are refused at other placements. Default: all kinds but ``raw``.
 
     Returns
     -------
@@ -419,6 +422,7 @@ def align_runs(source_kind: str, runs: list, mask_path: Path | None, subject: st
         Raw runs at different placements, or masks on another placement, without
         ``--assume-aligned`` (exit 65).
     """
+    raw = source_kind == "raw" if preprocessed is None else not preprocessed
     mask_img = nib.load(str(mask_path)) if mask_path is not None and mask_path.is_file() \
         else None
     via_xfm = [r for r in runs if r.transforms is not None and r.transforms.resample]
@@ -447,14 +451,14 @@ def align_runs(source_kind: str, runs: list, mask_path: Path | None, subject: st
             f"{len(others)} of {len(runs)} runs lie on another grid than {first.bold.name} "
             f"(e.g. {others[0].bold.name}: origin {mm:.1f} mm away, axes turned {deg:.2f} "
             f"degrees{_shape_note(headers[others[0].bold].shape, ref.shape)})")
-    if (source_kind == "raw" and mask_img is not None and not via_xfm
+    if (raw and mask_img is not None and not via_xfm
             and not same_grid(mask_img.affine, mask_img.shape, ref.affine, ref.shape)
             and not same_space_grids(ref.affine, mask_img.affine)):
         mm, deg = grid_distance(mask_img.affine, ref.affine)
         problems.append(
             f"the ROI masks ({mask_path.name}) lie on a grid {mm:.1f} mm / {deg:.2f} degrees "
             f"away from the runs' ({first.bold.name})")
-    if problems and source_kind == "raw" and not assume_aligned:
+    if problems and raw and not assume_aligned:
         raise DataError(
             f"The raw BOLD runs of sub-{subject} are not in the masks' space: "
             + "; ".join(problems) + ". Raw runs are neither motion-corrected nor aligned: each "

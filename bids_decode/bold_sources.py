@@ -426,19 +426,7 @@ def align_runs(source_kind: str, runs: list, mask_path: Path | None, subject: st
     mask_img = nib.load(str(mask_path)) if mask_path is not None and mask_path.is_file() \
         else None
     via_xfm = [r for r in runs if r.transforms is not None and r.transforms.resample]
-    if via_xfm:
-        if mask_img is None:
-            raise MissingInputError(
-                f"Runs of sub-{subject} are resampled through fMRIPrep's transforms onto the "
-                f"masks' grid, but the mask {mask_path} does not exist. Give the ROI masks "
-                "(in the subject's T1w space) with --roi or -d masks=PATH."
-            )
-        ref = nib.Nifti1Image(np.zeros(mask_img.shape[:3], np.int8), mask_img.affine)
-        LOGGER.info("sub-%s: %d run(s) resampled once (trilinear) onto the masks' grid %s "
-                    "through fMRIPrep's head-motion and coregistration transforms", subject,
-                    len(via_xfm), ref.shape)
-    else:
-        ref = nib.load(str(runs[0].bold))
+    ref = _reference_grid(runs, via_xfm, mask_img, mask_path, subject)
     target = tuple(map(tuple, np.asarray(ref.affine, dtype=float)))
     headers = {r.bold: nib.load(str(r.bold)) for r in runs if r not in via_xfm}
     first = runs[0]
@@ -471,6 +459,29 @@ def align_runs(source_kind: str, runs: list, mask_path: Path | None, subject: st
                        "--assume-aligned was given" if assume_aligned else
                        f"the {source_kind} derivatives are taken to be in one space",
                        first.bold.name)
+    return ref, _marked(runs, via_xfm, others, target)
+
+
+def _reference_grid(runs: list, via_xfm: list, mask_img, mask_path, subject: str):
+    """The grid every run is brought to: the masks' when runs are resampled through fMRIPrep's
+    transforms (``via_xfm``), else the first run's."""
+    if not via_xfm:
+        return nib.load(str(runs[0].bold))
+    if mask_img is None:
+        raise MissingInputError(
+            f"Runs of sub-{subject} are resampled through fMRIPrep's transforms onto the "
+            f"masks' grid, but the mask {mask_path} does not exist. Give the ROI masks "
+            "(in the subject's T1w space) with --roi or -d masks=PATH."
+        )
+    ref = nib.Nifti1Image(np.zeros(mask_img.shape[:3], np.int8), mask_img.affine)
+    LOGGER.info("sub-%s: %d run(s) resampled once (trilinear) onto the masks' grid %s "
+                "through fMRIPrep's head-motion and coregistration transforms", subject,
+                len(via_xfm), ref.shape)
+    return ref
+
+
+def _marked(runs: list, via_xfm: list, others: list, target: tuple) -> list:
+    """The runs, those resampled through transforms or affines given the target grid."""
     out = []
     for r in runs:
         if r in via_xfm:
@@ -480,7 +491,7 @@ def align_runs(source_kind: str, runs: list, mask_path: Path | None, subject: st
                                                      resample=True, target_affine=target)))
         else:
             out.append(r)
-    return ref, out
+    return out
 
 
 def _shape_note(a, b) -> str:

@@ -149,27 +149,12 @@ class FeatureFile(H5Reader, FeatureStore):
         self, layer: str, rows: np.ndarray, max_units: int,
         unit_range: tuple[int, int] | None = None, source: str = IMAGES,
     ) -> Iterator[tuple[int, int, np.ndarray]]:
-        """Stream a layer in chunks of flattened units.
+        """:meth:`FeatureStore.iter_unit_chunks` from ``/layers`` (``source`` IMAGES) or
+        ``/category_layers`` (CATEGORIES).
 
-        Parameters
-        ----------
-        layer : str
-        rows : ndarray of shape (n_rows,)
-            Feature rows to return, in this order (repeats allowed).
-        max_units : int
-            Units of every chunk but the last, which may be smaller (at least one slice of
-            axis 1 is read from disk, then split; slices that do not fill a chunk wait for the
-            next), so chunks start at ``start + i * max_units`` whatever the layer's shape.
-        unit_range : (start, stop), optional
-            Flattened unit range to read (for shards); default all units.
-        source : {IMAGES, CATEGORIES}
-            Image features (``/layers``) or category-averaged ones (``/category_layers``).
-
-        Yields
-        ------
-        start, stop : int
-            Flattened unit range of the chunk.
-        values : ndarray of shape (n_rows, stop - start), float64
+        At least one slice of axis 1 is read from disk at a time, then split; slices that do
+        not fill a chunk wait for the next, so chunks start at ``lo + i * max_units`` whatever
+        the layer's shape.
         """
         group = GROUPS.get(source, source)
         ds = self._h5[group][layer]

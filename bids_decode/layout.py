@@ -248,33 +248,8 @@ def find_runs(
                 f"The BOLD run {b} has no events file (expected {ev}). Add the events.tsv of "
                 "every run, or exclude the run's session with --train-session/--test-session."
             )
-    runs = []
-    for path in files:
-        events = Path(path)
-        if not in_sessions(events.name):
-            continue
-        ses = entities_of(events.name).get("ses")
-        raw_bold = find_nifti(events.parent, events_stem(events) + "_bold")
-        bold, expected, confounds, xfm = source.run_files(events, bids_dir, raw_bold)
-        if bold is None:
-            raise MissingInputError(
-                f"No BOLD run for {events.name} (expected {expected}). "
-                + source.missing_hint()
-                + "or exclude its session with --train-session/--test-session."
-            )
-        meta = inherited_metadata(bids_dir, events)
-        tr = meta.get("RepetitionTime")
-        if tr is None:
-            tr = _header_tr(bold)
-        if tr is None:
-            raise DataError(
-                f"No RepetitionTime for {bold}: none in the JSON sidecars and none in the NIfTI "
-                f"header. Add it (e.g. to task-{task}_bold.json at the dataset's top level)."
-            )
-        tr = float(tr)
-        offset = source.volume_offset(events, bold, raw_bold, tr)
-        run = entities_of(events.name).get("run")
-        runs.append(Run(bold, events, ses, run, tr, offset, confounds, xfm))
+    runs = [_make_run(Path(path), source, bids_dir, task) for path in files
+            if in_sessions(Path(path).name)]
     runs.sort(key=lambda r: (r.session or "", r.run or "", r.bold.name))
     offsets = sorted({r.volume_offset for r in runs})
     if source.preprocessed and runs:
@@ -289,6 +264,30 @@ def find_runs(
             f"Fix --{'train' if what == 'training' else 'test'}-session or --task."
         )
     return runs
+
+
+def _make_run(events: Path, source: BidsRuns, bids_dir: Path, task: str) -> Run:
+    """The :class:`Run` of one events file: its BOLD image from ``source``, TR, offset."""
+    ents = entities_of(events.name)
+    raw_bold = find_nifti(events.parent, events_stem(events) + "_bold")
+    bold, expected, confounds, xfm = source.run_files(events, bids_dir, raw_bold)
+    if bold is None:
+        raise MissingInputError(
+            f"No BOLD run for {events.name} (expected {expected}). "
+            + source.missing_hint()
+            + "or exclude its session with --train-session/--test-session."
+        )
+    tr = inherited_metadata(bids_dir, events).get("RepetitionTime")
+    if tr is None:
+        tr = _header_tr(bold)
+    if tr is None:
+        raise DataError(
+            f"No RepetitionTime for {bold}: none in the JSON sidecars and none in the NIfTI "
+            f"header. Add it (e.g. to task-{task}_bold.json at the dataset's top level)."
+        )
+    tr = float(tr)
+    offset = source.volume_offset(events, bold, raw_bold, tr)
+    return Run(bold, events, ents.get("ses"), ents.get("run"), tr, offset, confounds, xfm)
 
 
 def _header_tr(bold: Path) -> float | None:

@@ -113,15 +113,15 @@ class MaskFileRoi(RoiSpec):
         return cls(name, path)
 
     def files(self, bids_dir, subject, search_roots=(), atlas=None):
-        return [Path(self.path.replace("{subject}", subject))]
+        return [_for_subject(self.path, subject)]
 
 
 @dataclass(frozen=True)
 class AtlasRoi(RoiSpec):
     """A label of the ``--atlas-labels`` table: the voxels of ``--atlas`` with its value."""
 
-    value: int
     kind: ClassVar[str] = "atlas"
+    value: int
 
     @classmethod
     def from_text(cls, text, atlas_labels):
@@ -133,7 +133,7 @@ class AtlasRoi(RoiSpec):
         return cls(text, int(atlas_labels[text]))
 
     def files(self, bids_dir, subject, search_roots=(), atlas=None):
-        return [Path(str(atlas).replace("{subject}", subject))]
+        return [_for_subject(str(atlas), subject)]
 
     def select(self, data):
         return np.rint(data) == self.value
@@ -165,6 +165,11 @@ class Ds001246Roi(RoiSpec):
             if found:
                 return found
         return files
+
+
+def _for_subject(template: str, subject: str) -> Path:
+    """A path with ``{subject}`` replaced by the subject's label."""
+    return Path(template.replace("{subject}", subject))
 
 
 #: ROI kind -> class, in the order :meth:`RoiSpec.parse` tries them.

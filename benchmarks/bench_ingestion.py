@@ -126,7 +126,8 @@ if mode != "decompress":
     import nibabel as nib
     import numpy as np
     from bids_decode.bold_sources import align_runs
-    from bids_decode.layout import BoldSource, find_runs, make_layout
+    from bids_decode.inputs import BoldSource
+    from bids_decode.layout import find_runs, make_layout
     from bids_decode.samples import build_samples
 t0, c0 = time.perf_counter(), time.process_time()
 if mode == "decompress":

@@ -193,6 +193,49 @@ def _label_key(bd: BDataFile, requested: str | None, kind: str) -> str:
     )
 
 
+def _roi_masks(bd: BDataFile, names, path: Path) -> tuple[dict, dict]:
+    """Each ROI's columns (``ROI_<name>`` keys) as a boolean mask over the file's columns,
+    and its ``file#key`` for the sidecars."""
+    masks, files = {}, {}
+    for roi in names:
+        if "=" in roi:
+            raise UsageError(f"--roi {roi}: with --bold-source bdata the ROIs are the file's "
+                             "ROI_<name> keys; give names only (e.g. --roi VC V1).")
+        key = f"ROI_{roi}"
+        if key not in bd.keys:
+            have = [k[4:] for k in bd.keys if k.startswith("ROI_")]
+            raise UsageError(f"ROI '{roi}' is not in the BData file {path} (its ROIs: {have}). "
+                             "Fix --roi.")
+        m = np.zeros(bd.shape[1], dtype=bool)
+        m[bd.columns(key)] = True
+        masks[roi], files[roi] = m, [f"{path}#{key}"]
+    return masks, files
+
+
+def _read_split(bd: BDataFile, config, kind: str, cols: np.ndarray) -> dict:
+    """Rows, labels and values of the training and test samples (see the module docstring)."""
+    train_rows, train_sel = _rows(bd, config.sample_events_for("train"),
+                                  DATA_TYPES["train"], "train")
+    test_rows, test_sel = _rows(bd, config.sample_events_for("test"), DATA_TYPES[kind],
+                                "test")
+    train_key = _label_key(bd, config.stimulus_column, "perception")
+    test_key = _label_key(bd, config.stimulus_column if config.task == config.train_task
+                          else None, kind)
+    names = bd.labels(train_key)
+    train_labels = [names[i] for i in train_rows]
+    names = bd.labels(test_key) if test_key != train_key else names
+    return {
+        "train_rows": train_rows, "test_rows": test_rows,
+        "train_labels": train_labels, "test_labels": [names[i] for i in test_rows],
+        "runs": bd.sample_values("Run") if "Run" in bd.keys else np.zeros(bd.shape[0]),
+        "X_train": bd.read_rows(train_rows, cols), "X_test_blocks": bd.read_rows(test_rows, cols),
+        "conventions": {
+            "train": [f"bdata: samples are rows with {train_sel}, image in '{train_key}'"],
+            "test": [f"bdata: samples are rows with {test_sel}, image in '{test_key}'"],
+        },
+    }
+
+
 def subject_inputs(config, subject: str, path: Path):
     """Steps 1-3 for a BData file: samples and ROI columns of one subject.
 
@@ -206,46 +249,39 @@ def subject_inputs(config, subject: str, path: Path):
 
     Returns
     -------
-    participant.SubjectInputs
+    inputs.SubjectInputs
         Masks are boolean vectors over the file's columns; ``samples.voxels`` holds column
         indices.
     """
+    from .inputs import SubjectInputs
     from .layout import task_defaults
-    from .participant import SubjectInputs
-    from .samples import Samples, average_by_label, half_averages
 
     path = subject_path(path, subject)
     kind = "imagery" if task_defaults(config.task)["event_type"] == "imagery" else "perception"
     with BDataFile(path) as bd:
         LOGGER.info("sub-%s: BData %s (%d samples x %d columns)", subject, path, *bd.shape)
-        masks, files = {}, {}
-        for roi in config.roi:
-            if "=" in roi:
-                raise UsageError(f"--roi {roi}: with --bold-source bdata the ROIs are the file's "
-                                 "ROI_<name> keys; give names only (e.g. --roi VC V1).")
-            key = f"ROI_{roi}"
-            if key not in bd.keys:
-                have = [k[4:] for k in bd.keys if k.startswith("ROI_")]
-                raise UsageError(f"ROI '{roi}' is not in the BData file {path} (its ROIs: {have}). "
-                                 "Fix --roi.")
-            m = np.zeros(bd.shape[1], dtype=bool)
-            m[bd.columns(key)] = True
-            masks[roi], files[roi] = m, [f"{path}#{key}"]
+        masks, files = _roi_masks(bd, config.roi, path)
         cols = np.flatnonzero(np.logical_or.reduce(list(masks.values())))
-        train_rows, train_sel = _rows(bd, config.sample_events_for("train"),
-                                      DATA_TYPES["train"], "train")
-        test_rows, test_sel = _rows(bd, config.sample_events_for("test"), DATA_TYPES[kind],
-                                    "test")
-        train_key = _label_key(bd, config.stimulus_column, "perception")
-        test_key = _label_key(bd, config.stimulus_column if config.task == config.train_task
-                              else None, kind)
-        names = bd.labels(train_key)
-        train_labels = [names[i] for i in train_rows]
-        names = bd.labels(test_key) if test_key != train_key else names
-        test_labels = [names[i] for i in test_rows]
-        runs = bd.sample_values("Run") if "Run" in bd.keys else np.zeros(bd.shape[0])
-        X_train = bd.read_rows(train_rows, cols)
-        X_test_blocks = bd.read_rows(test_rows, cols)
+        split = _read_split(bd, config, kind, cols)
+    samples = _samples(config, split, cols, path)
+    for name, text in split["conventions"].items():
+        LOGGER.info("%s samples (%s): %s", name, path.name, text[0])
+    from .participant import write_qc
+
+    def qc(warnings):
+        return write_qc(config, subject, None, None, masks, None, samples, warnings)
+
+    return SubjectInputs(samples, masks, files, None, qc)
+
+
+def _samples(config, split: dict, cols: np.ndarray, path: Path):
+    """:class:`samples.Samples` of the rows read by :func:`_read_split` (non-finite voxels
+    dropped, test blocks averaged per stimulus, training trials too with --train-average)."""
+    from .samples import Samples, average_by_label, half_averages
+
+    X_train, X_test_blocks = split["X_train"], split["X_test_blocks"]
+    runs, train_rows, test_rows = split["runs"], split["train_rows"], split["test_rows"]
+    train_labels, test_labels = split["train_labels"], split["test_labels"]
     finite = np.isfinite(X_train).all(axis=0) & np.isfinite(X_test_blocks).all(axis=0)
     if not finite.all():
         LOGGER.warning("%d voxel(s) have non-finite values in the BData file; they are excluded.",
@@ -257,12 +293,6 @@ def subject_inputs(config, subject: str, path: Path):
         X_train, train_labels, _, first = average_by_label(X_train, train_labels, sort=False)
         train_run = train_run[first]
     X_test, uniq, counts, _ = average_by_label(X_test_blocks, test_labels, sort=True)
-    conventions = {
-        "train": [f"bdata: samples are rows with {train_sel}, image in '{train_key}'"],
-        "test": [f"bdata: samples are rows with {test_sel}, image in '{test_key}'"],
-    }
-    for split, text in conventions.items():
-        LOGGER.info("%s samples (%s): %s", split, path.name, text[0])
     info = {
         "n_train_runs": int(np.unique(runs[train_rows]).size),
         "n_test_runs": int(np.unique(runs[test_rows]).size),
@@ -272,19 +302,12 @@ def subject_inputs(config, subject: str, path: Path):
         "n_repeats_dropped": 0,
         "n_train_trials": int(n_trials),
         "train_average": bool(config.train_average),
-        "event_conventions": conventions,
+        "event_conventions": split["conventions"],
         "n_nonfinite_voxels": int((~finite).sum()),
         "runs_per_session": {},
         "bdata_file": str(path),
     }
     index = {lab: i for i, lab in enumerate(uniq)}
     inv = np.array([index[lab] for lab in test_labels], dtype=np.int64)
-    samples = Samples(X_train, list(train_labels), np.asarray(train_run), X_test, uniq, counts,
-                      cols[finite], info,
-                      test_halves=half_averages(X_test_blocks, inv, len(uniq)))
-    from .participant import write_qc
-
-    def qc(warnings):
-        return write_qc(config, subject, None, None, masks, None, samples, warnings)
-
-    return SubjectInputs(samples, masks, files, None, qc)
+    return Samples(X_train, list(train_labels), np.asarray(train_run), X_test, uniq, counts,
+                   cols[finite], info, test_halves=half_averages(X_test_blocks, inv, len(uniq)))

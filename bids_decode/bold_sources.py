@@ -389,13 +389,13 @@ FIXES = (
 
 
 def align_runs(source_kind: str, runs: list, mask_path: Path | None, subject: str, *,
-               assume_aligned: bool = False):
+               assume_aligned: bool = False, preprocessed: bool | None = None):
     """Check that the runs are in the masks' space and choose the reference grid.
 
     Parameters
     ----------
     source_kind : str
-        ``raw``, ``preproc-spm`` or ``fmriprep`` (:class:`layout.BoldSource` kind).
+        The kind of :data:`inputs.BOLD_SOURCES` (``raw``, ``preproc-spm``, ``fmriprep``...).
     runs : list of layout.Run
         Every run of the subject (training first).
     mask_path : Path or None
@@ -404,6 +404,9 @@ def align_runs(source_kind: str, runs: list, mask_path: Path | None, subject: st
     subject : str
     assume_aligned : bool
         ``--assume-aligned``: log a warning instead of refusing runs at other placements.
+    preprocessed : bool, optional
+        The runs are derivatives in one space (:attr:`inputs.BidsRuns.preprocessed`); runs
+        that are not are refused at other placements. Default: all kinds but ``raw``.
 
     Returns
     -------
@@ -419,22 +422,11 @@ def align_runs(source_kind: str, runs: list, mask_path: Path | None, subject: st
         Raw runs at different placements, or masks on another placement, without
         ``--assume-aligned`` (exit 65).
     """
+    raw = source_kind == "raw" if preprocessed is None else not preprocessed
     mask_img = nib.load(str(mask_path)) if mask_path is not None and mask_path.is_file() \
         else None
     via_xfm = [r for r in runs if r.transforms is not None and r.transforms.resample]
-    if via_xfm:
-        if mask_img is None:
-            raise MissingInputError(
-                f"Runs of sub-{subject} are resampled through fMRIPrep's transforms onto the "
-                f"masks' grid, but the mask {mask_path} does not exist. Give the ROI masks "
-                "(in the subject's T1w space) with --roi or -d masks=PATH."
-            )
-        ref = nib.Nifti1Image(np.zeros(mask_img.shape[:3], np.int8), mask_img.affine)
-        LOGGER.info("sub-%s: %d run(s) resampled once (trilinear) onto the masks' grid %s "
-                    "through fMRIPrep's head-motion and coregistration transforms", subject,
-                    len(via_xfm), ref.shape)
-    else:
-        ref = nib.load(str(runs[0].bold))
+    ref = _reference_grid(runs, via_xfm, mask_img, mask_path, subject)
     target = tuple(map(tuple, np.asarray(ref.affine, dtype=float)))
     headers = {r.bold: nib.load(str(r.bold)) for r in runs if r not in via_xfm}
     first = runs[0]
@@ -447,14 +439,14 @@ def align_runs(source_kind: str, runs: list, mask_path: Path | None, subject: st
             f"{len(others)} of {len(runs)} runs lie on another grid than {first.bold.name} "
             f"(e.g. {others[0].bold.name}: origin {mm:.1f} mm away, axes turned {deg:.2f} "
             f"degrees{_shape_note(headers[others[0].bold].shape, ref.shape)})")
-    if (source_kind == "raw" and mask_img is not None and not via_xfm
+    if (raw and mask_img is not None and not via_xfm
             and not same_grid(mask_img.affine, mask_img.shape, ref.affine, ref.shape)
             and not same_space_grids(ref.affine, mask_img.affine)):
         mm, deg = grid_distance(mask_img.affine, ref.affine)
         problems.append(
             f"the ROI masks ({mask_path.name}) lie on a grid {mm:.1f} mm / {deg:.2f} degrees "
             f"away from the runs' ({first.bold.name})")
-    if problems and source_kind == "raw" and not assume_aligned:
+    if problems and raw and not assume_aligned:
         raise DataError(
             f"The raw BOLD runs of sub-{subject} are not in the masks' space: "
             + "; ".join(problems) + ". Raw runs are neither motion-corrected nor aligned: each "
@@ -467,6 +459,29 @@ def align_runs(source_kind: str, runs: list, mask_path: Path | None, subject: st
                        "--assume-aligned was given" if assume_aligned else
                        f"the {source_kind} derivatives are taken to be in one space",
                        first.bold.name)
+    return ref, _marked(runs, via_xfm, others, target)
+
+
+def _reference_grid(runs: list, via_xfm: list, mask_img, mask_path, subject: str):
+    """The grid every run is brought to: the masks' when runs are resampled through fMRIPrep's
+    transforms (``via_xfm``), else the first run's."""
+    if not via_xfm:
+        return nib.load(str(runs[0].bold))
+    if mask_img is None:
+        raise MissingInputError(
+            f"Runs of sub-{subject} are resampled through fMRIPrep's transforms onto the "
+            f"masks' grid, but the mask {mask_path} does not exist. Give the ROI masks "
+            "(in the subject's T1w space) with --roi or -d masks=PATH."
+        )
+    ref = nib.Nifti1Image(np.zeros(mask_img.shape[:3], np.int8), mask_img.affine)
+    LOGGER.info("sub-%s: %d run(s) resampled once (trilinear) onto the masks' grid %s "
+                "through fMRIPrep's head-motion and coregistration transforms", subject,
+                len(via_xfm), ref.shape)
+    return ref
+
+
+def _marked(runs: list, via_xfm: list, others: list, target: tuple) -> list:
+    """The runs, those resampled through transforms or affines given the target grid."""
     out = []
     for r in runs:
         if r in via_xfm:
@@ -476,7 +491,7 @@ def align_runs(source_kind: str, runs: list, mask_path: Path | None, subject: st
                                                      resample=True, target_affine=target)))
         else:
             out.append(r)
-    return ref, out
+    return out
 
 
 def _shape_note(a, b) -> str:

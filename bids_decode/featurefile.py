@@ -1,25 +1,21 @@
-"""Reading the stimulus-features HDF5 file (format: docs/formats.md), in unit chunks."""
+"""The stimulus-features HDF5 file (format: docs/formats.md): the HDF5 :class:`FeatureStore`."""
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterator, Sequence
-from pathlib import Path, PurePosixPath
+from collections.abc import Iterator
+from pathlib import Path
 
 import h5py
 import numpy as np
 
-from .errors import DataError, MissingInputError, UsageError
+from .errors import DataError, MissingInputError
+from .feature_store import CATEGORIES, IMAGES, FeatureStore, TestTargets, stimulus_key
 
+__all__ = ["FeatureFile", "FeatureStore", "H5Reader", "TestTargets", "stimulus_key"]
 
-def stimulus_key(name: str) -> str:
-    """Reduce a stimulus name or path to its file name without extension."""
-    base = PurePosixPath(str(name).replace("\\", "/")).name
-    stem, dot, ext = base.rpartition(".")
-    if dot and ext and ext.isalpha() and len(ext) <= 5:
-        return stem
-    return base
+#: HDF5 group of each :attr:`TestTargets.source`
+GROUPS = {IMAGES: "layers", CATEGORIES: "category_layers"}
 
 
 def _decode(values) -> list[str]:
@@ -66,8 +62,8 @@ class H5Reader:
         self.close()
 
 
-class FeatureFile(H5Reader):
-    """A read-only view of a features file.
+class FeatureFile(H5Reader, FeatureStore):
+    """A read-only view of a features file: the HDF5 :class:`FeatureStore`.
 
     Parameters
     ----------
@@ -109,137 +105,58 @@ class FeatureFile(H5Reader):
                     f"Layer '{layer}' of {self.path} has shape {shape}; expected "
                     f"({n}, *unit_shape) to match the {n} stimulus names."
                 )
-        self._index = {}
-        self._key_index = {}
-        for i, name in enumerate(self.names):
-            self._index.setdefault(name, i)
-            self._key_index.setdefault(stimulus_key(name), i)
 
     @property
     def attrs(self) -> dict:
         return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in self._h5.attrs.items()}
 
-    def check_layers(self, layers: Sequence[str] | None) -> list[str]:
-        """Return the requested layers (all when empty), refusing unknown names."""
-        if not layers:
-            return list(self.layers)
-        unknown = [lay for lay in layers if lay not in self.layers]
-        if unknown:
-            raise UsageError(
-                f"Layer(s) {unknown} are not in the features file {self.path}; it has "
-                f"{self.layers}. Fix --layers."
-            )
-        return list(layers)
-
     def unit_shape(self, layer: str) -> tuple[int, ...]:
         return tuple(self._h5["layers"][layer].shape[1:])
 
-    def n_units(self, layer: str) -> int:
-        return int(math.prod(self.unit_shape(layer)))
-
-    def rows_for(self, labels: Sequence[str], *, what: str = "stimuli") -> np.ndarray:
-        """Row index of each label (exact name, else file name without extension).
-
-        Raises
-        ------
-        DataError
-            When some labels have no row, listing a few of them.
-        """
-        rows, missing = [], []
-        for lab in labels:
-            i = self._index.get(lab)
-            if i is None:
-                i = self._key_index.get(stimulus_key(lab))
-            if i is None:
-                missing.append(lab)
-            rows.append(-1 if i is None else i)
-        if missing:
-            uniq = sorted(set(missing))
-            raise DataError(
-                f"{len(uniq)} {what} named in the events have no features in {self.path}, e.g. "
-                f"{uniq[:5]} (the file has e.g. {self.names[:3]}). Compute features for every "
-                "stimulus image, or choose the right column with --stimulus-column."
-            )
-        return np.asarray(rows, dtype=np.int64)
-
-    def test_targets(self, labels: Sequence[str]) -> tuple[str, list[np.ndarray]]:
-        """Where the true features of each test label come from.
-
-        Returns
-        -------
-        group : {"layers", "category_layers"}
-            HDF5 group to read.
-        rows : list of ndarray
-            For each label, the rows averaged to make its target: its own image; its row of
-            ``/category_layers`` (imagery, when the file has category features); or every
-            image of that category (image names ``<category>_<n>``).
-        """
-        found = [self._index.get(lab, self._key_index.get(stimulus_key(lab))) for lab in labels]
-        if all(i is not None for i in found):
-            return "layers", [np.array([i]) for i in found]
+    def category_names(self) -> list[str] | None:
+        """``/category_name`` when the file also has ``/category_layers``, else None."""
         if "category_name" in self._h5 and "category_layers" in self._h5:
-            cats = _decode(self._h5["category_name"][()])
-            index = {c: i for i, c in enumerate(cats)}
-            if all(lab in index for lab in labels):
-                return "category_layers", [np.array([index[lab]]) for lab in labels]
-        groups, missing = [], []
-        keys = [stimulus_key(n) for n in self.names]
-        for lab, i in zip(labels, found):
-            if i is not None:  # an image of the file: its own row
-                groups.append(np.array([i]))
-                continue
-            rows = np.array([i for i, k in enumerate(keys) if k.startswith(f"{lab}_")])
-            if rows.size == 0:
-                missing.append(lab)
-            groups.append(rows)
-        if missing:
-            shown = missing if len(missing) <= 20 else missing[:20] + ["..."]
-            raise DataError(
-                f"{len(missing)} of the {len(labels)} test labels have no features in "
-                f"{self.path}: {shown} (no image of that name, no /category_layers entry, and "
-                "no image named '<label>_<n>'). Add the features of these images (or "
-                "category-averaged features: /category_name + /category_layers)."
-            )
-        return "layers", groups
+            return _decode(self._h5["category_name"][()])
+        return None
+
+    def test_targets(self, labels) -> tuple[str, list[np.ndarray]]:
+        """:meth:`targets` as ``(HDF5 group, rows)``: ``"layers"`` or ``"category_layers"``."""
+        found = self.targets(labels)
+        return GROUPS[found.source], found.rows
 
     def target_unit(self, layer: str, flat_unit: int, targets) -> np.ndarray:
-        """True values of one unit for each test label (from :meth:`test_targets`).
+        """True values of one unit for each test label.
+
+        Parameters
+        ----------
+        layer : str
+        flat_unit : int
+            Flattened (C-order) unit index.
+        targets : TestTargets or (group, rows)
+            From :meth:`targets` (or :meth:`test_targets`).
 
         Returns
         -------
         ndarray of shape (n_labels,), float64
         """
-        group, rows = targets
+        source, rows = targets
+        group = GROUPS.get(source, source)
         idx = np.unravel_index(int(flat_unit), self.unit_shape(layer))
         column = np.asarray(self._h5[group][layer][(slice(None), *idx)], dtype=np.float64)
         return np.array([column[r].mean() for r in rows])
 
     def iter_unit_chunks(
         self, layer: str, rows: np.ndarray, max_units: int,
-        unit_range: tuple[int, int] | None = None, group: str = "layers",
+        unit_range: tuple[int, int] | None = None, source: str = IMAGES,
     ) -> Iterator[tuple[int, int, np.ndarray]]:
-        """Stream a layer in chunks of flattened units.
+        """:meth:`FeatureStore.iter_unit_chunks` from ``/layers`` (``source`` IMAGES) or
+        ``/category_layers`` (CATEGORIES).
 
-        Parameters
-        ----------
-        layer : str
-        rows : ndarray of shape (n_rows,)
-            Feature rows to return, in this order (repeats allowed).
-        max_units : int
-            Units of every chunk but the last, which may be smaller (at least one slice of
-            axis 1 is read from disk, then split; slices that do not fill a chunk wait for the
-            next), so chunks start at ``start + i * max_units`` whatever the layer's shape.
-        unit_range : (start, stop), optional
-            Flattened unit range to read (for shards); default all units.
-        group : str
-            ``layers`` or ``category_layers``.
-
-        Yields
-        ------
-        start, stop : int
-            Flattened unit range of the chunk.
-        values : ndarray of shape (n_rows, stop - start), float64
+        At least one slice of axis 1 is read from disk at a time, then split; slices that do
+        not fill a chunk wait for the next, so chunks start at ``lo + i * max_units`` whatever
+        the layer's shape.
         """
+        group = GROUPS.get(source, source)
         ds = self._h5[group][layer]
         n_units = self.n_units(layer)
         if tuple(ds.shape[1:]) != self.unit_shape(layer):

@@ -14,6 +14,7 @@ from .errors import DataError, MissingInputError
 
 if TYPE_CHECKING:
     from .bold_sources import RunTransforms
+    from .inputs import BidsRuns
 
 LOGGER = logging.getLogger(__name__)
 
@@ -131,55 +132,6 @@ def task_defaults(task: str) -> dict:
     return TASKS.get(task, GENERIC_TASK)
 
 
-@dataclass(frozen=True)
-class BoldSource:
-    """Where the BOLD runs come from.
-
-    Attributes
-    ----------
-    kind : {"raw", "preproc-spm", "fmriprep", "bdata"}
-    root : Path or None
-        Folder of the derivatives (None for raw).
-    space : str
-        fMRIPrep output space (``space-<space>``).
-    """
-
-    kind: str
-    root: Path | None = None
-    space: str = "T1w"
-
-    @classmethod
-    def parse(cls, text: str, bids_dir: Path, derivatives: dict[str, str], space: str):
-        """``raw``, ``preproc-spm``, ``fmriprep`` (path from ``-d fmriprep=PATH``), a PATH, or
-        ``auto`` (:func:`bold_sources.resolve_bold_source`), or ``bdata=PATH`` (a bdpy BData
-        file, :mod:`bids_decode.bdata`)."""
-        from .bold_sources import preproc_spm_root, resolve_bold_source
-
-        if text.startswith("bdata="):
-            return cls("bdata", Path(text[len("bdata="):]), space)
-        text = resolve_bold_source(text, bids_dir, derivatives)
-        if text == "raw":
-            return cls("raw", None, space)
-        if text == "preproc-spm":
-            root = preproc_spm_root(bids_dir, derivatives)
-            return cls("preproc-spm", _checked_root(root, text), space)
-        if text == "fmriprep":
-            root = Path(derivatives.get("fmriprep", bids_dir / "derivatives" / "fmriprep"))
-            return cls("fmriprep", _checked_root(root, text), space)
-        root = _checked_root(Path(text), "--bold-source")
-        kind = "preproc-spm" if next(root.rglob("*_bold_preproc.nii*"), None) else "fmriprep"
-        return cls(kind, root, space)
-
-
-def _checked_root(root: Path, what: str) -> Path:
-    if not root.is_dir():
-        raise MissingInputError(
-            f"The BOLD source folder for '{what}' ({root}) does not exist. Give its location "
-            f"with -d {what}=PATH (or --bold-source PATH), or use --bold-source raw."
-        )
-    return root
-
-
 ENTITY = re.compile(r"([a-zA-Z]+)-([a-zA-Z0-9]+)")
 
 
@@ -212,38 +164,22 @@ def inherited_metadata(bids_dir: Path, events: Path) -> dict:
     return meta
 
 
-def _stem(events: Path) -> str:
+def events_stem(events: Path) -> str:
+    """``sub-01_task-x_run-1_events.tsv`` -> ``sub-01_task-x_run-1``."""
     return events.name[: -len("_events.tsv")]
 
 
-def _first(paths) -> Path | None:
+def first_sorted(paths) -> Path | None:
+    """The first of ``paths`` in sorted order (None when there are none)."""
     return next(iter(sorted(paths)), None)
 
 
-def _nifti(folder: Path, pattern: str) -> Path | None:
+def find_nifti(folder: Path, pattern: str) -> Path | None:
     """The first ``pattern.nii.gz`` or ``pattern.nii`` in ``folder`` (pattern may glob)."""
-    return _first([*folder.glob(pattern + ".nii.gz"), *folder.glob(pattern + ".nii")])
+    return first_sorted([*folder.glob(pattern + ".nii.gz"), *folder.glob(pattern + ".nii")])
 
 
-def _resolve_bold(events: Path, source: BoldSource, bids_dir: Path):
-    """(bold, confounds) of one run for the chosen source."""
-    stem = _stem(events)
-    if source.kind == "raw":
-        bold = _nifti(events.parent, stem + "_bold")
-        expected = events.parent / (stem + "_bold.nii.gz")
-        return bold, expected, None
-    rel = events.parent.relative_to(bids_dir)
-    folder = source.root / rel
-    if source.kind == "preproc-spm":
-        bold = _nifti(folder, stem + "_bold_preproc")
-        return bold, folder / (stem + "_bold_preproc.nii.gz"), None
-    bold = _nifti(folder, f"{stem}_space-{source.space}*_desc-preproc_bold")
-    conf = _first(folder.glob(f"{stem}_desc-confounds_timeseries.tsv")) or _first(
-        folder.glob(f"{stem}_desc-confounds_regressors.tsv"))
-    return bold, folder / f"{stem}_space-{source.space}_desc-preproc_bold.nii.gz", conf
-
-
-def _volume_offset(events: Path, bold: Path, raw_bold: Path | None, tr: float) -> int:
+def missing_volumes(events: Path, bold: Path, raw_bold: Path | None, tr: float) -> int:
     """Volumes missing at the start of a derivative run, from the volume counts."""
     import nibabel as nib
 
@@ -269,7 +205,7 @@ def _volume_offset(events: Path, bold: Path, raw_bold: Path | None, tr: float) -
 
 def find_runs(
     layout, subject: str, task: str, session_glob: str, *, what: str,
-    source: BoldSource | None = None,
+    source: BidsRuns | None = None,
 ) -> list[Run]:
     """Runs of one subject, task and session pattern, with events, TR and BOLD source.
 
@@ -284,14 +220,17 @@ def find_runs(
         datasets without sessions.
     what : str
         'training' or 'test' (for messages).
-    source : BoldSource, optional
-        Raw runs by default.
+    source : inputs.BidsRuns, optional
+        Where each run's image is (:data:`inputs.BOLD_SOURCES`); the raw runs by default.
 
     Returns
     -------
     list of Run, sorted by session and run.
     """
-    source = source or BoldSource("raw")
+    if source is None:
+        from .inputs import RawRuns
+
+        source = RawRuns()
     bids_dir = Path(layout.root)
     files = layout.get(subject=subject, task=task, suffix="events", extension=".tsv",
                        return_type="filename")
@@ -309,43 +248,11 @@ def find_runs(
                 f"The BOLD run {b} has no events file (expected {ev}). Add the events.tsv of "
                 "every run, or exclude the run's session with --train-session/--test-session."
             )
-    runs = []
-    for path in files:
-        events = Path(path)
-        if not in_sessions(events.name):
-            continue
-        ses = entities_of(events.name).get("ses")
-        raw_bold = _nifti(events.parent, _stem(events) + "_bold")
-        bold, expected, confounds = _resolve_bold(events, source, bids_dir)
-        xfm = None
-        if source.kind == "fmriprep":  # full outputs, or minimal ones (transforms only)
-            from .bold_sources import fmriprep_run
-
-            bold, xfm = fmriprep_run(source.root / events.parent.relative_to(bids_dir),
-                                     _stem(events), source.space, bold, raw_bold, expected)
-        if bold is None:
-            raise MissingInputError(
-                f"No BOLD run for {events.name} (expected {expected}). "
-                + ("Download the run's images, " if source.kind == "raw" else
-                   f"Check the {source.kind} derivatives ({source.root}), ")
-                + "or exclude its session with --train-session/--test-session."
-            )
-        meta = inherited_metadata(bids_dir, events)
-        tr = meta.get("RepetitionTime")
-        if tr is None:
-            tr = _header_tr(bold)
-        if tr is None:
-            raise DataError(
-                f"No RepetitionTime for {bold}: none in the JSON sidecars and none in the NIfTI "
-                f"header. Add it (e.g. to task-{task}_bold.json at the dataset's top level)."
-            )
-        tr = float(tr)
-        offset = 0 if source.kind == "raw" else _volume_offset(events, bold, raw_bold, tr)
-        run = entities_of(events.name).get("run")
-        runs.append(Run(bold, events, ses, run, tr, offset, confounds, xfm))
+    runs = [_make_run(Path(path), source, bids_dir, task) for path in files
+            if in_sessions(Path(path).name)]
     runs.sort(key=lambda r: (r.session or "", r.run or "", r.bold.name))
     offsets = sorted({r.volume_offset for r in runs})
-    if source.kind != "raw" and runs:
+    if source.preprocessed and runs:
         LOGGER.info("%d %s runs of sub-%s (%s): %s volume(s) missing at the start relative to "
                     "the events (from the volume counts); events are aligned accordingly.",
                     len(runs), what, subject, source.kind, "/".join(map(str, offsets)))
@@ -357,6 +264,30 @@ def find_runs(
             f"Fix --{'train' if what == 'training' else 'test'}-session or --task."
         )
     return runs
+
+
+def _make_run(events: Path, source: BidsRuns, bids_dir: Path, task: str) -> Run:
+    """The :class:`Run` of one events file: its BOLD image from ``source``, TR, offset."""
+    ents = entities_of(events.name)
+    raw_bold = find_nifti(events.parent, events_stem(events) + "_bold")
+    bold, expected, confounds, xfm = source.run_files(events, bids_dir, raw_bold)
+    if bold is None:
+        raise MissingInputError(
+            f"No BOLD run for {events.name} (expected {expected}). "
+            + source.missing_hint()
+            + "or exclude its session with --train-session/--test-session."
+        )
+    tr = inherited_metadata(bids_dir, events).get("RepetitionTime")
+    if tr is None:
+        tr = _header_tr(bold)
+    if tr is None:
+        raise DataError(
+            f"No RepetitionTime for {bold}: none in the JSON sidecars and none in the NIfTI "
+            f"header. Add it (e.g. to task-{task}_bold.json at the dataset's top level)."
+        )
+    tr = float(tr)
+    offset = source.volume_offset(events, bold, raw_bold, tr)
+    return Run(bold, events, ents.get("ses"), ents.get("run"), tr, offset, confounds, xfm)
 
 
 def _header_tr(bold: Path) -> float | None:

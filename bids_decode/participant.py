@@ -15,15 +15,15 @@ import numpy as np
 import pandas as pd
 
 from . import decoding, derivatives, evaluation, resources, statistics
-from .bold_sources import align_runs, resolve_bold_source
+from .bold_sources import resolve_bold_source
 from .config import RunConfig
-from .errors import DataError, MissingInputError, UsageError
+from .errors import DataError, MissingInputError
+from .feature_store import FeatureStore, TestTargets
 from .featurefile import FeatureFile
 from .grid import UNIT_BLOCK, shard_range
-from .layout import BoldSource, check_trs, find_runs, make_layout
+from .inputs import BoldSource, SubjectInputs
 from .progress import progress_bar
-from .rois import RoiSpec, load_roi, mask_files, read_atlas_labels
-from .samples import EventSpec, build_samples, load_run_timeseries, read_blocks
+from .samples import EventSpec, load_run_timeseries, read_blocks
 
 LOGGER = logging.getLogger(__name__)
 
@@ -99,25 +99,11 @@ def _chunk_units(config: RunConfig, n_rows: int, n_images: int) -> int:
     return units // UNIT_BLOCK * UNIT_BLOCK
 
 
-def _chunks(ff: FeatureFile, layer: str, train_rows, targets, chunk: int, unit_range):
-    """Yield (start, stop, Y_train, Y_test) unit chunks; test targets averaged per label."""
-    group, test_groups = targets
-    n_train = len(train_rows)
-    sizes = np.array([len(g) for g in test_groups])
-    if group == "layers":
-        rows = np.concatenate([train_rows, *test_groups])
-        starts = np.r_[0, np.cumsum(sizes)[:-1]]
-        for s, e, Y in ff.iter_unit_chunks(layer, rows, chunk, unit_range):
-            # per unit, a contiguous sum over each label's rows (the same bits in any chunk)
-            Yt = np.ascontiguousarray(Y[n_train:].T)
-            Yte = np.add.reduceat(Yt, starts, axis=1).T
-            yield s, e, Y[:n_train], Yte / sizes[:, None]
-        return
-    cat_rows = np.concatenate(test_groups)
-    for (s, e, Ytr), (_, _, Yte) in zip(
-            ff.iter_unit_chunks(layer, train_rows, chunk, unit_range),
-            ff.iter_unit_chunks(layer, cat_rows, chunk, unit_range, group=group)):
-        yield s, e, Ytr, Yte
+def _chunks(ff: FeatureStore, layer: str, train_rows, targets: TestTargets, chunk: int,
+            unit_range):
+    """Yield (start, stop, Y_train, Y_test) unit chunks; test targets averaged per label
+    (:meth:`FeatureStore.iter_train_test_chunks`)."""
+    yield from ff.iter_train_test_chunks(layer, train_rows, targets, chunk, unit_range)
 
 
 def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
@@ -406,30 +392,6 @@ def run_participant(config: RunConfig, subject: str) -> dict:
         logging.getLogger("bids_decode").removeHandler(collector)
 
 
-@dataclass
-class SubjectInputs:
-    """What decoding needs from one subject's inputs (BIDS runs, or a BData file).
-
-    Attributes
-    ----------
-    samples : Samples
-    masks : dict of str -> ndarray of bool
-        Each ROI's voxels, on the grid whose flat indices ``samples.voxels`` holds.
-    files : dict of str -> list
-        The files (or file#key) defining each ROI, for the sidecars.
-    tr : float or None
-        Repetition time of the runs (None when unknown).
-    qc : callable or None
-        ``qc(warnings)`` writes the sample-quality file of the report.
-    """
-
-    samples: object
-    masks: dict
-    files: dict
-    tr: float | None
-    qc: object = None
-
-
 def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
     """Decode every requested layer from every requested ROI of one subject.
 
@@ -440,16 +402,10 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
         shards are still missing.
     """
     t0 = time.time()
-    bids_dir = Path(config.bids_dir)
-    source = BoldSource.parse(config.bold_source, bids_dir, config.derivative_paths,
-                              config.space)
-    # 1-3. layout, ROIs and samples: from the BIDS runs, or from a BData file's samples
-    if source.kind == "bdata":
-        from .bdata import subject_inputs
-
-        inputs = subject_inputs(config, subject, source.root)
-    else:
-        inputs = _bids_inputs(config, subject, source)
+    source = BoldSource.parse(config.bold_source, Path(config.bids_dir),
+                              config.derivative_paths, config.space)
+    # 1-3. layout, ROIs and samples, as the source's kind gives them (inputs.BOLD_SOURCES)
+    inputs: SubjectInputs = source.subject_inputs(config, subject)
     samples, tr = inputs.samples, inputs.tr
     LOGGER.info("sub-%s: %d training samples, %d test images (%d blocks), %d repeat blocks "
                 "left out", subject, samples.X_train.shape[0], len(samples.test_labels),
@@ -459,10 +415,9 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
     with ff:
         layers = ff.check_layers(config.layers)
         train_rows = ff.rows_for(samples.train_labels, what="training stimuli")
-        targets = ff.test_targets(samples.test_labels)
+        targets = ff.targets(samples.test_labels)
         resources.log_run_plan(config, subject, ff, layers, len(train_rows),
-                               len(train_rows) + sum(len(g) for g in targets[1]),
-                               samples.X_train.shape[1])
+                               len(train_rows) + targets.n_rows, samples.X_train.shape[1])
         rows, complete = [], True
         # 5. decoding, ROI by ROI, layer by layer (resumable: finished work files are reused)
         for name, mask in inputs.masks.items():
@@ -506,57 +461,6 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
         LOGGER.info("sub-%s: report %s", subject, html)
     LOGGER.info("sub-%s: done in %.1f s", subject, time.time() - t0)
     return {"subject": subject, "rows": rows, "info": samples.info, "complete": complete}
-
-
-def _bids_inputs(config: RunConfig, subject: str, source: BoldSource) -> SubjectInputs:
-    """Steps 1-3 on a BIDS dataset: runs and events, ROI masks, samples."""
-    bids_dir = Path(config.bids_dir)
-    LOGGER.info("sub-%s: indexing %s", subject, bids_dir)
-    # 1. layout
-    layout = make_layout(bids_dir, [subject])
-    train_runs = find_runs(layout, subject, config.train_task, config.train_session,
-                           what="training", source=source)
-    test_runs = find_runs(layout, subject, config.task, config.test_session_glob, what="test",
-                          source=source)
-    shared = sorted({r.bold.name for r in train_runs} & {r.bold.name for r in test_runs})
-    if shared:
-        raise UsageError(
-            f"{len(shared)} run(s) of sub-{subject} would both train and test the decoders "
-            f"(e.g. {shared[0]}): --train-session '{config.train_session}' and --test-session "
-            f"'{config.test_session_glob}' overlap. Choose disjoint session patterns."
-        )
-    tr = check_trs(train_runs + test_runs)
-    LOGGER.info("sub-%s: %d training and %d test runs (TR %.3g s)", subject, len(train_runs),
-                len(test_runs), tr)
-    # 2. ROIs, on the reference grid (runs not in the masks' space are refused here)
-    labels = read_atlas_labels(config.atlas_labels) if config.atlas_labels else None
-    specs = [RoiSpec.parse(r, labels) for r in config.roi]
-    roots = [*config.derivative_paths.values(), *([source.root] if source.root else [])]
-    ref, runs = align_runs(source.kind, train_runs + test_runs,
-                           mask_files(bids_dir, subject, specs[0], roots, config.atlas)[0],
-                           subject, assume_aligned=config.assume_aligned)
-    train_runs, test_runs = runs[:len(train_runs)], runs[len(train_runs):]
-    masks = {s.name: load_roi(bids_dir, subject, s, ref, roots, config.atlas) for s in specs}
-    union = np.logical_or.reduce(list(masks.values()))
-    # 3. samples
-    same_task = config.task == config.train_task
-    samples = build_samples(
-        train_runs, test_runs, union, ref.shape, shift=config.hrf_shift,
-        train_events=EventSpec.for_task(config.train_task, config.stimulus_column,
-                                        config.sample_events_for("train")),
-        test_events=EventSpec.for_task(config.task,
-                                       config.stimulus_column if same_task else None,
-                                       config.sample_events_for("test")),
-        confounds=config.confounds, train_average=config.train_average,
-        progress=lambda it: progress_bar(it, desc=f"sub-{subject} runs", unit="run"),
-    )
-    files = {s.name: mask_files(bids_dir, subject, s, roots, config.atlas) for s in specs}
-
-    def qc(warnings):
-        return write_qc(config, subject, train_runs[0], union, masks, ref.shape, samples,
-                        warnings)
-
-    return SubjectInputs(samples, masks, files, tr, qc)
 
 
 def write_roi_sidecar(config: RunConfig, subject, roi: RoiData, ff: FeatureFile, samples,

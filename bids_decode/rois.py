@@ -1,11 +1,19 @@
-"""ROI masks: ds001246 names and unions, user masks, checks and resampling to the BOLD grid."""
+"""ROI masks: ds001246 names and unions, user masks, atlas labels, checks and resampling.
+
+:data:`ROI_SOURCES` maps each kind of ``--roi`` value to its class (:class:`MaskFileRoi`,
+:class:`AtlasRoi`, :class:`Ds001246Roi`); :meth:`RoiSpec.parse` returns the instance of the
+first kind that claims a value, which knows its mask files and which of their voxels are the
+ROI's. Adding a kind is one subclass of :class:`RoiSpec` and one entry of :data:`ROI_SOURCES`.
+"""
 
 from __future__ import annotations
 
 import logging
 import warnings
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import nibabel as nib
 import numpy as np
@@ -31,44 +39,143 @@ HEMISPHERES = ("LH", "RH")
 
 
 @dataclass(frozen=True)
-class RoiSpec:
-    """A requested ROI: a built-in name, a user mask file (``NAME=PATH``) or an atlas label.
+class RoiSpec(ABC):
+    """A requested ROI (``--roi``): :meth:`parse` returns the instance of its kind.
 
     Attributes
     ----------
     name : str
-    path : str or None
-        User mask (``{subject}`` is replaced by the label).
-    atlas_value : int or None
-        Label value in the atlas image.
+        The ROI's name (the outputs' BIDS ``desc`` label).
+    kind : str
+        The kind's name in :data:`ROI_SOURCES` (class attribute).
     """
 
     name: str
-    path: str | None = None
-    atlas_value: int | None = None
+    kind: ClassVar[str] = ""
 
     @classmethod
     def parse(cls, text: str, atlas_labels: dict[str, int] | None = None) -> RoiSpec:
-        if "=" in text:
-            name, _, path = text.partition("=")
-            if not name.isalnum() or not path:
-                raise UsageError(
-                    f"--roi {text!r}: a user mask is NAME=PATH with an alphanumeric NAME "
-                    "(it becomes the BIDS 'desc' label), e.g. --roi myV1=/masks/v1.nii.gz."
-                )
-            return cls(name, path)
-        if atlas_labels and text in atlas_labels:
-            if not text.isalnum():
-                raise UsageError(f"Atlas label {text!r} is not alphanumeric and cannot be a BIDS "
-                                 "'desc' label; rename it in the labels table.")
-            return cls(text, None, int(atlas_labels[text]))
-        if text not in ROI_PARTS:
-            extra = f"; atlas labels: {sorted(atlas_labels)[:20]}" if atlas_labels else ""
+        """The ROI named by one ``--roi`` value: the first kind of :data:`ROI_SOURCES` that
+        claims it (mask file ``NAME=PATH``, atlas label, ds001246 name)."""
+        for source in ROI_SOURCES.values():
+            spec = source.from_text(text, atlas_labels)
+            if spec is not None:
+                return spec
+        extra = f"; atlas labels: {sorted(atlas_labels)[:20]}" if atlas_labels else ""
+        raise UsageError(
+            f"Unknown ROI {text!r}. Built-in ROIs: {sorted(ROI_PARTS)}{extra}; or give a "
+            "mask file as NAME=PATH ('{subject}' in PATH is replaced by the subject label)."
+        )
+
+    @classmethod
+    @abstractmethod
+    def from_text(cls, text: str, atlas_labels: dict[str, int] | None) -> RoiSpec | None:
+        """This kind's ROI for a ``--roi`` value, or None when the value is not of this kind.
+
+        Raises
+        ------
+        UsageError
+            A value of this kind that is malformed.
+        """
+
+    @abstractmethod
+    def files(self, bids_dir: Path, subject: str, search_roots=(),
+              atlas: str | None = None) -> list[Path]:
+        """The mask files making up the ROI of one subject (``--atlas`` for atlas labels)."""
+
+    def select(self, data: np.ndarray) -> np.ndarray:
+        """The ROI's voxels of one mask file's values (any shape): those above 0.
+
+        Returns
+        -------
+        ndarray of bool, shape of ``data``
+        """
+        return data > 0
+
+
+@dataclass(frozen=True)
+class MaskFileRoi(RoiSpec):
+    """``NAME=PATH``: a user mask file (``{subject}`` in PATH is replaced by the label)."""
+
+    path: str
+    kind: ClassVar[str] = "mask"
+
+    @classmethod
+    def from_text(cls, text, atlas_labels):
+        if "=" not in text:
+            return None
+        name, _, path = text.partition("=")
+        if not name.isalnum() or not path:
             raise UsageError(
-                f"Unknown ROI {text!r}. Built-in ROIs: {sorted(ROI_PARTS)}{extra}; or give a "
-                "mask file as NAME=PATH ('{subject}' in PATH is replaced by the subject label)."
+                f"--roi {text!r}: a user mask is NAME=PATH with an alphanumeric NAME "
+                "(it becomes the BIDS 'desc' label), e.g. --roi myV1=/masks/v1.nii.gz."
             )
-        return cls(text)
+        return cls(name, path)
+
+    def files(self, bids_dir, subject, search_roots=(), atlas=None):
+        return [_for_subject(self.path, subject)]
+
+
+@dataclass(frozen=True)
+class AtlasRoi(RoiSpec):
+    """A label of the ``--atlas-labels`` table: the voxels of ``--atlas`` with its value."""
+
+    kind: ClassVar[str] = "atlas"
+    value: int
+
+    @classmethod
+    def from_text(cls, text, atlas_labels):
+        if not atlas_labels or text not in atlas_labels:
+            return None
+        if not text.isalnum():
+            raise UsageError(f"Atlas label {text!r} is not alphanumeric and cannot be a BIDS "
+                             "'desc' label; rename it in the labels table.")
+        return cls(text, int(atlas_labels[text]))
+
+    def files(self, bids_dir, subject, search_roots=(), atlas=None):
+        return [_for_subject(str(atlas), subject)]
+
+    def select(self, data):
+        return np.rint(data) == self.value
+
+
+@dataclass(frozen=True)
+class Ds001246Roi(RoiSpec):
+    """A ds001246 ROI name of :data:`ROI_PARTS` (unions such as VC, LVC, HVC included).
+
+    Its masks are ds001246's ``sourcedata`` masks of both hemispheres; when those are absent,
+    the ``sub-<L>*_desc-<ROI>_mask.nii[.gz]`` files of a derivatives folder in
+    ``search_roots``.
+    """
+
+    kind: ClassVar[str] = "ds001246"
+
+    @classmethod
+    def from_text(cls, text, atlas_labels):
+        return cls(text) if text in ROI_PARTS else None
+
+    def files(self, bids_dir, subject, search_roots=(), atlas=None):
+        files = _sourcedata_files(bids_dir, subject, self.name)
+        if all(f.is_file() for f in files):
+            return files
+        for root in search_roots:
+            sub = Path(root) / f"sub-{subject}"
+            found = sorted(sub.rglob(f"sub-{subject}*_desc-{self.name}_mask.nii*")) \
+                if sub.is_dir() else []
+            if found:
+                return found
+        return files
+
+
+def _for_subject(template: str, subject: str) -> Path:
+    """A path with ``{subject}`` replaced by the subject's label."""
+    return Path(template.replace("{subject}", subject))
+
+
+#: ROI kind -> class, in the order :meth:`RoiSpec.parse` tries them.
+ROI_SOURCES: dict[str, type[RoiSpec]] = {
+    cls.kind: cls for cls in (MaskFileRoi, AtlasRoi, Ds001246Roi)
+}
 
 
 def read_atlas_labels(path) -> dict[str, int]:
@@ -93,29 +200,11 @@ def _sourcedata_files(bids_dir: Path, subject: str, name: str) -> list[Path]:
 
 def mask_files(bids_dir: Path, subject: str, spec: RoiSpec, search_roots=(),
                atlas: str | None = None) -> list[Path]:
-    """The mask files making up one ROI of one subject.
-
-    Built-in names come from ds001246's ``sourcedata`` masks; when those are absent, from a
-    derivatives folder in ``search_roots`` holding ``sub-<L>*_desc-<ROI>_mask.nii[.gz]``.
-    """
-    if spec.path is not None:
-        return [Path(spec.path.replace("{subject}", subject))]
-    if spec.atlas_value is not None:
-        return [Path(str(atlas).replace("{subject}", subject))]
-    files = _sourcedata_files(bids_dir, subject, spec.name)
-    if all(f.is_file() for f in files):
-        return files
-    for root in search_roots:
-        sub = Path(root) / f"sub-{subject}"
-        found = sorted(sub.rglob(f"sub-{subject}*_desc-{spec.name}_mask.nii*")) \
-            if sub.is_dir() else []
-        if found:
-            return found
-    return files
+    """The mask files making up one ROI of one subject (:meth:`RoiSpec.files`)."""
+    return spec.files(bids_dir, subject, search_roots, atlas)
 
 
-def _load_mask(path: Path, ref: nib.Nifti1Image, value: int | None = None
-               ) -> tuple[np.ndarray, bool]:
+def _load_mask(path: Path, ref: nib.Nifti1Image, spec: RoiSpec) -> tuple[np.ndarray, bool]:
     if not path.is_file():
         raise MissingInputError(
             f"The ROI mask {path} does not exist. ds001246-style masks live in "
@@ -148,16 +237,12 @@ def _load_mask(path: Path, ref: nib.Nifti1Image, value: int | None = None
             warnings.simplefilter("ignore")
             ref3 = nib.Nifti1Image(np.zeros(ref.shape[:3], np.int8), ref.affine)
             res = resample_to_img(
-                nib.Nifti1Image(_select(data, value).astype(np.float32), img.affine), ref3,
+                nib.Nifti1Image(spec.select(data).astype(np.float32), img.affine), ref3,
                 interpolation="nearest", force_resample=True, copy_header=True,
             )
         data = np.asanyarray(res.dataobj)
         return np.asarray(data) > 0, True
-    return _select(np.asarray(data), value), False
-
-
-def _select(data: np.ndarray, value: int | None) -> np.ndarray:
-    return data > 0 if value is None else np.rint(data) == value
+    return spec.select(np.asarray(data)), False
 
 
 def load_roi(bids_dir: Path, subject: str, spec: RoiSpec, ref: nib.Nifti1Image,
@@ -172,7 +257,7 @@ def load_roi(bids_dir: Path, subject: str, spec: RoiSpec, ref: nib.Nifti1Image,
     resampled = []
     files = mask_files(bids_dir, subject, spec, search_roots, atlas)
     for path in files:
-        m, was_resampled = _load_mask(path, ref, spec.atlas_value)
+        m, was_resampled = _load_mask(path, ref, spec)
         mask |= m
         if was_resampled:
             resampled.append(path.name)

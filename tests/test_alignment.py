@@ -211,7 +211,8 @@ def test_fmriprep_minimal_outputs_recover_the_planted_truth(moving, reference, t
 
 @pytest.mark.slow
 def test_motion_parameters_from_transforms_equal_the_simulated(moving):
-    from bids_decode.layout import BoldSource, find_runs, make_layout
+    from bids_decode.inputs import BoldSource
+    from bids_decode.layout import find_runs, make_layout
 
     ds = moving[0]["bids_dir"]
     src = BoldSource.parse("fmriprep", ds, {}, "T1w")

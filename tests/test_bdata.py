@@ -67,8 +67,8 @@ def _god_id(name: str) -> float:
 def test_bdata_file_from_bdpy_gives_the_bids_accuracies(tmp_path):
     from bids_decode.bdata import BDataFile, imagenet_name
     from bids_decode.config import RunConfig
-    from bids_decode.layout import BoldSource, find_runs, make_layout
-    from bids_decode.participant import _bids_inputs
+    from bids_decode.inputs import RawRuns
+    from bids_decode.layout import find_runs, make_layout
     from bids_decode.samples import EventSpec, build_samples
     from bids_decode.simulate import simulate_dataset
 
@@ -85,7 +85,7 @@ def test_bdata_file_from_bdpy_gives_the_bids_accuracies(tmp_path):
     cfg = RunConfig(str(bids), str(tmp_path / "x"), "participant", roi=("VC", "LVC"),
                     train_session="perceptionNaturalImageTraining*",
                     test_session="perceptionNaturalImageTest*")
-    inp = _bids_inputs(cfg, "01", BoldSource("raw"))
+    inp = RawRuns().subject_inputs(cfg, "01")
     test_runs = find_runs(make_layout(bids, ["01"]), "01", "perception",
                           "perceptionNaturalImageTest*", what="test")
     union = np.zeros(inp.masks["VC"].shape, bool)

@@ -54,7 +54,8 @@ def test_ds001246_raw_and_preproc_spm(rich, tmp_path, source, caplog):
 
 
 def test_preproc_spm_alignment_comes_from_volume_counts(rich):
-    from bids_decode.layout import BoldSource, find_runs, make_layout
+    from bids_decode.inputs import BoldSource
+    from bids_decode.layout import find_runs, make_layout
 
     ds = rich["bids_dir"]
     src = BoldSource.parse("preproc-spm", ds, {}, "T1w")

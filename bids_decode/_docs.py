@@ -31,6 +31,7 @@ def fill_doc(obj):
         for name, text in DOCS.items():
             doc = doc.replace(f"%({name})s", text)
         if "%(" in doc:
-            raise KeyError(f"unknown doc fragment in {obj.__qualname__}: {doc[doc.index('%('):][:30]}")
+            where = doc[doc.index("%("):][:30]
+            raise KeyError(f"unknown doc fragment in {obj.__qualname__}: {where}")
         obj.__doc__ = doc
     return obj

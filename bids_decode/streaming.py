@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ._docs import fill_doc
+from .backends import blockwise
 from .errors import UsageError
 from .grid import UNIT_BLOCK
-from .backends import blockwise
 from .solvers import (
     Design,
     check_y,

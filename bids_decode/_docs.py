@@ -8,6 +8,8 @@ from __future__ import annotations
 
 #: name -> numpydoc entry, continuation lines indented for a parameter at four spaces
 DOCS = {
+    "n_voxels": """n_voxels : int
+        Voxels selected per unit; 0 (or at least the number of voxels) means all voxels.""",
     "n_jobs": """n_jobs : int or None, default None
         CPU threads (None or <= 0: all CPUs the process may use); a torch device runs
         one task at a time.""",

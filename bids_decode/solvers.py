@@ -412,6 +412,7 @@ def hat_matrix(design: Design, X_test) -> np.ndarray:
 # public batch functions
 
 
+@fill_doc
 def fit_chunk(design: Design, Y, n_voxels: int):
     """Fit the selected-voxel ridge for a batch of units.
 
@@ -419,8 +420,7 @@ def fit_chunk(design: Design, Y, n_voxels: int):
     ----------
     design : Design
     Y : ndarray of shape (n_samples, n_units)
-    n_voxels : int
-        Voxels per unit; 0 or >= the number of voxels means all voxels.
+    %(n_voxels)s
 
     Returns
     -------

@@ -108,8 +108,7 @@ def iter_decode(design: Design, Y_chunks, X_test, n_voxels: int, *, n_jobs=None,
     Y_chunks : iterable of ndarray of shape (n_samples, n_units_i)
         Training targets, in unit chunks (e.g. read from HDF5 one block at a time).
     X_test : ndarray of shape (n_test, n_voxels)
-    n_voxels : int
-        Voxels selected per unit; 0 (or >= the number of voxels) means all voxels.
+    %(n_voxels)s
     %(n_jobs)s
     %(batch_size)s
     %(mem_bytes)s
@@ -147,8 +146,7 @@ def fit_units(design: Design, Y, n_voxels: int, *, n_jobs=None, batch_size=None,
     ----------
     design : Design
     Y : ndarray of shape (n_samples, n_units)
-    n_voxels : int
-        Voxels per unit; 0 or >= the number of voxels means all voxels.
+    %(n_voxels)s
     %(n_jobs)s
     %(batch_size)s
     %(mem_bytes)s

@@ -123,6 +123,18 @@ def solve_cpu(gram, index, rhs, cond_max, xt):
 class Backend:
     """The device-dependent steps of the selected-voxel decoder (base class).
 
+    A backend provides, on its device (numpy arrays for :class:`CPUBackend`, tensors for
+    :class:`TorchBackend`):
+
+    - design state: ``arrays(design)`` (``xz``, ``norm``, ``mean``), ``gram(design)``,
+      ``gram64(design)``, ``test_data(design, xt)``;
+    - ``correlations(design, Y)`` → ``(ct, ysum, finite)``: ``xz' y`` per grid block;
+    - ``top_k(scores, k)`` (ascending indices), ``abs``, ``take_along(a, index)``,
+      ``empty64(shape, like)``, ``astype(a, dtype)``, ``as_float64(a)``;
+    - ``solve(gram, index, rhs, cond_max, xt)`` → ``(coef, intercept, status, pred)`` (the
+      contract of :func:`bids_decode._backends.solve_selected_numba`), ``flagged(status)``
+      (units with status != 0; a device synchronises here) and ``to_host(a)``.
+
     Attributes
     ----------
     name : str

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _backends
 from ._docs import fill_doc
-from .backends import Backend, blockwise, resolve_backend, row_sums
+from .backends import Backend, CPUBackend, blockwise, resolve_backend, row_sums
 from .errors import DataError, UsageError
 from .grid import UNIT_BLOCK
 
@@ -258,7 +258,7 @@ def _select_rhs(design: Design, Y, k: int):
 def _top_k(scores, k: int, *, ordered: bool = False) -> np.ndarray:
     """Indices of the ``k`` largest scores per row (ascending, or by decreasing score)."""
     if not ordered:
-        return resolve_backend("cpu").top_k(scores, k)
+        return CPUBackend.top_k(scores, k)
     p = scores.shape[1]
     idx = np.argpartition(scores, p - k, axis=1)[:, p - k:]
     order = np.argsort(-np.take_along_axis(scores, idx, axis=1), axis=1, kind="stable")

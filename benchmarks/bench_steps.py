@@ -3,9 +3,9 @@
 One thread, the pipeline's float32 path, on ``--units`` units of the reference problem
 (1,200 training samples x 5,000 voxels, 500 selected, alpha 100, 50 test samples):
 
-- scores: the correlation GEMM on the unit grid (``decoding._blockwise``), GFLOP/s;
+- scores: the correlation GEMM on the unit grid (``backends.blockwise``), GFLOP/s;
 - selection: float32 top-k refined to the float64 ranking (``_backends.select_refined``);
-- right-hand sides (``decoding._rhs_selected``);
+- right-hand sides (``solvers._rhs_selected``);
 - inside the compiled kernel, from its cycle counters: the gather of the selected Gram blocks,
   the Cholesky factorisation (GFLOP/s at m^3/3 per unit) and the solve + predictions.
 
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    from bids_decode import _backends, decoding
+    from bids_decode import _backends, backends, decoding, solvers
 
     info = _backends.cpu_info()
     print(f"CPU: {info['model']}; instruction set {info['host_isa']} (kernels "
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         decoding.predict_chunk(design, Y[:, :64], Xt, K, n_jobs=1)  # load the kernels
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            ct = decoding._blockwise(lambda yt: yt @ xz32, Y, N_VOX, np.float32)
+            ct = backends.blockwise(lambda yt: yt @ xz32, Y, N_VOX, np.float32)
             keep("scores (GEMM)", time.perf_counter() - t0)
             yt = np.ascontiguousarray(Y.T, dtype=np.float64)
             half = (N_TRAIN + 2) * np.finfo(np.float32).eps * np.sqrt((yt**2).sum(axis=1))
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
             index, _ = _backends.select_refined(np.abs(ct), K, half, yt, xzt64)
             keep("selection", time.perf_counter() - t0)
             t0 = time.perf_counter()
-            rhs = decoding._rhs_selected(design, ct, yt.sum(axis=1), index).astype(np.float32)
+            rhs = solvers._rhs_selected(design, ct, yt.sum(axis=1), index).astype(np.float32)
             keep("right-hand sides", time.perf_counter() - t0)
             clocks = np.zeros(4, dtype=np.int64)
             t0 = time.perf_counter()

@@ -113,7 +113,7 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     design = dec.prepare_design(Xtr, alpha, dtype=np.float32, device=args.device)
-    dec._torch_state(design)
+    design.backend.arrays(design)  # the design's tensors on the device
     sync(args.device)
     info["prepare_s"] = time.perf_counter() - t0
 

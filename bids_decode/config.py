@@ -97,8 +97,9 @@ class RunConfig:
         i, n = self.unit_shard
         if not (n >= 1 and 1 <= i <= n):
             raise UsageError(f"--unit-shard must be i/N with 1 <= i <= N; got {i}/{n}.")
-        if not (self.device in ("cpu", "cuda", "torch-cpu") or self.device.startswith("cuda:")):
-            raise UsageError(f"--device must be cpu, cuda or cuda:N; got {self.device!r}.")
+        from .backends import resolve_backend
+
+        resolve_backend(self.device)  # a usage error for an unknown device
         if (self.atlas is None) != (self.atlas_labels is None):
             raise UsageError("--atlas and --atlas-labels go together (an atlas image and its "
                              "TSV table with columns index and name).")
@@ -180,20 +181,9 @@ class RunConfig:
     def check_device(self) -> None:
         """Refuse --device cuda where no GPU is visible, and a bad BIDS_DECODE_LAPACK (before
         any work is done)."""
-        if self.device == "cpu":
-            from . import _backends
+        from .backends import resolve_backend
 
-            if _backends.have_numba():
-                _backends.lapack_provider()
-        if self.device.startswith("cuda"):
-            import torch
-
-            if not torch.cuda.is_available():
-                raise UsageError(
-                    f"--device {self.device} was asked for but no CUDA GPU is visible to this "
-                    "process (in a container: docker --gpus all, apptainer --nv). Use "
-                    "--device cpu, or run on a GPU node."
-                )
+        resolve_backend(self.device).check_available()
 
     def decoding_fingerprint(self) -> dict:
         return {k: getattr(self, k) for k in DECODING_KEYS}

@@ -32,7 +32,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +44,7 @@ import torchvision
 from PIL import Image, UnidentifiedImageError
 
 from . import __version__, derivatives
+from .backends import resolve_backend
 from .errors import DataError, MissingInputError, UsageError
 from .networks import (
     PREPROCESSING_CHOICES,
@@ -73,9 +73,6 @@ NAME_COLUMNS = ("stim_file", "stimulus_name", "stim_id", "stimulus", "image_file
 MAX_CHUNK_BYTES = 8 << 20
 """Upper bound of one HDF5 chunk: whole images (rows) of one layer while one image fits,
 else one image and a slab of the layer's first unit axis."""
-
-_DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
-
 
 # --------------------------------------------------------------------------- images
 def _is_image(path: Path) -> bool:
@@ -354,18 +351,6 @@ def _reuse_mismatch(out_path: Path, attrs: dict, names: list[str]) -> str | None
     return None
 
 
-def _check_device(device: str) -> torch.device:
-    if not _DEVICE_PATTERN.match(str(device)):
-        raise UsageError(f"Unknown device {device!r}: expected cpu or cuda (or cuda:N).")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(
-            f"--device {device} was asked for but PyTorch {torch.__version__} sees no CUDA GPU "
-            f"(torch.version.cuda is {torch.version.cuda}). Use --device cpu, or run where a "
-            "GPU and a CUDA build of PyTorch are available."
-        )
-    return torch.device(device)
-
-
 # --------------------------------------------------------------------------- extraction
 def extract_features(
     image_paths: list[Path],
@@ -399,7 +384,9 @@ def extract_features(
     weights : str, Path or None
         ``"random"`` (seeded; tests and demos), a state_dict file, or None for
         torchvision's cache under ``TORCH_HOME``.
-    device : {"cpu", "cuda", "cuda:N"}
+    device : str or Backend
+        ``cpu``, ``cuda``, ``cuda:N`` (``torch-cpu`` runs on the CPU), as resolved by
+        :func:`bids_decode.backends.resolve_backend`; the decoder's ``--device``.
     batch_size : int
         Images per forward pass; memory grows with it, not with ``n_images``.
     seed : int
@@ -436,7 +423,7 @@ def extract_features(
     if int(batch_size) < 1:
         raise UsageError(f"--batch-size must be a positive integer, got {batch_size}.")
     batch_size = int(batch_size)
-    torch_device = _check_device(device)
+    torch_device = resolve_backend(device).torch_device()  # usage errors for bad devices
     missing = [p for p in image_paths if not p.is_file()]
     if missing:
         raise MissingInputError(
@@ -579,7 +566,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "'random': untrained seeded weights (tests and demos only)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of --weights random (default: %(default)s)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+    parser.add_argument("--device", default="cpu", metavar="cpu|cuda|cuda:N",
                         help="where the network runs (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, metavar="N",
                         help="images per forward pass; memory grows with it "
@@ -601,6 +588,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     spec = get_network(args.network)  # usage errors before the images are listed
     get_preprocessing(spec, getattr(args, "preprocessing", "default"))
     resolve_layers(spec, args.layers)
+    resolve_backend(args.device)
     if args.names_from is not None:
         names = read_names(args.names_from)
         paths = find_images(args.stimuli_dir, names)

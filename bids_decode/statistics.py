@@ -123,11 +123,11 @@ def _null_numba(pred: np.ndarray, true: np.ndarray, perms: np.ndarray,
 
 
 def _null_torch(pred: np.ndarray, true: np.ndarray, perms: np.ndarray,
-                device: str) -> np.ndarray:
-    """The kernel's arithmetic with element-wise tensor operations (sequential over images)."""
+                dev) -> np.ndarray:
+    """The kernel's arithmetic with element-wise tensor operations (sequential over images),
+    on the ``torch.device`` ``dev``."""
     import torch
 
-    dev = torch.device("cpu" if device == "torch-cpu" else device)
     p = torch.as_tensor(np.ascontiguousarray(pred.T), dtype=torch.float64, device=dev)
     t = torch.as_tensor(np.ascontiguousarray(true.T), dtype=torch.float64, device=dev)
     m, n = p.shape
@@ -168,8 +168,9 @@ def null_correlations(pred, true, perms, *, device: str = "cpu",
         Decoded and true values of each unit.
     perms : ndarray of shape (n_perm, n_images), int
         Permutations of the images; ``r[u, k] = corr(pred[perms[k], u], true[:, u])``.
-    device : str
-        ``cpu`` (compiled kernel), or ``cuda``/``cuda:N``/``torch-cpu`` (torch).
+    device : str or Backend
+        ``cpu`` (compiled kernel), or ``cuda``/``cuda:N``/``torch-cpu`` (torch); see
+        :func:`bids_decode.backends.resolve_backend`.
     n_jobs : int or None
         CPU threads (None: numba's default).
 
@@ -186,9 +187,12 @@ def null_correlations(pred, true, perms, *, device: str = "cpu",
     perms = np.ascontiguousarray(perms, dtype=np.int64)
     if perms.ndim != 2 or perms.shape[1] != pred.shape[0]:
         raise ValueError(f"perms must have shape (n_perm, {pred.shape[0]}); got {perms.shape}.")
-    if device == "cpu":
+    from .backends import CPUBackend, resolve_backend
+
+    backend = resolve_backend(device)
+    if isinstance(backend, CPUBackend):
         return _null_numba(pred, true, perms, n_jobs)
-    return _null_torch(pred, true, perms, device)
+    return _null_torch(pred, true, perms, backend.torch_device())
 
 
 class PermutationTest:

@@ -9,7 +9,7 @@ import pytest
 import scipy.linalg
 from sklearn.linear_model import Ridge
 
-from bids_decode import decoding
+from bids_decode import _backends, backends, decoding, solvers
 from bids_decode._backends import solve_selected_torch
 from bids_decode.decoding import (
     VoxelSelectionRidge,
@@ -143,13 +143,13 @@ def test_float32_selection_equals_float64_ranking():
     X[:, 1::2] = X[:, 0:-1:2] + 1e-7 * rng.standard_normal((n, p // 2))
     Y = rng.standard_normal((n, 400)).astype(np.float32)
     design = prepare_design(X, 1.0, dtype=np.float32)
-    index, rhs = decoding._select_rhs_float32(design, Y, k)
-    ref = decoding._top_k(decoding._scores_rhs(design, Y)[0], k)
-    naive = decoding._top_k(np.abs(Y.T @ design.xz.astype(np.float32)), k)
+    index, rhs = solvers._select_rhs_float32(design, Y, k)
+    ref = solvers._top_k(solvers._scores_rhs(design, Y)[0], k)
+    naive = solvers._top_k(np.abs(Y.T @ design.xz.astype(np.float32)), k)
     assert (naive != ref).any(axis=1).sum() > 10  # the case is hard for float32
     np.testing.assert_array_equal(index, ref)
-    _, ct, ysum = decoding._scores_rhs(design, Y)
-    rhs64 = decoding._rhs_selected(design, ct, ysum, ref)
+    _, ct, ysum = solvers._scores_rhs(design, Y)
+    rhs64 = solvers._rhs_selected(design, ct, ysum, ref)
     np.testing.assert_allclose(rhs, rhs64, rtol=0, atol=1e-5 * np.abs(rhs64).max())
 
 
@@ -162,7 +162,8 @@ def test_lapack_choice_checked(lapack_choice):
 
 
 def test_task_sizes_balance_threads():
-    from bids_decode.decoding import UNIT_BLOCK, _task_size
+    from bids_decode.decoding import UNIT_BLOCK
+    from bids_decode.streaming import _task_size
 
     for n_units, batch, jobs in [(4000, 2739, 2), (300000, 2739, 2), (129, 128, 2), (7, 16, 2),
                                  (5000, 2739, 1), (1, 16, 2), (70000, 65536, 2)]:
@@ -230,8 +231,8 @@ def test_redo_threshold_exercised(wide, monkeypatch):
     X, Y, _ = wide
     monkeypatch.setitem(decoding.COND_MAX, np.dtype(np.float32), 40.0)
     design = prepare_design(X, 3.0, dtype=np.float32)
-    index, rhs = decoding._select_rhs_float32(design, Y, K)
-    _, _, status, _ = decoding._solve_cpu(design.gram, index, rhs.astype(np.float32), 40.0,
+    index, rhs = solvers._select_rhs_float32(design, Y, K)
+    _, _, status, _ = backends.solve_cpu(design.gram, index, rhs.astype(np.float32), 40.0,
                                           None)
     assert 0.1 < (status != 0).mean() < 0.9
 
@@ -254,7 +255,7 @@ def test_non_pd_block_redone_in_float64(data, monkeypatch):
     X, Y, Xt = data
     ref, _ = reference(X, Y, Xt, 3.0, K)
     design = prepare_design(X, 3.0, dtype=np.float32)
-    real = decoding._solve_cpu
+    real = backends.solve_cpu
     calls = []
 
     def flaky(gram, index, rhs, cond_max, xt):
@@ -266,7 +267,7 @@ def test_non_pd_block_redone_in_float64(data, monkeypatch):
             coef[::3] = 1e9
         return coef, intercept, status, pred
 
-    monkeypatch.setattr(decoding, "_solve_cpu", flaky)
+    monkeypatch.setattr(backends, "solve_cpu", flaky)
     pred = predict_chunk(design, Y, Xt, K, n_jobs=1)
     assert calls == [np.float32, np.float64]
     np.testing.assert_allclose(pred, ref, rtol=F32_TOL, atol=F32_TOL * np.abs(ref).max())
@@ -303,13 +304,13 @@ def test_ill_conditioned_float32_is_redone():
 @pytest.mark.parametrize("cholesky", ["torch", "blocked"])
 def test_torch_backend_matches_numba(data, cholesky, monkeypatch):
     torch = pytest.importorskip("torch")
-    monkeypatch.setitem(decoding._backends.TORCH_DEFAULTS, "block", 3)
+    monkeypatch.setitem(_backends.TORCH_DEFAULTS, "block", 3)
     X, Y, Xt = data
     design = prepare_design(X, 3.0, dtype=np.float64)
-    scores, ct, ysum = decoding._scores_rhs(design, Y)
-    index = decoding._top_k(scores, K)
-    rhs = decoding._rhs_selected(design, ct, ysum, index)
-    want = decoding._solve_cpu(design.gram, index, rhs, 1e12, Xt.T)
+    scores, ct, ysum = solvers._scores_rhs(design, Y)
+    index = solvers._top_k(scores, K)
+    rhs = solvers._rhs_selected(design, ct, ysum, index)
+    want = backends.solve_cpu(design.gram, index, rhs, 1e12, Xt.T)
     t = torch.from_numpy
     got = solve_selected_torch(t(design.gram), t(index), t(rhs), 1e12,
                                t(np.ascontiguousarray(Xt.T)), sub_batch=4, cholesky=cholesky)
@@ -355,7 +356,7 @@ def test_estimator_matches_functions(data):
     assert est.coef_.shape == (N_UNITS, K) and est.n_features_in_ == N_VOXELS
     np.testing.assert_allclose(est.predict(Xt), reference(X, Y, Xt, 3.0, K)[0], rtol=1e-10)
     est0 = VoxelSelectionRidge(alpha=3.0, n_voxels=0).fit(X, Y[:, 0])
-    assert est0.voxel_index_ is None and est0.predict(Xt).shape == (N_TEST, 1)
+    assert est0.voxel_index_ is None and est0.predict(Xt).shape == (N_TEST,)  # y's shape
     # the default precision is the pipeline's (float32)
     default = VoxelSelectionRidge(alpha=3.0, n_voxels=K).fit(X, Y)
     assert default.coef_.dtype == np.float32
@@ -369,7 +370,7 @@ def test_bad_input_messages(data):
         VoxelSelectionRidge().fit(X, Y[:5])
     with pytest.raises(UsageError, match="n_voxels must be >= 0"):
         VoxelSelectionRidge(n_voxels=-1).fit(X, Y)
-    with pytest.raises(UsageError, match="fitted on 23"):
+    with pytest.raises(ValueError, match="is expecting 23 features"):
         VoxelSelectionRidge(n_voxels=K).fit(X, Y).predict(Xt[:, :5])
     bad = Y.copy()
     bad[0, 0] = np.nan

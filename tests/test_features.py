@@ -216,7 +216,7 @@ def test_extraction_errors(stimuli, tmp_path):
         features.extract_features(paths, ["img_b", "img_b", "x"], tmp_path / "f.h5", **common)
     with pytest.raises(UsageError, match=r"3 image paths but 2 names"):
         features.extract_features(paths, names[:2], tmp_path / "f.h5", **common)
-    with pytest.raises(UsageError, match=r"Unknown device 'tpu'"):
+    with pytest.raises(UsageError, match=r"--device must be cpu, cuda or cuda:N; got 'tpu'"):
         features.extract_features(paths, names, tmp_path / "f.h5", **common, device="tpu")
     broken = folder / "broken.jpg"
     broken.write_bytes(b"junk")

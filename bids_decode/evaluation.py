@@ -252,6 +252,7 @@ def rank_units(accuracy) -> np.ndarray:
     Parameters
     ----------
     accuracy : ndarray of shape (n_units,)
+        Profile correlation of each unit (NaN where undefined).
 
     Returns
     -------
@@ -260,11 +261,29 @@ def rank_units(accuracy) -> np.ndarray:
     from scipy.stats import rankdata
 
     acc = np.asarray(accuracy, dtype=np.float64)
-    ranks = np.empty(acc.shape, dtype=np.int64)
-    ok = np.isfinite(acc)
-    ranks[ok] = rankdata(-acc[ok], method="min").astype(np.int64)
-    ranks[~ok] = int(ok.sum()) + 1
-    return ranks
+    last = int(np.isfinite(acc).sum()) + 1
+    return on_finite(lambda a: rankdata(-a, method="min"), acc, last, np.int64)
+
+
+def on_finite(fn, x, fill, dtype=np.float64) -> np.ndarray:
+    """``fn`` applied to the finite entries of ``x`` together; ``fill`` elsewhere.
+
+    Parameters
+    ----------
+    fn : callable, ndarray of shape (n_finite,) -> ndarray of shape (n_finite,)
+    x : ndarray of shape (n,)
+    fill : scalar
+    dtype : numpy dtype of the result
+
+    Returns
+    -------
+    ndarray of shape (n,)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    ok = np.isfinite(x)
+    out = np.full(x.shape, fill, dtype=dtype)
+    out[ok] = fn(x[ok])
+    return out
 
 
 # ------------------------------------------------------------------ z-scoring with unit stats

@@ -297,7 +297,8 @@ def read_subject(output_dir: Path, subject: str, task: str,
     return sub
 
 
-def _str(v) -> str:
+def as_str(v) -> str:
+    """An HDF5 string (bytes or str) as str."""
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
@@ -310,7 +311,7 @@ def _read_layout(sub: SubjectOutputs) -> None:
             order = [la for la in sub.first_sidecar.get("Layers", []) if la in names]
             sub.layers = order + sorted(set(names) - set(order))
             sub.shapes = {la: tuple(f[la]["accuracy"].shape) for la in sub.layers}
-            sub.test_names = [_str(v) for v in f["stimulus_name"][()]]
+            sub.test_names = [as_str(v) for v in f["stimulus_name"][()]]
     except (OSError, KeyError) as err:
         raise DataError(
             f"The output {first} cannot be read ({err}). It is damaged or not a bids_decode "

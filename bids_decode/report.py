@@ -23,7 +23,7 @@ from . import derivatives, figures, outputs
 from ._version import __version__
 from .errors import MissingInputError
 from .figures import ReportFigure
-from .outputs import SubjectOutputs
+from .outputs import SubjectOutputs, as_str
 
 LOGGER = logging.getLogger(__name__)
 
@@ -121,10 +121,6 @@ def _stamp() -> str:
 
 # ------------------------------------------------------------------------- reading outputs
 
-def _str(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 #: The outputs of one subject, as :func:`bids_decode.outputs.read_subject` reads them.
 SubjectFiles = SubjectOutputs
 
@@ -192,7 +188,7 @@ def qc_figures(sf: SubjectFiles) -> tuple[list[ReportFigure], list[str]]:
     out = []
     with h5py.File(sf.qc, "r") as f:
         tr = float(f.attrs.get("tr", 1.0))
-        run = _str(f.attrs.get("run", "the first training run"))
+        run = as_str(f.attrs.get("run", "the first training run"))
         if "timecourse" in f and len(f["timecourse"]):
             tcs = {roi: f["timecourse"][roi][()] for roi in f["timecourse"]}
             order = [r for r in sf.h5 if r in tcs] + [r for r in tcs if r not in sf.h5]
@@ -315,7 +311,7 @@ def decoded_true_figures(sf: SubjectFiles, rois: Sequence[str] | None = None
                 continue
             data = {}
             with h5py.File(path, "r") as f:
-                names = [_str(v) for v in f["stimulus_name"][()]]
+                names = [as_str(v) for v in f["stimulus_name"][()]]
                 targets = ff.test_targets(names)  # images, or imagined categories
                 for la in sf.layers:
                     if la not in f or la not in ff.layers:
@@ -355,7 +351,7 @@ def collect_warnings(output_dir: Path, sf: SubjectFiles) -> list[str]:
     if sf.qc.is_file():
         with h5py.File(sf.qc, "r") as f:
             if "warnings" in f:
-                return [_str(w) for w in f["warnings"][()]]
+                return [as_str(w) for w in f["warnings"][()]]
     out = []
     for log in sorted((Path(output_dir) / "logs").glob("bids_decode_participant_sub-*.log")):
         m = _LOG_RE.match(log.name)
@@ -550,8 +546,18 @@ def write_group_report(output_dir: Path, task: str, *, plan, summary: pd.DataFra
     sections.append(("files", "Files", "<ul>" + "".join(
         f"<li><code>{esc(p)}</code></li>" for p in files) + "</ul><p>See docs/outputs.md for "
         "the meaning of each file and column.</p>"))
+    sections.append(("citation", "Methods boilerplate",
+                     f'<p class="cite">{esc(_group_methods(plan))}</p>'))
+    path = gdir / "report.html"
+    derivatives.write_text(path, page(f"bids_decode group report: task {task}", _stamp(),
+                                      sections))
+    return path
+
+
+def _group_methods(plan) -> str:
+    """The methods paragraph of the group report: the subjects' methods, then the group's."""
     ref = plan.subjects[0]
-    sections.append(("citation", "Methods boilerplate", '<p class="cite">' + esc(
+    return (
         citation(ref.config, ref.sidecars[plan.rois[0]], plan.layers, plan.rois)
         + f" Between-subject consistency was assessed as the Pearson correlation of unit "
         f"accuracies between each pair of the {len(plan.subjects)} subjects (Horikawa et al. "
@@ -560,8 +566,4 @@ def write_group_report(output_dir: Path, task: str, *, plan, summary: pd.DataFra
                        "dividing them by the square root of the product of the two subjects' "
                        "reliabilities (the Spearman-Brown-corrected correlation, across units, "
                        "of the accuracies decoded from the odd and from the even presentations)."
-                       if "n_permutations" in ref.config else "")) + "</p>"))
-    path = gdir / "report.html"
-    derivatives.write_text(path, page(f"bids_decode group report: task {task}", _stamp(),
-                                      sections))
-    return path
+                       if "n_permutations" in ref.config else ""))

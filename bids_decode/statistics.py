@@ -25,7 +25,7 @@ import functools
 
 import numpy as np
 
-from .evaluation import Metric, Output, Result, nanstat
+from .evaluation import Metric, Output, Result, nanstat, on_finite
 
 #: Default number of permutations (``--n-permutations``).
 N_PERMUTATIONS = 1000
@@ -317,16 +317,16 @@ def fdr_bh(p) -> np.ndarray:
     -------
     ndarray of shape (n,), float64
     """
-    p = np.asarray(p, dtype=np.float64)
-    q = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
-    if m == 0:
-        return q
-    order = np.argsort(p[ok], kind="stable")
-    scaled = p[ok][order] * m / np.arange(1, m + 1)
+    return on_finite(_bh_finite, p, np.nan)
+
+
+def _bh_finite(p: np.ndarray) -> np.ndarray:
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * m / np.arange(1, m + 1)
     scaled = np.minimum.accumulate(scaled[::-1])[::-1]
-    q[ok[order]] = np.minimum(scaled, 1.0)
+    q = np.empty(m)
+    q[order] = np.minimum(scaled, 1.0)
     return q
 
 

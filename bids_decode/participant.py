@@ -24,6 +24,7 @@ from .layout import BoldSource, check_trs, find_runs, make_layout
 from .progress import progress_bar
 from .rois import RoiSpec, load_roi, mask_files, read_atlas_labels
 from .samples import EventSpec, build_samples, load_run_timeseries, read_blocks
+from .shards import work_file_complete as _complete
 
 LOGGER = logging.getLogger(__name__)
 
@@ -190,16 +191,6 @@ def _work_file(config: RunConfig, subject: str, roi: RoiData, layer: str, shard,
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     name = f"roi-{roi.name}_layer-{_safe(layer)}_shard-{shard[0]}of{shard[1]}_{digest}.h5"
     return config.work_path / f"sub-{subject}" / f"task-{config.task}" / name
-
-
-def _complete(path: Path) -> bool:
-    if not path.is_file():
-        return False
-    try:
-        with h5py.File(path, "r") as f:
-            return bool(f.attrs.get("complete", False))
-    except OSError:
-        return False
 
 
 def assemble_roi(config: RunConfig, subject: str, ff: FeatureFile, roi: RoiData,

@@ -380,7 +380,10 @@ class Metric:
 
     Subclasses declare ``DATASETS`` (name -> :class:`Output`), ``COLUMNS`` (summary column
     -> description) and ``ATTRS`` (the summary columns also stored as layer attributes);
-    :mod:`bids_decode.outputs` builds the output schema from these declarations.
+    :mod:`bids_decode.outputs` builds the output schema from these declarations. A new score
+    is one subclass (declarations, :meth:`build`, :meth:`update`, :meth:`merge`,
+    :meth:`spawn`, :meth:`save`, ``_read``, :meth:`finalize`) listed in
+    :data:`bids_decode.outputs.METRICS`, whose order is the order of finalization.
 
     Parameters
     ----------
@@ -394,6 +397,24 @@ class Metric:
 
     def __init__(self, lo: int, hi: int):
         self.lo, self.hi = int(lo), int(hi)
+
+    @classmethod
+    def build(cls, lo: int, hi: int, *, n_images: int, config, halves: bool,
+              **settings) -> Metric:
+        """The participant level's instance for units ``lo:hi`` (see
+        :func:`bids_decode.participant.layer_metrics`).
+
+        Parameters
+        ----------
+        n_images : int
+            Test images.
+        config : RunConfig
+        halves : bool
+            Whether split-half decoded values will be given to :meth:`update`.
+        settings
+            ``device``, ``n_jobs``, ``mem_bytes`` for metrics that compute heavily.
+        """
+        raise NotImplementedError
 
     def update(self, start: int, stop: int, pred, true, *, constant=None,
                halves=None) -> None:
@@ -477,6 +498,10 @@ class ProfileCorrelation(Metric):
         self.values = np.full(hi - lo, np.nan, dtype=self.dtype)
         self.n_constant = 0
 
+    @classmethod
+    def build(cls, lo, hi, *, n_images, config, halves, **settings) -> ProfileCorrelation:
+        return cls(lo, hi, np.float32)
+
     def update(self, start, stop, pred, true, *, constant=None, halves=None) -> None:
         self.values[self._local(start, stop)] = profile_correlation(pred, true)
         if constant is not None:
@@ -532,6 +557,10 @@ class PatternIdentification(Metric):
         super().__init__(lo, hi)
         self.n_images = int(n_images)
         self.sums = PatternAccumulator(n_images)
+
+    @classmethod
+    def build(cls, lo, hi, *, n_images, config, halves, **settings) -> PatternIdentification:
+        return cls(lo, hi, n_images)
 
     def update(self, start, stop, pred, true, *, constant=None, halves=None) -> None:
         self._local(start, stop)

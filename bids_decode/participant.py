@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from . import decoding, derivatives, evaluation, outputs, resources, statistics
+from . import decoding, derivatives, evaluation, outputs, resources
 from .bold_sources import align_runs, resolve_bold_source
 from .config import RunConfig
 from .errors import DataError, MissingInputError, UsageError
@@ -119,14 +119,12 @@ def _chunks(ff: FeatureFile, layer: str, train_rows, targets, chunk: int, unit_r
 
 def layer_metrics(config: RunConfig, lo: int, hi: int, n_test: int, *, halves: bool,
                   **settings) -> list[evaluation.Metric]:
-    """The metrics of units ``lo:hi`` of a layer (see :data:`bids_decode.outputs.METRICS`).
+    """The metrics of units ``lo:hi`` of a layer: one of each of :data:`outputs.METRICS`.
 
     ``settings`` (device, n_jobs, mem_bytes) go to the permutation kernel.
     """
-    return [evaluation.ProfileCorrelation(lo, hi, np.float32),
-            evaluation.PatternIdentification(lo, hi, n_test),
-            statistics.UnitStatistics(lo, hi, n_permutations=config.n_permutations,
-                                      seed=config.permutation_seed, halves=halves, **settings)]
+    return [m.build(lo, hi, n_images=n_test, config=config, halves=halves, **settings)
+            for m in outputs.METRICS]
 
 
 def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,

@@ -445,6 +445,11 @@ class UnitStatistics(Metric):
         self.half_accuracy = np.full((2, n), np.nan, dtype=np.float32) if halves else None
         self.reliability = np.full(n, np.nan, dtype=np.float32) if halves else None
 
+    @classmethod
+    def build(cls, lo, hi, *, n_images, config, halves, **settings) -> UnitStatistics:
+        return cls(lo, hi, n_permutations=config.n_permutations, seed=config.permutation_seed,
+                   halves=halves, **settings)
+
     def update(self, start, stop, pred, true, *, constant=None, halves=None) -> None:
         from .evaluation import profile_correlation
 

@@ -4,12 +4,11 @@ Two backends solve the per-unit selected-voxel ridge systems of a batch of units
 
 - ``cpu``: a numba kernel (``nogil``) that, unit by unit, gathers the lower triangle of
   ``G[S, S]`` into a column-major workspace that stays in cache, factorises it with LAPACK
-  ``?potrf`` (called through a function pointer) and solves by forward and back substitution
-  in compiled code, so no Python runs per unit. The LAPACK is Intel MKL's (sequential layer) where the ``mkl`` package is
-  installed, whose ``spotrf`` at this size is about 1.5x OpenBLAS's on AVX-512 machines,
-  else SciPy's (``BIDS_DECODE_LAPACK=scipy`` or ``mkl`` forces one). Threads run the kernel
-  on different unit batches. When numba is missing, a torch CPU fallback does the same with
-  batched calls.
+  ``?potrf`` and solves with two BLAS ``?trsv``, called through function pointers so no Python
+  runs per unit. The LAPACK and BLAS are Intel MKL's (sequential layer) or SciPy's, whichever
+  factorises faster on this CPU (:func:`lapack_provider`; ``BIDS_DECODE_LAPACK=scipy`` or
+  ``mkl`` forces one). Threads run the kernel on different unit batches. When numba is
+  missing, a torch CPU fallback does the same with batched calls.
 - ``torch``: batched gather, a blocked (or ``torch.linalg.cholesky_ex``) Cholesky and two
   triangular solves on any torch device (CUDA in practice).
 

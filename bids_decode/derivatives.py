@@ -31,13 +31,6 @@ BIDSIGNORE = [
 ]
 
 
-#: Descriptions of the columns every decoding table shares (TSV sidecars).
-COMMON_COLUMNS = {
-    "roi": {"Description": "Region of interest"},
-    "layer": {"Description": "DNN layer"},
-}
-
-
 def subject_dir(output_dir: Path, subject: str) -> Path:
     return Path(output_dir) / f"sub-{subject}"
 

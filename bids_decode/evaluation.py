@@ -7,6 +7,8 @@ the units were split.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from .grid import UNIT_BLOCK
@@ -250,6 +252,7 @@ def rank_units(accuracy) -> np.ndarray:
     Parameters
     ----------
     accuracy : ndarray of shape (n_units,)
+        Profile correlation of each unit (NaN where undefined).
 
     Returns
     -------
@@ -258,8 +261,342 @@ def rank_units(accuracy) -> np.ndarray:
     from scipy.stats import rankdata
 
     acc = np.asarray(accuracy, dtype=np.float64)
-    ranks = np.empty(acc.shape, dtype=np.int64)
-    ok = np.isfinite(acc)
-    ranks[ok] = rankdata(-acc[ok], method="min").astype(np.int64)
-    ranks[~ok] = int(ok.sum()) + 1
-    return ranks
+    last = int(np.isfinite(acc).sum()) + 1
+    return on_finite(lambda a: rankdata(-a, method="min"), acc, last, np.int64)
+
+
+def on_finite(fn, x, fill, dtype=np.float64) -> np.ndarray:
+    """``fn`` applied to the finite entries of ``x`` together; ``fill`` elsewhere.
+
+    Parameters
+    ----------
+    fn : callable, ndarray of shape (n_finite,) -> ndarray of shape (n_finite,)
+    x : ndarray of shape (n,)
+    fill : scalar
+    dtype : numpy dtype of the result
+
+    Returns
+    -------
+    ndarray of shape (n,)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    ok = np.isfinite(x)
+    out = np.full(x.shape, fill, dtype=dtype)
+    out[ok] = fn(x[ok])
+    return out
+
+
+# ------------------------------------------------------------------ z-scoring with unit stats
+
+class UnitScale:
+    """Each unit's mean, SD and constancy over reference samples (:func:`unit_stats`).
+
+    The one place where units are z-scored and where constant units are set apart: the
+    participant level scales with the training samples, the Averaged subject with the
+    reference images of the features file.
+
+    Parameters
+    ----------
+    mean, sd : ndarray of shape (n_units,), float64
+    const : ndarray of shape (n_units,), bool
+    """
+
+    def __init__(self, mean: np.ndarray, sd: np.ndarray, const: np.ndarray):
+        self.mean, self.sd, self.const = mean, sd, const
+
+    @classmethod
+    def of(cls, Y) -> UnitScale:
+        """The statistics of ``Y`` of shape (n_samples, n_units)."""
+        return cls(*unit_stats(Y))
+
+    def slice(self, start: int, stop: int) -> UnitScale:
+        return UnitScale(self.mean[start:stop], self.sd[start:stop], self.const[start:stop])
+
+    def apply(self, Y, *, zero_constant: bool = True) -> np.ndarray:
+        """``(Y - mean) / sd``; constant units set to 0 unless ``zero_constant`` is False.
+
+        Parameters
+        ----------
+        Y : ndarray of shape (n_samples, n_units)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_units)
+        """
+        Z = (Y - self.mean) / self.sd
+        if zero_constant and self.const.any():
+            Z[:, self.const] = 0.0
+        return Z
+
+    def restore(self, Z) -> np.ndarray:
+        """``Z * sd + mean``: back to the features' own units."""
+        return Z * self.sd + self.mean
+
+
+# --------------------------------------------------------------------- the metric interface
+
+@dataclass(frozen=True)
+class Output:
+    """A dataset of each layer group of ``*_decoding.h5``.
+
+    Attributes
+    ----------
+    description : str
+    per : {"unit", "image"}
+        Last axis: the layer's units (stored in the layer's unit shape) or the test images.
+    """
+
+    description: str
+    per: str = "unit"
+
+
+@dataclass
+class Result:
+    """What a metric gives for one layer.
+
+    Attributes
+    ----------
+    datasets : dict name -> ndarray
+        Unit datasets flat over units (last axis ``n_units``), image datasets ``(n_images,)``.
+    columns : dict name -> float
+        Summary columns of ``*_decoding.tsv``.
+    attrs : dict name -> value
+        Attributes of the layer group.
+    """
+
+    datasets: dict = field(default_factory=dict)
+    columns: dict = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+
+
+class Metric:
+    """A score streamed over unit chunks: ``update`` / ``merge`` / ``finalize``.
+
+    A metric covers units ``lo:hi`` of a layer (a shard, or the whole layer). :meth:`update`
+    adds a chunk of units; :meth:`merge` folds in another metric of the same kind whose units
+    lie inside this one's (any order gives the same bits); :meth:`save` / :meth:`load` keep
+    the state in a work file between the decoding jobs; :meth:`finalize` gives the layer's
+    datasets, summary columns and attributes.
+
+    Subclasses declare ``DATASETS`` (name -> :class:`Output`), ``COLUMNS`` (summary column
+    -> description) and ``ATTRS`` (the summary columns also stored as layer attributes);
+    :mod:`bids_decode.outputs` builds the output schema from these declarations. A new score
+    is one subclass (declarations, :meth:`build`, :meth:`update`, :meth:`merge`,
+    :meth:`spawn`, :meth:`save`, ``_read``, :meth:`finalize`) listed in
+    :data:`bids_decode.outputs.METRICS`, whose order is the order of finalization.
+
+    Parameters
+    ----------
+    lo, hi : int
+        Units of the layer this metric covers.
+    """
+
+    DATASETS: dict[str, Output] = {}
+    COLUMNS: dict[str, str] = {}
+    ATTRS: tuple[str, ...] = ()
+
+    def __init__(self, lo: int, hi: int):
+        self.lo, self.hi = int(lo), int(hi)
+
+    @classmethod
+    def build(cls, lo: int, hi: int, *, n_images: int, config, halves: bool,
+              **settings) -> Metric:
+        """The participant level's instance for units ``lo:hi`` (see
+        :func:`bids_decode.participant.layer_metrics`).
+
+        Parameters
+        ----------
+        n_images : int
+            Test images.
+        config : RunConfig
+        halves : bool
+            Whether split-half decoded values will be given to :meth:`update`.
+        settings
+            ``device``, ``n_jobs``, ``mem_bytes`` for metrics that compute heavily.
+        """
+        raise NotImplementedError
+
+    def update(self, start: int, stop: int, pred, true, *, constant=None,
+               halves=None) -> None:
+        """Add units ``start:stop`` of the layer.
+
+        Parameters
+        ----------
+        start, stop : int
+            Layer positions of the chunk (inside ``lo:hi``).
+        pred, true : ndarray of shape (n_images, stop - start), float64
+            Decoded and true values, z-scored with the same unit statistics.
+        constant : ndarray of shape (stop - start,), bool, optional
+            Units constant over the reference samples.
+        halves : ndarray of shape (2, n_images, stop - start), optional
+            Decoded values of the odd and of the even presentations.
+        """
+        raise NotImplementedError
+
+    def merge(self, other: Metric) -> None:
+        raise NotImplementedError
+
+    def spawn(self, lo: int, hi: int) -> Metric:
+        """An empty metric of the same kind and settings over units ``lo:hi``."""
+        raise NotImplementedError
+
+    def save(self, work) -> None:
+        """Store the state into an open work file (h5py group)."""
+        raise NotImplementedError
+
+    def _read(self, work) -> None:
+        raise NotImplementedError
+
+    def load(self, work, lo: int, hi: int) -> None:
+        """Merge the state that :meth:`save` stored for units ``lo:hi``."""
+        part = self.spawn(lo, hi)
+        part._read(work)
+        self.merge(part)
+
+    def finalize(self, done: dict) -> Result:
+        """The layer's outputs; ``done`` holds the datasets of the metrics finalized before."""
+        raise NotImplementedError
+
+    def _local(self, start: int, stop: int) -> slice:
+        if not self.lo <= start <= stop <= self.hi:
+            raise ValueError(f"units {start}:{stop} lie outside {self.lo}:{self.hi}")
+        return slice(start - self.lo, stop - self.lo)
+
+
+def nanstat(fn, a) -> float:
+    """``fn`` over a float64 copy of ``a``; NaN when no entry is finite (no warning)."""
+    a = np.asarray(a, dtype=np.float64)
+    return float(fn(a)) if np.isfinite(a).any() else float("nan")
+
+
+class ProfileCorrelation(Metric):
+    """Per-unit accuracy: :func:`profile_correlation` over the test images, and its ranks.
+
+    Parameters
+    ----------
+    lo, hi : int
+    dtype : numpy dtype
+        Precision the accuracies are kept in before the summary (float32 in work files).
+    """
+
+    DATASETS = {
+        "accuracy": Output("Pearson r between decoded and true values over the test images "
+                           "(NaN for constant units)"),
+        "rank": Output("Rank of the unit by accuracy (1 = best; NaN units last)"),
+    }
+    COLUMNS = {
+        "n_constant_units": "Units constant over the training images (NaN accuracy)",
+        "profile_r_mean": "Mean over units of the Pearson r between decoded and true values "
+                          "over test images (NaN units ignored)",
+        "profile_r_median": "Median of the same",
+    }
+    ATTRS = ("n_constant_units", "profile_r_mean")
+
+    def __init__(self, lo: int, hi: int, dtype=np.float32):
+        super().__init__(lo, hi)
+        self.dtype = np.dtype(dtype)
+        self.values = np.full(hi - lo, np.nan, dtype=self.dtype)
+        self.n_constant = 0
+
+    @classmethod
+    def build(cls, lo, hi, *, n_images, config, halves, **settings) -> ProfileCorrelation:
+        return cls(lo, hi, np.float32)
+
+    def update(self, start, stop, pred, true, *, constant=None, halves=None) -> None:
+        self.values[self._local(start, stop)] = profile_correlation(pred, true)
+        if constant is not None:
+            self.n_constant += int(np.count_nonzero(constant))
+
+    def spawn(self, lo, hi) -> ProfileCorrelation:
+        return ProfileCorrelation(lo, hi, self.dtype)
+
+    def merge(self, other: ProfileCorrelation) -> None:
+        self.values[self._local(other.lo, other.hi)] = other.values
+        self.n_constant += other.n_constant
+
+    def save(self, work) -> None:
+        work.create_dataset("accuracy", data=self.values)
+        work.attrs["n_constant_units"] = self.n_constant
+
+    def _read(self, work) -> None:
+        self.values[:] = work["accuracy"][()]
+        self.n_constant = int(work.attrs["n_constant_units"])
+
+    def finalize(self, done: dict) -> Result:
+        acc = self.values
+        cols = {"n_constant_units": self.n_constant,
+                "profile_r_mean": nanstat(np.nanmean, acc),
+                "profile_r_median": nanstat(np.nanmedian, acc)}
+        return Result({"accuracy": acc.astype(np.float32), "rank": rank_units(acc)}, cols,
+                      {k: cols[k] for k in self.ATTRS})
+
+
+class PatternIdentification(Metric):
+    """Per-image pattern correlation and pairwise identification (:class:`PatternAccumulator`).
+
+    Parameters
+    ----------
+    lo, hi : int
+    n_images : int
+    """
+
+    DATASETS = {
+        "pattern_r": Output("Pearson r over units between decoded and true pattern of each "
+                            "test image", per="image"),
+        "identification": Output("Pairwise identification accuracy of each test image",
+                                 per="image"),
+    }
+    COLUMNS = {
+        "pattern_r_mean": "Mean over test images of the Pearson r between decoded and true "
+                          "patterns (z-scored with training statistics)",
+        "identification_accuracy": "Mean pairwise identification accuracy (chance 0.5)",
+    }
+    ATTRS = ("pattern_r_mean", "identification_accuracy")
+
+    def __init__(self, lo: int, hi: int, n_images: int):
+        super().__init__(lo, hi)
+        self.n_images = int(n_images)
+        self.sums = PatternAccumulator(n_images)
+
+    @classmethod
+    def build(cls, lo, hi, *, n_images, config, halves, **settings) -> PatternIdentification:
+        return cls(lo, hi, n_images)
+
+    def update(self, start, stop, pred, true, *, constant=None, halves=None) -> None:
+        self._local(start, stop)
+        self.sums.update(pred, true)
+
+    def spawn(self, lo, hi) -> PatternIdentification:
+        return PatternIdentification(lo, hi, self.n_images)
+
+    def merge(self, other: PatternIdentification) -> None:
+        self._local(other.lo, other.hi)
+        self.sums.merge(other.sums)
+
+    def save(self, work) -> None:
+        g = work.create_group("pattern")
+        for k, v in self.sums.state().items():
+            g.create_dataset(k, data=v)
+
+    def _read(self, work) -> None:
+        self.sums = PatternAccumulator.from_state(
+            {k: work["pattern"][k][()] for k in PatternAccumulator.FIELDS})
+
+    def finalize(self, done: dict) -> Result:
+        corr = self.sums.correlation_matrix()
+        pattern_r = pattern_correlation(corr)
+        ident = pairwise_identification(corr)
+        cols = {"pattern_r_mean": nanstat(np.nanmean, pattern_r),
+                "identification_accuracy": nanstat(np.nanmean, ident)}
+        return Result({"pattern_r": pattern_r, "identification": ident}, cols, dict(cols))
+
+
+def finalize_all(metrics: list[Metric]) -> Result:
+    """Finalize metrics in order; one :class:`Result` with all their outputs."""
+    out = Result()
+    for m in metrics:
+        r = m.finalize(out.datasets)
+        out.datasets.update(r.datasets)
+        out.columns.update(r.columns)
+        out.attrs.update(r.attrs)
+    return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,6 +22,16 @@ MAX_SCATTER_POINTS = 5_000
 PANEL_SIZE = (2.6, 2.3)
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
           "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+@dataclass
+class ReportFigure:
+    """A figure of a report (subject or group): file-like name, title, caption, PNG bytes."""
+
+    name: str
+    title: str
+    caption: str
+    png: bytes
 
 
 def new_figure(n_panels: int, *, ncols: int | None = None, panel_size=PANEL_SIZE,

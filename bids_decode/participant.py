@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from . import decoding, derivatives, evaluation, resources, statistics
+from . import decoding, derivatives, evaluation, outputs, resources
 from .bold_sources import resolve_bold_source
 from .config import RunConfig
 from .errors import DataError, MissingInputError
@@ -24,15 +24,12 @@ from .grid import UNIT_BLOCK, shard_range
 from .inputs import BoldSource, SubjectInputs
 from .progress import progress_bar
 from .samples import EventSpec, load_run_timeseries, read_blocks
+from .shards import work_file_complete as _complete
 
 LOGGER = logging.getLogger(__name__)
 
-SUMMARY_COLUMNS = [
-    "roi", "layer", "n_units", "n_voxels", "n_voxels_selected", "n_constant_units",
-    "profile_r_mean", "profile_r_median", "pattern_r_mean", "identification_accuracy",
-    "n_train_samples", "n_test_images", "n_decodable", "fraction_decodable",
-    "reliability_mean", "accuracy_ceiling_mean",
-]
+#: Columns of ``*_decoding.tsv`` (declared in :data:`bids_decode.outputs.SUBJECT_SUMMARY`).
+SUMMARY_COLUMNS = outputs.SUBJECT_SUMMARY.names
 
 
 #: Version of the work files' layout (pattern sums as exact integer limbs since 2).
@@ -106,6 +103,16 @@ def _chunks(ff: FeatureStore, layer: str, train_rows, targets: TestTargets, chun
     yield from ff.iter_train_test_chunks(layer, train_rows, targets, chunk, unit_range)
 
 
+def layer_metrics(config: RunConfig, lo: int, hi: int, n_test: int, *, halves: bool,
+                  **settings) -> list[evaluation.Metric]:
+    """The metrics of units ``lo:hi`` of a layer: one of each of :data:`outputs.METRICS`.
+
+    ``settings`` (device, n_jobs, mem_bytes) go to the permutation kernel.
+    """
+    return [m.build(lo, hi, n_images=n_test, config=config, halves=halves, **settings)
+            for m in outputs.METRICS]
+
+
 def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
                  design, train_rows, targets, work_file: Path) -> None:
     """Decode one shard of one layer from one ROI into a work file (atomically)."""
@@ -113,16 +120,12 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
     lo, hi = shard_range(n_units, config.unit_shard)
     n_test = len(targets[1])
     rows_per_sample = len(train_rows) + sum(len(g) for g in targets[1])
-    acc = np.full(hi - lo, np.nan, dtype=np.float32)
-    pattern = evaluation.PatternAccumulator(n_test)
-    n_const = 0
     chunk = _chunk_units(config, rows_per_sample, len(ff.names))
     X_pred = roi.X_test if roi.X_test_halves is None else np.vstack([roi.X_test,
                                                                        roi.X_test_halves])
-    stats = statistics.ShardStatistics(
-        hi - lo, n_test, n_permutations=config.n_permutations, seed=config.permutation_seed,
-        halves=roi.X_test_halves is not None, device=config.device, n_jobs=config.nprocs or None,
-        mem_bytes=int(min(256 * 2**20, config.mem_gb * 2**30 * 0.1)))
+    metrics = layer_metrics(
+        config, lo, hi, n_test, halves=roi.X_test_halves is not None, device=config.device,
+        n_jobs=config.nprocs or None, mem_bytes=int(min(256 * 2**20, config.mem_gb * 2**30 * 0.1)))
     derivatives.check_free_space(work_file.parent, (n_test + 2) * (hi - lo) * 4,
                                  f"the work file {work_file.name}")
     n_chunks = max(1, -(-(hi - lo) // chunk))
@@ -134,37 +137,33 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
                                chunks=(1, min(hi - lo, chunk)) if hi > lo else None)
         bar = progress_bar(total=n_chunks, desc=f"{roi.name}/{layer}", unit="chunk")
         for s, e, Ytr, Yte in _chunks(ff, layer, train_rows, targets, chunk, (lo, hi)):
-            if not (np.isfinite(Ytr).all() and np.isfinite(Yte).all()):
-                raise DataError(
-                    f"Layer '{layer}' of the features file {ff.path} has NaN or infinite values "
-                    f"(units {s}..{e - 1} of the stimuli used). Recompute the features, or "
-                    "leave the layer out with --layers."
-                )
-            mu, sd, const = evaluation.unit_stats(Ytr)
-            Ztr = (Ytr - mu) / sd
-            Zte = (Yte - mu) / sd
-            Ztr[:, const] = 0.0
+            _check_finite(ff, layer, s, e, Ytr, Yte)
+            scale = evaluation.UnitScale.of(Ytr)
             # the half averages' rows ride under X_test: the same decoders predict them
             P_all = decoding.predict_chunk(
-                design, Ztr, X_pred, config.n_voxels, n_jobs=config.nprocs or None,
+                design, scale.apply(Ytr), X_pred, config.n_voxels, n_jobs=config.nprocs or None,
                 mem_bytes=int(config.mem_gb * 2**30 * 0.5)).astype(np.float64)
-            P_all[:, const] = 0.0
+            P_all[:, scale.const] = 0.0
             P = P_all[:n_test]
-            stats.update(s - lo, e - lo, P, Zte,
-                         P_all[n_test:].reshape(2, n_test, e - s) if len(P_all) > n_test
-                         else None)
-            acc[s - lo:e - lo] = evaluation.profile_correlation(P, Zte)
-            dec[:, s - lo:e - lo] = (P * sd + mu).astype(np.float32)
-            pattern.update(P, Zte)
-            n_const += int(const.sum())
+            Zte = scale.apply(Yte, zero_constant=False)
+            halves = P_all[n_test:].reshape(2, n_test, e - s) if len(P_all) > n_test else None
+            for m in metrics:
+                m.update(s, e, P, Zte, constant=scale.const, halves=halves)
+            dec[:, s - lo:e - lo] = scale.restore(P).astype(np.float32)
             bar.update(1)
         bar.close()
-        w.create_dataset("accuracy", data=acc)
-        stats.write(w)
-        g = w.create_group("pattern")
-        for k, v in pattern.state().items():
-            g.create_dataset(k, data=v)
-        w.attrs.update({"lo": lo, "hi": hi, "n_constant_units": n_const, "complete": True})
+        for m in metrics:
+            m.save(w)
+        w.attrs.update({"lo": lo, "hi": hi, "complete": True})
+
+
+def _check_finite(ff: FeatureFile, layer: str, s: int, e: int, Ytr, Yte) -> None:
+    if not (np.isfinite(Ytr).all() and np.isfinite(Yte).all()):
+        raise DataError(
+            f"Layer '{layer}' of the features file {ff.path} has NaN or infinite values "
+            f"(units {s}..{e - 1} of the stimuli used). Recompute the features, or "
+            "leave the layer out with --layers."
+        )
 
 
 def _work_file(config: RunConfig, subject: str, roi: RoiData, layer: str, shard, ff) -> Path:
@@ -178,92 +177,52 @@ def _work_file(config: RunConfig, subject: str, roi: RoiData, layer: str, shard,
     return config.work_path / f"sub-{subject}" / f"task-{config.task}" / name
 
 
-def _complete(path: Path) -> bool:
-    if not path.is_file():
-        return False
-    try:
-        with h5py.File(path, "r") as f:
-            return bool(f.attrs.get("complete", False))
-    except OSError:
-        return False
-
-
 def assemble_roi(config: RunConfig, subject: str, ff: FeatureFile, roi: RoiData,
                  layers: list[str], shard_files: dict, test_labels: list[str],
                  n_train: int) -> list[dict]:
     """Merge the work files of one ROI into its output HDF5; return summary rows."""
-    out = derivatives.func_path(config.output_dir, subject, config.task, desc=roi.name,
-                                suffix="decoding", ext=".h5")
+    out = outputs.decoding_h5(config.output_dir, subject, config.task, roi.name)
     n_test = len(test_labels)
-    rows = []
     size = sum((n_test + 11) * ff.n_units(layer) * 4 for layer in layers)
-    derivatives.check_free_space(out.parent, size, out.name)
-    with derivatives.atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
-        h5.create_dataset("stimulus_name", data=np.array(test_labels, dtype=object),
-                          dtype=h5py.string_dtype("utf-8"))
-        h5.attrs.update({
-            "roi": roi.name, "subject": subject, "task": config.task,
-            "n_voxels_roi": roi.n_voxels, "n_voxels_selected": n_selected(config, roi.n_voxels),
-            "alpha": config.alpha, "features_file": str(ff.path),
-        })
+    attrs = {"roi": roi.name, "subject": subject, "task": config.task,
+             "n_voxels_roi": roi.n_voxels, "n_voxels_selected": n_selected(config, roi.n_voxels),
+             "alpha": config.alpha, "features_file": str(ff.path)}
+    rows = []
+    with outputs.decoding_writer(out, test_labels, attrs, size) as h5:
         for layer in layers:
             shape = ff.unit_shape(layer)
-            n_units = int(np.prod(shape))
-            acc = np.empty(n_units, dtype=np.float32)
-            pattern = evaluation.PatternAccumulator(n_test)
-            n_const = 0
-            stats = statistics.LayerStatistics(n_units, config.n_permutations,
-                                               config.permutation_seed)
-            handles = [h5py.File(wf, "r") for wf in shard_files[layer]]
-            try:
-                for w in handles:
-                    lo, hi = int(w.attrs["lo"]), int(w.attrs["hi"])
-                    acc[lo:hi] = w["accuracy"][()]
-                    pattern.merge(evaluation.PatternAccumulator.from_state(
-                        {k: w["pattern"][k][()] for k in evaluation.PatternAccumulator.FIELDS}))
-                    n_const += int(w.attrs["n_constant_units"])
-                    stats.read(w, lo, hi)
-                g = h5.create_group(layer)
-                dec = g.create_dataset("decoded", (n_test, *shape), dtype="f4", chunks=True)
-                flat = np.empty(n_units, dtype=np.float32)
-                for i in range(n_test):  # one image at a time: memory ~ one layer row
-                    for w in handles:
-                        flat[int(w.attrs["lo"]):int(w.attrs["hi"])] = w["decoded"][i, :]
-                    dec[i] = flat.reshape(shape)
-            finally:
-                for w in handles:
-                    w.close()
-            corr = pattern.correlation_matrix()
-            pattern_r = evaluation.pattern_correlation(corr)
-            ident = evaluation.pairwise_identification(corr)
-            g.create_dataset("accuracy", data=acc.reshape(shape))
-            g.create_dataset("rank", data=evaluation.rank_units(acc).reshape(shape))
-            g.create_dataset("pattern_r", data=pattern_r)
-            g.create_dataset("identification", data=ident)
-            unit_stats, stats_row = stats.results(acc)
-            for name, arr in unit_stats.items():
-                g.create_dataset(name, data=arr.reshape(*arr.shape[:-1], *shape))
-            g.attrs.update(stats.attrs)
-            row = {
-                "roi": roi.name, "layer": layer, "n_units": n_units, "n_voxels": roi.n_voxels,
-                "n_voxels_selected": n_selected(config, roi.n_voxels),
-                "n_constant_units": n_const,
-                "profile_r_mean": _nanstat(np.nanmean, acc),
-                "profile_r_median": _nanstat(np.nanmedian, acc),
-                "pattern_r_mean": _nanstat(np.nanmean, pattern_r),
-                "identification_accuracy": _nanstat(np.nanmean, ident),
-                "n_train_samples": n_train, "n_test_images": n_test, **stats_row,
-            }
-            g.attrs.update({k: row[k] for k in (
-                "n_units", "n_constant_units", "profile_r_mean", "pattern_r_mean",
-                "identification_accuracy")})
-            rows.append(row)
+            result = _assemble_layer(config, h5, layer, shape, shard_files[layer], n_test)
+            rows.append({
+                "roi": roi.name, "layer": layer, "n_units": int(np.prod(shape)),
+                "n_voxels": roi.n_voxels, "n_voxels_selected": attrs["n_voxels_selected"],
+                "n_train_samples": n_train, "n_test_images": n_test, **result.columns,
+            })
     return rows
 
 
-def _nanstat(fn, a) -> float:
-    a = np.asarray(a, dtype=np.float64)
-    return float(fn(a)) if np.isfinite(a).any() else float("nan")
+def _assemble_layer(config: RunConfig, h5, layer: str, shape: tuple[int, ...],
+                    work_files: list[Path], n_test: int) -> evaluation.Result:
+    """Merge one layer's work files: decoded features image by image, then the metrics."""
+    n_units = int(np.prod(shape))
+    metrics = layer_metrics(config, 0, n_units, n_test, halves=True)
+    g, dec = outputs.new_layer(h5, layer, n_test, shape)
+    handles = [h5py.File(wf, "r") for wf in work_files]
+    try:
+        spans = [(int(w.attrs["lo"]), int(w.attrs["hi"])) for w in handles]
+        for w, (lo, hi) in zip(handles, spans):
+            for m in metrics:
+                m.load(w, lo, hi)
+        flat = np.empty(n_units, dtype=np.float32)
+        for i in range(n_test):  # one image at a time: memory ~ one layer row
+            for w, (lo, hi) in zip(handles, spans):
+                flat[lo:hi] = w["decoded"][i, :]
+            dec[i] = flat.reshape(shape)
+    finally:
+        for w in handles:
+            w.close()
+    result = evaluation.finalize_all(metrics)
+    outputs.write_layer(g, shape, result)
+    return result
 
 
 def n_selected(config: RunConfig, n_voxels_roi: int) -> int:
@@ -294,44 +253,18 @@ def prepare_roi(name: str, mask: np.ndarray, samples, files: list[Path]) -> RoiD
 
 def write_summary(config: RunConfig, subject: str, rows: list[dict]) -> Path:
     """Merge rows into ``sub-<L>_task-<T>_decoding.tsv`` (replacing the same roi/layer)."""
-    path = derivatives.func_path(config.output_dir, subject, config.task, suffix="decoding",
-                                 ext=".tsv")
+    path = outputs.summary_tsv(config.output_dir, subject, config.task)
     new = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     if path.is_file():
-        old = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
+        old = outputs.Table.read(path)
         keys = set(zip(new["roi"], new["layer"]))
         old = old[[(r, lay) not in keys for r, lay in zip(old["roi"], old["layer"])]]
         new = pd.concat([old, new], ignore_index=True) if len(old) else new
-    derivatives.write_tsv(path, new[SUMMARY_COLUMNS])
-    derivatives.write_json(path.with_suffix(".json"), SUMMARY_SIDECAR)
-    return path
+    return outputs.SUBJECT_SUMMARY.write(path, new)
 
 
-SUMMARY_SIDECAR = {
-    **derivatives.COMMON_COLUMNS,
-    "n_units": {"Description": "Units in the layer"},
-    "n_voxels": {"Description": "Voxels in the ROI"},
-    "n_voxels_selected": {"Description": "Voxels used by each unit's decoder"},
-    "n_constant_units": {"Description": "Units constant over the training images (NaN accuracy)"},
-    "profile_r_mean": {"Description": "Mean over units of the Pearson r between decoded and "
-                                      "true values over test images (NaN units ignored)"},
-    "profile_r_median": {"Description": "Median of the same"},
-    "pattern_r_mean": {"Description": "Mean over test images of the Pearson r between decoded "
-                                      "and true patterns (z-scored with training statistics)"},
-    "identification_accuracy": {"Description": "Mean pairwise identification accuracy "
-                                               "(chance 0.5)"},
-    "n_train_samples": {"Description": "Training samples (blocks)"},
-    "n_test_images": {"Description": "Test images (blocks averaged per image)"},
-    "n_decodable": {"Description": "Units whose Benjamini-Hochberg q-value (over the layer's "
-                                   "units, from one-sided permutation p-values) is below 0.05"},
-    "fraction_decodable": {"Description": "n_decodable / n_units (NaN units count as not "
-                                          "decodable)"},
-    "reliability_mean": {"Description": "Mean over units of the split-half reliability of the "
-                                        "decoded values (odd vs even presentations, "
-                                        "Spearman-Brown corrected)"},
-    "accuracy_ceiling_mean": {"Description": "Mean over units of sqrt(reliability), the highest "
-                                             "accuracy the measurement noise allows"},
-}
+#: Column descriptions of ``*_decoding.tsv`` (its JSON sidecar).
+SUMMARY_SIDECAR = outputs.SUBJECT_SUMMARY.sidecar
 
 
 class WarningCollector(logging.Handler):
@@ -348,10 +281,10 @@ class WarningCollector(logging.Handler):
 def write_qc(config: RunConfig, subject: str, run, union, masks, ref_shape, samples,
              warnings: list[str]) -> Path:
     """Small QC file for the report: ROI time courses of one run, sample counts, warnings."""
-    path = derivatives.func_path(config.output_dir, subject, config.task, suffix="qc",
-                                 ext=".h5")
+    path = outputs.qc_h5(config.output_dir, subject, config.task)
     str_dt = h5py.string_dtype("utf-8")
     with derivatives.atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        outputs.stamp(h5)
         if run is not None:  # None: samples without runs (BData), no time course
             _write_qc_run(config, h5, run, union, masks, ref_shape)
         names, counts = np.unique(np.array(samples.train_labels, dtype=object).astype(str),

@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 
-from . import derivatives, figures
+from . import derivatives, figures, outputs
 from ._version import __version__
 from .errors import MissingInputError
+from .figures import ReportFigure
+from .outputs import SubjectOutputs, as_str
 
 LOGGER = logging.getLogger(__name__)
 
@@ -46,16 +46,6 @@ figcaption{font-size:.9em;color:#444;max-width:1000px}
 .cite{background:#f4f6f9;border-left:4px solid #23395d;padding:8px 14px;max-width:1000px}
 code{background:#f1f1f1;padding:0 3px}
 """
-
-
-@dataclass
-class ReportFigure:
-    """A figure of a report: file-like name, title, caption and PNG bytes."""
-
-    name: str
-    title: str
-    caption: str
-    png: bytes
 
 
 # --------------------------------------------------------------------------- HTML building
@@ -131,60 +121,21 @@ def _stamp() -> str:
 
 # ------------------------------------------------------------------------- reading outputs
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+#: The outputs of one subject, as :func:`bids_decode.outputs.read_subject` reads them.
+SubjectFiles = SubjectOutputs
 
 
-def _str(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-@dataclass
-class SubjectFiles:
-    """Paths and JSON of one subject's participant outputs."""
-
-    subject: str
-    task: str
-    summary: pd.DataFrame
-    h5: dict[str, Path]
-    sidecars: dict[str, dict]
-    config: dict
-    qc: Path
-
-    @classmethod
-    def find(cls, output_dir: Path, subject: str, task: str) -> SubjectFiles:
-        output_dir = Path(output_dir)
-        tsv = derivatives.func_path(output_dir, subject, task, suffix="decoding", ext=".tsv")
-        if not tsv.is_file():
-            raise MissingInputError(
-                f"No participant outputs of sub-{subject} for task '{task}' in {output_dir} (no "
-                f"{tsv.name}); the report is made from them. Run the participant level first."
-            )
-        summary = pd.read_csv(tsv, sep="\t", na_values=["n/a"], keep_default_na=False)
-        config = _read_json(derivatives.subject_dir(output_dir, subject)
-                            / f"sub-{subject}_task-{task}_config.json")
-        named = [str(r).partition("=")[0] for r in config.get("roi", [])]
-        named += [r for r in dict.fromkeys(summary["roi"].astype(str)) if r not in named]
-        h5 = {}
-        for roi in named:
-            p = derivatives.func_path(output_dir, subject, task, desc=roi, suffix="decoding",
-                                      ext=".h5")
-            if p.is_file():
-                h5[roi] = p
-        sidecars = {roi: _read_json(p.with_suffix(".json")) for roi, p in h5.items()}
-        qc = derivatives.func_path(output_dir, subject, task, suffix="qc", ext=".h5")
-        return cls(subject, task, summary, h5, sidecars, config, qc)
-
-    @property
-    def layers(self) -> list[str]:
-        return list(dict.fromkeys(self.summary["layer"].astype(str)))
-
-    @property
-    def first_sidecar(self) -> dict:
-        return next(iter(self.sidecars.values()), {})
+def subject_files(output_dir: Path, subject: str, task: str) -> SubjectOutputs:
+    """One subject's outputs (:func:`bids_decode.outputs.read_subject`); the summary table
+    must be there (the report is made from it)."""
+    output_dir = Path(output_dir)
+    tsv = outputs.summary_tsv(output_dir, subject, task)
+    if not tsv.is_file():
+        raise MissingInputError(
+            f"No participant outputs of sub-{subject} for task '{task}' in {output_dir} (no "
+            f"{tsv.name}); the report is made from them. Run the participant level first."
+        )
+    return outputs.read_subject(output_dir, subject, task)
 
 
 # ---------------------------------------------------------------------- subject sections
@@ -237,7 +188,7 @@ def qc_figures(sf: SubjectFiles) -> tuple[list[ReportFigure], list[str]]:
     out = []
     with h5py.File(sf.qc, "r") as f:
         tr = float(f.attrs.get("tr", 1.0))
-        run = _str(f.attrs.get("run", "the first training run"))
+        run = as_str(f.attrs.get("run", "the first training run"))
         if "timecourse" in f and len(f["timecourse"]):
             tcs = {roi: f["timecourse"][roi][()] for roi in f["timecourse"]}
             order = [r for r in sf.h5 if r in tcs] + [r for r in tcs if r not in sf.h5]
@@ -360,7 +311,7 @@ def decoded_true_figures(sf: SubjectFiles, rois: Sequence[str] | None = None
                 continue
             data = {}
             with h5py.File(path, "r") as f:
-                names = [_str(v) for v in f["stimulus_name"][()]]
+                names = [as_str(v) for v in f["stimulus_name"][()]]
                 targets = ff.test_targets(names)  # images, or imagined categories
                 for la in sf.layers:
                     if la not in f or la not in ff.layers:
@@ -400,7 +351,7 @@ def collect_warnings(output_dir: Path, sf: SubjectFiles) -> list[str]:
     if sf.qc.is_file():
         with h5py.File(sf.qc, "r") as f:
             if "warnings" in f:
-                return [_str(w) for w in f["warnings"][()]]
+                return [as_str(w) for w in f["warnings"][()]]
     out = []
     for log in sorted((Path(output_dir) / "logs").glob("bids_decode_participant_sub-*.log")):
         m = _LOG_RE.match(log.name)
@@ -510,7 +461,7 @@ def write_subject_report(output_dir: Path, subject: str, task: str) -> Path:
     Path of the report.
     """
     output_dir = Path(output_dir)
-    sf = SubjectFiles.find(output_dir, subject, task)
+    sf = subject_files(output_dir, subject, task)
     notes = []
     if not sf.config:
         notes.append(f"No run configuration sub-{subject}_task-{task}_config.json was found; "
@@ -595,8 +546,18 @@ def write_group_report(output_dir: Path, task: str, *, plan, summary: pd.DataFra
     sections.append(("files", "Files", "<ul>" + "".join(
         f"<li><code>{esc(p)}</code></li>" for p in files) + "</ul><p>See docs/outputs.md for "
         "the meaning of each file and column.</p>"))
+    sections.append(("citation", "Methods boilerplate",
+                     f'<p class="cite">{esc(_group_methods(plan))}</p>'))
+    path = gdir / "report.html"
+    derivatives.write_text(path, page(f"bids_decode group report: task {task}", _stamp(),
+                                      sections))
+    return path
+
+
+def _group_methods(plan) -> str:
+    """The methods paragraph of the group report: the subjects' methods, then the group's."""
     ref = plan.subjects[0]
-    sections.append(("citation", "Methods boilerplate", '<p class="cite">' + esc(
+    return (
         citation(ref.config, ref.sidecars[plan.rois[0]], plan.layers, plan.rois)
         + f" Between-subject consistency was assessed as the Pearson correlation of unit "
         f"accuracies between each pair of the {len(plan.subjects)} subjects (Horikawa et al. "
@@ -605,8 +566,4 @@ def write_group_report(output_dir: Path, task: str, *, plan, summary: pd.DataFra
                        "dividing them by the square root of the product of the two subjects' "
                        "reliabilities (the Spearman-Brown-corrected correlation, across units, "
                        "of the accuracies decoded from the odd and from the even presentations)."
-                       if "n_permutations" in ref.config else "")) + "</p>"))
-    path = gdir / "report.html"
-    derivatives.write_text(path, page(f"bids_decode group report: task {task}", _stamp(),
-                                      sections))
-    return path
+                       if "n_permutations" in ref.config else ""))

@@ -23,7 +23,10 @@ WORK_FILE_RE = re.compile(
     r"(?P<digest>[0-9a-f]+)\.h5$")
 
 
-def _complete(path: Path) -> bool:
+def work_file_complete(path: Path) -> bool:
+    """Whether a work file exists and was finished (its ``complete`` attribute)."""
+    if not Path(path).is_file():
+        return False
     try:
         with h5py.File(path, "r") as f:
             return bool(f.attrs.get("complete", False))
@@ -79,7 +82,8 @@ def missing_shards(output_dir, task: str, labels=()) -> dict[str, dict[str, list
                 continue
             by_shard: dict[int, list[str]] = {}
             for layer, paths in layers.items():
-                done = {int(WORK_FILE_RE.match(p.name)["i"]) for p in paths if _complete(p)}
+                done = {int(WORK_FILE_RE.match(p.name)["i"]) for p in paths
+                        if work_file_complete(p)}
                 for i in sorted(set(range(1, n + 1)) - done):
                     by_shard.setdefault(i, []).append(layer)
             for i, lay in sorted(by_shard.items()):

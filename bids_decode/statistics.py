@@ -25,6 +25,8 @@ import functools
 
 import numpy as np
 
+from .evaluation import Metric, Output, Result, nanstat, on_finite
+
 #: Default number of permutations (``--n-permutations``).
 N_PERMUTATIONS = 1000
 #: Default seed of the permutations (``--permutation-seed``).
@@ -319,16 +321,16 @@ def fdr_bh(p) -> np.ndarray:
     -------
     ndarray of shape (n,), float64
     """
-    p = np.asarray(p, dtype=np.float64)
-    q = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
-    if m == 0:
-        return q
-    order = np.argsort(p[ok], kind="stable")
-    scaled = p[ok][order] * m / np.arange(1, m + 1)
+    return on_finite(_bh_finite, p, np.nan)
+
+
+def _bh_finite(p: np.ndarray) -> np.ndarray:
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * m / np.arange(1, m + 1)
     scaled = np.minimum.accumulate(scaled[::-1])[::-1]
-    q[ok[order]] = np.minimum(scaled, 1.0)
+    q = np.empty(m)
+    q[order] = np.minimum(scaled, 1.0)
     return q
 
 
@@ -390,17 +392,19 @@ def disattenuate(r, reliability_a, reliability_b) -> float:
     return float(r / np.sqrt(reliability_a * reliability_b))
 
 
-# ------------------------------------------------------------ work files and their assembly
+# --------------------------------------------------------------------- the layer's metric
 
-class ShardStatistics:
-    """Per-unit statistics of one shard of one layer, filled chunk by chunk (a work file).
+class UnitStatistics(Metric):
+    """Permutation tests and split-half reliability of each unit's accuracy, as a metric.
+
+    A shard fills it chunk by chunk (:meth:`update`) and saves it into its work file
+    (``stats`` group); the layer's metric merges the shards and :meth:`finalize` gives
+    p-values, q-values, family-wise p-values, reliabilities and noise ceilings.
 
     Parameters
     ----------
-    n_units : int
-        Units of the shard.
-    n_images : int
-        Test images.
+    lo, hi : int
+        Units of the layer covered.
     n_permutations, seed : int
         Permutation test (0 permutations: none).
     halves : bool
@@ -411,106 +415,105 @@ class ShardStatistics:
         Memory for the permutation kernel's output (see :class:`PermutationTest`).
     """
 
-    def __init__(self, n_units: int, n_images: int, *, n_permutations: int, seed: int,
-                 halves: bool, device: str = "cpu", n_jobs: int | None = None,
-                 mem_bytes: int = 256 * 2**20):
-        self.test = PermutationTest(n_images, n_permutations, seed, device=device,
-                                    n_jobs=n_jobs, mem_bytes=mem_bytes) \
-            if n_permutations > 0 else None
+    DATASETS = {
+        "p_value": Output("One-sided permutation p-value of the accuracy (H0: r <= 0)"),
+        "q_value": Output("Benjamini-Hochberg q-value over the layer's units"),
+        "p_fwer": Output("Max-statistic (Westfall-Young) family-wise adjusted p-value"),
+        "reliability": Output("Split-half reliability of the decoded values (odd vs even "
+                              "presentations, Spearman-Brown corrected)"),
+        "accuracy_ceiling": Output("sqrt(reliability): the highest accuracy the noise allows"),
+        "accuracy_normalised": Output("accuracy / accuracy_ceiling"),
+        "accuracy_halves": Output("Accuracy from the odd and from the even presentations "
+                                  "(first axis of length 2)"),
+    }
+    COLUMNS = {
+        "n_decodable": "Units whose Benjamini-Hochberg q-value (over the layer's units, from "
+                       "one-sided permutation p-values) is below 0.05",
+        "fraction_decodable": "n_decodable / n_units (NaN units count as not decodable)",
+        "reliability_mean": "Mean over units of the split-half reliability of the decoded "
+                            "values (odd vs even presentations, Spearman-Brown corrected)",
+        "accuracy_ceiling_mean": "Mean over units of sqrt(reliability), the highest accuracy "
+                                 "the measurement noise allows",
+    }
+
+    def __init__(self, lo: int, hi: int, *, n_permutations: int, seed: int, halves: bool,
+                 device: str = "cpu", n_jobs: int | None = None, mem_bytes: int = 256 * 2**20):
+        super().__init__(lo, hi)
+        n = hi - lo
         self.n_permutations, self.seed = int(n_permutations), int(seed)
-        self.statistic = np.full(n_units, np.nan)
-        self.n_exceed = np.full(n_units, -1, dtype=np.int32)
-        self.half_accuracy = np.full((2, n_units), np.nan, dtype=np.float32) if halves else None
-        self.reliability = np.full(n_units, np.nan, dtype=np.float32) if halves else None
+        self._settings = {"device": device, "n_jobs": n_jobs, "mem_bytes": mem_bytes}
+        self._test: PermutationTest | None = None
+        self.statistic = np.full(n, np.nan)
+        self.n_exceed = np.full(n, -1, dtype=np.int32)
+        self.max_null = np.full(self.n_permutations, -np.inf)
+        self.half_accuracy = np.full((2, n), np.nan, dtype=np.float32) if halves else None
+        self.reliability = np.full(n, np.nan, dtype=np.float32) if halves else None
 
-    def update(self, start: int, stop: int, pred, true, pred_halves=None) -> None:
-        """Add units ``start:stop`` of the shard.
+    @classmethod
+    def build(cls, lo, hi, *, n_images, config, halves, **settings) -> UnitStatistics:
+        return cls(lo, hi, n_permutations=config.n_permutations, seed=config.permutation_seed,
+                   halves=halves, **settings)
 
-        Parameters
-        ----------
-        start, stop : int
-            Position of the chunk in the shard.
-        pred, true : ndarray of shape (n_images, stop - start)
-            Decoded (all test blocks) and true values, both z-scored with training statistics.
-        pred_halves : ndarray of shape (2, n_images, stop - start), optional
-            Decoded values of the odd and of the even presentations.
-        """
+    def update(self, start, stop, pred, true, *, constant=None, halves=None) -> None:
         from .evaluation import profile_correlation
 
-        if self.test is not None:
-            self.statistic[start:stop], self.n_exceed[start:stop] = self.test.update(pred, true)
-        if self.reliability is not None and pred_halves is not None:
+        sl = self._local(start, stop)
+        if self.n_permutations > 0:
+            if self._test is None:
+                self._test = PermutationTest(len(pred), self.n_permutations, self.seed,
+                                             **self._settings)
+            self.statistic[sl], self.n_exceed[sl] = self._test.update(pred, true)
+            np.maximum(self.max_null, self._test.max_null, out=self.max_null)
+        if self.reliability is not None and halves is not None:
             for h in (0, 1):
-                self.half_accuracy[h, start:stop] = profile_correlation(pred_halves[h], true)
-            self.reliability[start:stop] = spearman_brown(
-                profile_correlation(pred_halves[0], pred_halves[1]))
+                self.half_accuracy[h, sl] = profile_correlation(halves[h], true)
+            self.reliability[sl] = spearman_brown(profile_correlation(halves[0], halves[1]))
 
-    def write(self, parent) -> None:
-        """Store into ``parent["stats"]`` (an h5py group is created)."""
-        g = parent.create_group("stats")
+    def spawn(self, lo, hi) -> UnitStatistics:
+        return UnitStatistics(lo, hi, n_permutations=self.n_permutations, seed=self.seed,
+                              halves=True, **self._settings)
+
+    def merge(self, other: UnitStatistics) -> None:
+        sl = self._local(other.lo, other.hi)
+        if other.reliability is None:
+            self.half_accuracy = self.reliability = None  # reliability needs every shard
+        elif self.reliability is not None:
+            self.half_accuracy[:, sl] = other.half_accuracy
+            self.reliability[sl] = other.reliability
+        if self.n_permutations and other.n_permutations:
+            self.statistic[sl], self.n_exceed[sl] = other.statistic, other.n_exceed
+            np.maximum(self.max_null, other.max_null, out=self.max_null)
+
+    def save(self, work) -> None:
+        g = work.create_group("stats")
         g.attrs.update({"n_permutations": self.n_permutations, "permutation_seed": self.seed})
-        if self.test is not None:
+        if self.n_permutations > 0:
             g.create_dataset("statistic", data=self.statistic)
             g.create_dataset("n_exceed", data=self.n_exceed)
-            g.create_dataset("max_null", data=self.test.max_null)
+            g.create_dataset("max_null", data=self.max_null)
         if self.reliability is not None:
             g.create_dataset("half_accuracy", data=self.half_accuracy)
             g.create_dataset("reliability", data=self.reliability)
 
-
-class LayerStatistics:
-    """Merges the :class:`ShardStatistics` of a layer's work files into its outputs.
-
-    Parameters
-    ----------
-    n_units : int
-    n_permutations, seed : int
-    """
-
-    def __init__(self, n_units: int, n_permutations: int, seed: int):
-        self.n_units = n_units
-        self.n_permutations, self.seed = int(n_permutations), int(seed)
-        self.statistic = np.full(n_units, np.nan)
-        self.n_exceed = np.full(n_units, -1, dtype=np.int32)
-        self.max_null = np.full(self.n_permutations, -np.inf)
-        self.half_accuracy: np.ndarray | None = np.full((2, n_units), np.nan, dtype=np.float32)
-        self.reliability = np.full(n_units, np.nan, dtype=np.float32)
-        self._halves_everywhere = True
-
-    def read(self, work, lo: int, hi: int) -> None:
-        """Read the ``stats`` group of one work file (units ``lo:hi`` of the layer)."""
-        g = work.get("stats") if hasattr(work, "get") else None
+    def _read(self, work) -> None:
+        g = work.get("stats")
         if g is None or "reliability" not in g:
-            self._halves_everywhere = False
+            self.half_accuracy = self.reliability = None
         else:
-            self.half_accuracy[:, lo:hi] = g["half_accuracy"][()]
-            self.reliability[lo:hi] = g["reliability"][()]
+            self.half_accuracy[...] = g["half_accuracy"][()]
+            self.reliability[...] = g["reliability"][()]
         if self.n_permutations and g is not None and "n_exceed" in g:
-            self.statistic[lo:hi] = g["statistic"][()]
-            self.n_exceed[lo:hi] = g["n_exceed"][()]
+            self.statistic[...] = g["statistic"][()]
+            self.n_exceed[...] = g["n_exceed"][()]
             np.maximum(self.max_null, g["max_null"][()], out=self.max_null)
+        else:
+            self.n_permutations = 0
 
-    def results(self, accuracy) -> tuple[dict[str, np.ndarray], dict]:
-        """Per-unit output arrays and the summary values of the layer.
-
-        Parameters
-        ----------
-        accuracy : ndarray of shape (n_units,)
-
-        Returns
-        -------
-        arrays : dict name -> ndarray of shape (n_units,) (``accuracy_halves``: (2, n_units))
-            ``p_value``, ``q_value``, ``p_fwer`` (with permutations); ``reliability``,
-            ``accuracy_ceiling``, ``accuracy_normalised``, ``accuracy_halves`` (with halves).
-        summary : dict
-            ``n_decodable``, ``fraction_decodable`` (q < FDR_LEVEL over all units of the
-            layer; NaN units count as not decodable), ``reliability_mean``,
-            ``accuracy_ceiling_mean`` (NaN when not computed).
-        """
+    def finalize(self, done: dict) -> Result:
+        """Needs ``done["accuracy"]`` (:class:`~bids_decode.evaluation.ProfileCorrelation`)."""
         arrays: dict[str, np.ndarray] = {}
-        nan = float("nan")
-        summary = {"n_decodable": nan, "fraction_decodable": nan, "reliability_mean": nan,
-                   "accuracy_ceiling_mean": nan}
+        n_units = self.hi - self.lo
+        cols = dict.fromkeys(self.COLUMNS, float("nan"))
         if self.n_permutations:
             p = permutation_pvalues(self.n_exceed, self.n_permutations)
             q = fdr_bh(p)
@@ -518,27 +521,19 @@ class LayerStatistics:
             arrays["q_value"] = q.astype(np.float32)
             arrays["p_fwer"] = maxstat_pvalues(self.statistic, self.max_null).astype(np.float32)
             n_dec = int(np.sum(q < FDR_LEVEL))
-            summary["n_decodable"] = n_dec
-            summary["fraction_decodable"] = n_dec / self.n_units if self.n_units else nan
-        if self._halves_everywhere:
+            cols["n_decodable"] = n_dec
+            cols["fraction_decodable"] = n_dec / n_units if n_units else float("nan")
+        if self.reliability is not None:
             rel = self.reliability.astype(np.float64)
             ceil = ceiling(rel)
             with np.errstate(invalid="ignore", divide="ignore"):
-                norm = np.asarray(accuracy, dtype=np.float64) / ceil
+                norm = np.asarray(done["accuracy"], dtype=np.float64) / ceil
             arrays.update({"reliability": self.reliability,
                            "accuracy_ceiling": ceil.astype(np.float32),
                            "accuracy_normalised": norm.astype(np.float32),
                            "accuracy_halves": self.half_accuracy})
-            summary["reliability_mean"] = _nanmean(rel)
-            summary["accuracy_ceiling_mean"] = _nanmean(ceil)
-        return arrays, summary
-
-    @property
-    def attrs(self) -> dict:
-        return {"n_permutations": self.n_permutations, "permutation_seed": self.seed,
-                "fdr_level": FDR_LEVEL}
-
-
-def _nanmean(a) -> float:
-    a = np.asarray(a, dtype=np.float64)
-    return float(np.nanmean(a)) if np.isfinite(a).any() else float("nan")
+            cols["reliability_mean"] = nanstat(np.nanmean, rel)
+            cols["accuracy_ceiling_mean"] = nanstat(np.nanmean, ceil)
+        attrs = {"n_permutations": self.n_permutations, "permutation_seed": self.seed,
+                 "fdr_level": FDR_LEVEL}
+        return Result(arrays, cols, attrs)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python scripts/compare_derivatives.py DIR_A DIR_B [--ignore-html]
+    python scripts/compare_derivatives.py DIR_A DIR_B [--ignore-html] [--ignore-attr NAME ...]
 
 Every file under DIR_A and DIR_B (work folder, logs and lock files left out) must exist on
 both sides. HDF5 files: the same groups, every dataset equal bit for bit (same dtype and shape;
@@ -11,7 +11,9 @@ folder paths are replaced by one placeholder (outputs name their inputs) and aft
 ``provenance`` of the run configurations (versions, CPU, resources of the machine) and the
 report time stamps are set aside. HTML reports: the same text after the same replacement
 (their figures are embedded PNGs, so figures are compared too). Prints one line per
-difference and exits 1 if there is any, else 0.
+difference and exits 1 if there is any, else 0. ``--ignore-attr NAME`` sets an HDF5 attribute
+aside (e.g. ``bids_decode_format_version`` against outputs made before it existed); each
+file where it was set aside is listed.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import h5py
 import numpy as np
 
 SKIP_PARTS = {".bids_decode_work", "logs"}
+IGNORED: list[str] = []  # attributes set aside by --ignore-attr, reported
 STAMP = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?( UTC)?")
 
 
@@ -66,7 +69,7 @@ def _equal(a, b) -> bool:
     return bool(np.array_equal(a, b))
 
 
-def compare_h5(pa: Path, pb: Path, ra: Path, rb: Path) -> list[str]:
+def compare_h5(pa: Path, pb: Path, ra: Path, rb: Path, ignore_attrs=()) -> list[str]:
     out = []
     with h5py.File(pa, "r") as fa, h5py.File(pb, "r") as fb:
         names_a, names_b = [], []
@@ -78,6 +81,10 @@ def compare_h5(pa: Path, pb: Path, ra: Path, rb: Path) -> list[str]:
             oa, ob = fa[name], fb[name]
             aa = {k: _norm_attr(v, ra) for k, v in oa.attrs.items()}
             ab = {k: _norm_attr(v, rb) for k, v in ob.attrs.items()}
+            for k in ignore_attrs:
+                if k in aa or k in ab:
+                    IGNORED.append(f"{pa.name}:{name}: attribute {k} set aside "
+                                   f"({aa.pop(k, '(absent)')!r} vs {ab.pop(k, '(absent)')!r})")
             if set(aa) != set(ab) or any(not _equal(aa[k], ab[k]) if not isinstance(aa[k], str)
                                          else aa[k] != ab[k] for k in aa):
                 out.append(f"{name}: attributes differ")
@@ -93,14 +100,14 @@ def compare_h5(pa: Path, pb: Path, ra: Path, rb: Path) -> list[str]:
     return out
 
 
-def compare(ra: Path, rb: Path, ignore_html: bool = False) -> list[str]:
+def compare(ra: Path, rb: Path, ignore_html: bool = False, ignore_attrs=()) -> list[str]:
     fa, fb = _files(ra), _files(rb)
     diffs = [f"only in {ra}: {f}" for f in sorted(fa - fb)]
     diffs += [f"only in {rb}: {f}" for f in sorted(fb - fa)]
     for rel in sorted(fa & fb):
         pa, pb = ra / rel, rb / rel
         if rel.endswith(".h5"):
-            diffs += [f"{rel}: {d}" for d in compare_h5(pa, pb, ra, rb)]
+            diffs += [f"{rel}: {d}" for d in compare_h5(pa, pb, ra, rb, ignore_attrs)]
         elif rel.endswith(".json"):
             if _norm_json(pa.read_text(), ra) != _norm_json(pb.read_text(), rb):
                 diffs.append(f"{rel}: JSON differs")
@@ -119,8 +126,12 @@ def main(argv=None) -> int:
     ap.add_argument("a", type=Path)
     ap.add_argument("b", type=Path)
     ap.add_argument("--ignore-html", action="store_true")
+    ap.add_argument("--ignore-attr", action="append", default=[], metavar="NAME",
+                    help="HDF5 attribute to set aside (repeatable); each one set aside is listed")
     args = ap.parse_args(argv)
-    diffs = compare(args.a, args.b, args.ignore_html)
+    diffs = compare(args.a, args.b, args.ignore_html, args.ignore_attr)
+    for line in IGNORED:
+        print("ignored:", line)
     for d in diffs:
         print(d)
     n = len(_files(args.a))

@@ -70,18 +70,20 @@ MUTANTS = [
            "((X_test - mu) / sd).astype(np.float32)",
            "return ((X_train - mu) / sd).astype(np.float32), ((X_test - X_test.mean(axis=0)) / "
            "X_test.std(axis=0, ddof=1)).astype(np.float32)",
-           (REF,), more=(("bids_decode/participant.py", "Zte = (Yte - mu) / sd",
-                          "Zte = (Yte - Yte.mean(axis=0)) / np.where(const, 1.0, "
+           (REF,), more=(("bids_decode/participant.py",
+                          "Zte = scale.apply(Yte, zero_constant=False)",
+                          "Zte = (Yte - Yte.mean(axis=0)) / np.where(scale.const, 1.0, "
                           "Yte.std(axis=0, ddof=1))"),)),
     Mutant("test_set_zscoring_y", "test Y z-scored with its own statistics",
            "bids_decode/participant.py",
-           "Zte = (Yte - mu) / sd",
-           "Zte = (Yte - Yte.mean(axis=0)) / np.where(const, 1.0, Yte.std(axis=0, ddof=1))",
+           "Zte = scale.apply(Yte, zero_constant=False)",
+           "Zte = (Yte - Yte.mean(axis=0)) / np.where(scale.const, 1.0, "
+           "Yte.std(axis=0, ddof=1))",
            (REF,)),
     Mutant("decoded_is_training_mean", "decoded features = the training mean of each unit",
            "bids_decode/participant.py",
-           "dec[:, s - lo:e - lo] = (P * sd + mu).astype(np.float32)",
-           "dec[:, s - lo:e - lo] = np.broadcast_to(mu, P.shape).astype(np.float32)",
+           "dec[:, s - lo:e - lo] = scale.restore(P).astype(np.float32)",
+           "dec[:, s - lo:e - lo] = np.broadcast_to(scale.mean, P.shape).astype(np.float32)",
            (REF,)),
     Mutant("hemisphere_dropped", "built-in ROIs use the left hemisphere only",
            "bids_decode/rois.py",
@@ -100,7 +102,7 @@ MUTANTS = [
            "wins = (diag > corr) & off", "wins = (diag >= corr) & off",
            ("tests/test_evaluation.py",)),
     Mutant("group_pair_labels_swapped", "group pair rows carry another pair's subject labels",
-           "bids_decode/group.py",
+           "bids_decode/group_stats.py",
            'pairs.append({"subject_a": a, "subject_b": b,',
            'pairs.append({"subject_a": subs[-1 - subs.index(a)], '
            '"subject_b": subs[-1 - subs.index(b)],',

@@ -150,10 +150,13 @@ def test_averaging_one_subject_reproduces_its_scores(outputs):
             truth = group.read_true_layer(ff, layer, test_rows, ref_rows, mem_gb=0.001)
             dec = f[layer]["decoded"]
             sink = np.empty(dec.shape, dtype=np.float32)
-            acc, corr = group.average_layer([(dec, np.arange(len(names)))], truth, sink,
-                                            mem_gb=1e-6)  # tiny budget: many chunks
-            np.testing.assert_allclose(acc, f[layer]["accuracy"][()].ravel(), atol=1e-5)
-            np.testing.assert_allclose(np.diag(corr), f[layer]["pattern_r"][()], atol=1e-5)
+            profile, pattern = group.average_layer([(dec, np.arange(len(names)))], truth, sink,
+                                                   mem_gb=1e-6)  # tiny budget: many chunks
+            np.testing.assert_allclose(profile.values, f[layer]["accuracy"][()].ravel(),
+                                       atol=1e-5)
+            res = pattern.finalize({})
+            np.testing.assert_allclose(res.datasets["pattern_r"], f[layer]["pattern_r"][()],
+                                       atol=1e-5)
             np.testing.assert_array_equal(sink, dec[()])
 
 

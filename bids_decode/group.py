@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from . import derivatives, evaluation, figures, statistics
-from .config import RunConfig
+from .config import RunConfig, group_keys
 from .errors import DataError, MissingInputError
 from .featurefile import FeatureFile
 from .layout import missing_labels
@@ -38,12 +38,11 @@ AVERAGED = "Averaged"
 TOP_PERCENTS = (1, 5, 10)
 _H5_RE = re.compile(r"^sub-([A-Za-z0-9]+)_task-([A-Za-z0-9]+)_desc-([A-Za-z0-9]+)_decoding\.h5$")
 
-#: Sidecar entries that must be equal across subjects (per ROI).
-SIDECAR_KEYS = ("Alpha", "HaemodynamicShift", "TrainSession", "TestSession", "Precision",
-                "FeaturesAttributes", "Layers")
-#: Run-config entries that must be equal across subjects.
-CONFIG_KEYS = ("n_voxels", "alpha", "hrf_shift", "train_session", "test_session",
-               "stimulus_column", "dtype", "bold_source", "confounds", "space", "layers")
+#: Sidecar entries that must be equal across subjects (per ROI): the declared parameters
+#: (config.py) and what the features file says.
+SIDECAR_KEYS = (*group_keys("sidecar"), "FeaturesAttributes", "Layers")
+#: Run-config entries that must be equal across subjects (declared in config.py).
+CONFIG_KEYS = group_keys("config")
 
 PAIR_COLUMNS = ["roi", "layer", "subject_a", "subject_b", "r", "spearman_r", "n_units",
                 "reliability_a", "reliability_b", "r_disattenuated"]

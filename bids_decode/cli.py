@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 
 from ._version import __version__
-from .config import RunConfig
+from .config import PARAMS, SECTIONS, Param, RunConfig
 from .errors import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -40,23 +40,31 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}. See '{self.prog} --help'.")
 
 
-def _opt(group, name: str, *more, **kw):
-    """Add an option under its dash and underscore spellings."""
-    alias = "--" + name[2:].replace("-", "_")
-    names = [name] + ([alias] if alias != name else []) + list(more)
-    group.add_argument(*names, **kw)
+class _Checked(argparse.Action):
+    """Store an option's value after its declared check (:attr:`config.Param.check`), so a bad
+    value is refused while parsing, with the message ``RunConfig`` would give."""
+
+    def __init__(self, *args, check, **kw):
+        super().__init__(*args, **kw)
+        self.check = check
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        self.check(tuple(values) if isinstance(values, list) else values)
+        setattr(namespace, self.dest, values)
 
 
-def _shard(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected i/N (e.g. 2/8), got {text!r}") from err
-    return i, n
+def _add_param(group, prm: Param) -> None:
+    """Add one declared parameter under its spellings (dash and underscore)."""
+    kw = {"help": prm.help, **prm.cli}
+    if prm.flags[0].startswith("-"):
+        kw = {"dest": prm.name, "default": prm.default, **kw}
+    if prm.check is not None and "action" not in kw:
+        kw.update(action=_Checked, check=prm.check)
+    group.add_argument(*prm.option_strings, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The BIDS-App parser (participant and group levels)."""
+    """The BIDS-App parser (participant and group levels), one group per config section."""
     p = _Parser(
         prog="bids_decode",
         description="Decode every unit of deep-network features from fMRI (voxel-selecting "
@@ -65,104 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "'bids_decode slurm BIDS_DIR OUTPUT_DIR JOBS_DIR' (SLURM job files).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("bids_dir", type=Path, help="the input BIDS dataset")
-    p.add_argument("output_dir", type=Path, help="where the derivatives are written")
-    p.add_argument("analysis_level", choices=["participant", "group"],
-                   help="participant: decode subjects; group: compare subjects' outputs")
+    positional = [prm for prm in PARAMS if prm.flags and not prm.flags[0].startswith("-")]
+    for prm in positional:
+        _add_param(p, prm)
     p.add_argument("--version", action="version", version=f"bids_decode {__version__}")
-    g = p.add_argument_group("inputs")
-    _opt(g, "--participant-label", nargs="+", default=[], metavar="LABEL",
-         help="subjects to process, with or without 'sub-' (default: all)")
-    _opt(g, "--task", default="perception", help="BIDS task label (default: perception)")
-    _opt(g, "--train-session", default="perceptionTraining*", metavar="GLOB",
-         help="sessions whose runs train the decoders (default: perceptionTraining*)")
-    _opt(g, "--test-session", default=None, metavar="GLOB",
-         help="sessions whose runs test them (default: perceptionTest* for --task perception, "
-              "imageryTest* for --task imagery)")
-    _opt(g, "--train-task", default="perception",
-         help="task of the training runs (default: perception; --task imagery decodes imagery "
-              "with decoders trained on perception)")
-    _opt(g, "--bold-source", default="auto", metavar="auto|raw|preproc-spm|fmriprep|PATH",
-         help="BOLD runs: raw BIDS runs, ds001246's derivatives/preproc-spm/output, fMRIPrep "
-              "derivatives (-d fmriprep=PATH; full or --level minimal outputs), a "
-              "derivatives folder, or bdata=PATH: the authors' BData .h5 ('{subject}' = label) "
-              "(default auto: preproc-spm where the dataset has derivatives/preproc-spm, else "
-              "raw)")
-    _opt(g, "--assume-aligned", action="store_true",
-         help="the runs are known to be in the masks' space: do not refuse raw runs whose "
-              "grids differ from each other or from the masks' (they are resampled through "
-              "their affines)")
-    _opt(g, "--derivatives", "-d", nargs="+", default=[], metavar="NAME=PATH",
-         help="derivative folders, e.g. fmriprep=/data/derivatives/fmriprep")
-    _opt(g, "--space", default="T1w", help="fMRIPrep output space (default T1w)")
-    _opt(g, "--confounds", default=None, metavar="SET|COLS",
-         help="confounds regressed out of each run (fMRIPrep): motion6, motion6+wm+csf, or "
-              "comma-separated column names")
-    _opt(g, "--stimulus-column", default=None, metavar="COLUMN",
-         help="events column naming the image (default: stim_file if present, else "
-              "stimulus_name)")
-    _opt(g, "--sample-events", nargs="+", default=[], metavar="[train:|test:]COLUMN=VALUE",
-         help="events rows that are samples, where the convention is not detected (e.g. "
-              "event_type=1; train:/test: for one side only). Default: detected per file "
-              "(ds001246 strings, Kamitani-lab numeric codes, events.json Levels)")
-    _opt(g, "--train-average", action="store_true",
-         help="average the training trials of each image (default: every trial is a sample)")
-    _opt(g, "--hrf-shift", type=float, default=3.0, metavar="SECONDS",
-         help="haemodynamic delay applied to the blocks (default: 3 s, one TR of ds001246)")
-    _opt(g, "--skip-bids-validation", action="store_true",
-         help="do not run the BIDS validator on BIDS_DIR")
-    _opt(g, "--config", type=Path, default=None, metavar="FILE",
-         help="repeat a run from its saved *_config.json (other options are ignored)")
-    f = p.add_argument_group("features")
-    _opt(f, "--features", default=None, metavar="FILE",
-         help="precomputed stimulus features (HDF5, see docs/formats.md)")
-    _opt(f, "--layers", nargs="+", default=[], metavar="NAME",
-         help="layers to decode (default: every layer in the features)")
-    _opt(f, "--network", default="alexnet",
-         help="network for feature extraction when --features is not given: alexnet, vgg19, "
-              "caffe-alexnet, any torchvision classification model, package.module:function "
-              "or a TorchScript file (docs/features.md)")
-    _opt(f, "--preprocessing", choices=["default", "torchvision"], default="default",
-         help="image preprocessing for feature extraction: default (whole image resized, "
-              "ImageNet mean/std) or torchvision (the network's weights' transforms)")
-    _opt(f, "--stimuli-dir", default=None, metavar="DIR",
-         help="stimulus images (default: BIDS_DIR/stimuli)")
-    _opt(f, "--weights", default=None, metavar="FILE|random",
-         help="network weights (state_dict); default: torchvision's cache")
-    d = p.add_argument_group("decoding")
-    _opt(d, "--roi", nargs="+", default=["VC"], metavar="NAME[=PATH]",
-         help="ROIs: V1 V2 V3 V4 LOC FFA PPA LVC HVC VC, or NAME=PATH to a mask "
-              "('{subject}' in PATH is replaced by the label) (default: VC)")
-    _opt(d, "--atlas", default=None, metavar="IMAGE",
-         help="atlas image whose labels can be named with --roi ('{subject}' allowed)")
-    _opt(d, "--atlas-labels", default=None, metavar="TSV",
-         help="labels table of --atlas (columns: index, name)")
-    _opt(d, "--n-voxels", type=int, default=500, metavar="N",
-         help="voxels selected per unit (default 500; 0 = all)")
-    _opt(d, "--alpha", type=float, default=100.0, help="L2 penalty (default 100)")
-    _opt(d, "--dtype", choices=["float32", "float64"], default="float32",
-         help="precision of the solver (default float32)")
-    _opt(d, "--device", default="cpu", help="cpu or cuda (default cpu)")
-    _opt(d, "--unit-shard", type=_shard, default=(1, 1), metavar="i/N",
-         help="decode the i-th of N unit shards (SLURM arrays); outputs are written when all "
-              "shards are done")
-    s = p.add_argument_group("statistics")
-    _opt(s, "--n-permutations", type=int, default=1000, metavar="N",
-         help="permutations of the test images for each unit's p-value, FDR q-value and "
-              "max-statistic FWER p-value (default 1000; 0 = off)")
-    _opt(s, "--permutation-seed", type=int, default=0, metavar="SEED",
-         help="seed of the permutations (default 0; recorded in the outputs)")
-    r = p.add_argument_group("resources and logging")
-    _opt(r, "--work-dir", "-w", default=None, metavar="DIR",
-         help="intermediate results, reused by reruns (default OUTPUT_DIR/.bids_decode_work)")
-    _opt(r, "--nprocs", "--n-cpus", type=int, default=None,
-         help="CPU threads (default: SLURM_CPUS_PER_TASK in a SLURM job, else the CPUs this "
-              "process may use, within its cgroup's quota)")
-    _opt(r, "--mem", "--mem-gb", type=float, default=None, metavar="GB",
-         help="memory budget in GB (default: the SLURM allocation or cgroup limit less 1 GB, "
-              "else 4)")
-    _opt(r, "--reports-only", action="store_true",
-         help="only regenerate reports from existing outputs")
+    groups = {name: p.add_argument_group(sec.title) for name, sec in SECTIONS.items()}
+    for prm in PARAMS:
+        if prm.flags and prm not in positional:
+            _add_param(groups[prm.section], prm)
+    groups["inputs"].add_argument(
+        "--config", type=Path, default=None, metavar="FILE",
+        help="repeat a run from its saved *_config.json (other options are ignored)")
+    r = groups["execution"]
     r.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     r.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
     return p
@@ -181,26 +103,10 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
                               extra={**cfg.extra, "resources": res.as_dict()})
         return cfg.replace(bids_dir=str(ns.bids_dir), output_dir=str(ns.output_dir),
                            analysis_level=ns.analysis_level)
-    res = resources.resolve(ns.nprocs, ns.mem)
-    return RunConfig(
-        bids_dir=str(ns.bids_dir), output_dir=str(ns.output_dir),
-        analysis_level=ns.analysis_level,
-        participant_label=tuple(ns.participant_label), features=ns.features,
-        layers=tuple(ns.layers), roi=tuple(ns.roi), n_voxels=ns.n_voxels, alpha=ns.alpha,
-        train_session=ns.train_session, test_session=ns.test_session, task=ns.task,
-        train_task=ns.train_task, bold_source=ns.bold_source, assume_aligned=ns.assume_aligned,
-        derivatives=tuple(ns.derivatives), space=ns.space, confounds=ns.confounds,
-        atlas=ns.atlas, atlas_labels=ns.atlas_labels,
-        stimulus_column=ns.stimulus_column, sample_events=tuple(ns.sample_events),
-        train_average=ns.train_average, hrf_shift=ns.hrf_shift,
-        skip_bids_validation=ns.skip_bids_validation, work_dir=ns.work_dir,
-        nprocs=res.nprocs, mem_gb=res.mem_gb, device=ns.device, dtype=ns.dtype,
-        network=ns.network, stimuli_dir=ns.stimuli_dir, weights=ns.weights,
-        preprocessing=ns.preprocessing,
-        unit_shard=tuple(ns.unit_shard), verbosity=ns.verbose - ns.quiet,
-        reports_only=ns.reports_only, extra={"resources": res.as_dict()},
-        n_permutations=ns.n_permutations, permutation_seed=ns.permutation_seed,
-    )
+    res = resources.resolve(ns.nprocs, ns.mem_gb)
+    return RunConfig.from_namespace(
+        ns, nprocs=res.nprocs, mem_gb=res.mem_gb, verbosity=ns.verbose - ns.quiet,
+        extra={"resources": res.as_dict()})
 
 
 def setup_logging(verbosity: int, log_file: Path | None = None) -> None:

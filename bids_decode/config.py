@@ -1,117 +1,361 @@
-"""The frozen run configuration, passed explicitly and saved next to the outputs."""
+"""The frozen run configuration: every parameter declared once, saved next to the outputs.
+
+Each field of :class:`RunConfig` is declared once, with :func:`param`: its section, its
+command-line flags and argparse settings, its help, whether it enters the work-file fingerprint,
+whether it must match across subjects at the group level, its name in the ROI sidecars, and the
+check of its value. Everything else is derived from these declarations:
+
+- the parser (:func:`bids_decode.cli.build_parser` loops over :data:`PARAMS`, one argument group
+  per :data:`SECTIONS` entry) and :meth:`RunConfig.from_namespace`;
+- the work-file fingerprint (:data:`DECODING_KEYS`, :meth:`RunConfig.decoding_fingerprint`);
+- the group-level consistency keys (:func:`group_keys`);
+- the parameter entries of the ROI sidecars (:meth:`RunConfig.sidecar_params`) and the values the
+  methods text quotes (:func:`quoted`).
+
+So a new parameter is one declaration plus its use. The dataclass stays flat (``config.alpha``)
+and its JSON stays one flat object, so saved ``*_config.json`` files of earlier runs stay
+readable.
+"""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import UsageError
 
-#: Parameters that change decoding results; work files are keyed by them.
-DECODING_KEYS = (
-    "features",
-    "n_voxels",
-    "alpha",
-    "train_session",
-    "test_session",
-    "task",
-    "train_task",
-    "derivatives",
-    "stimulus_column",
-    "hrf_shift",
-    "dtype",
-    "bold_source",
-    "confounds",
-    "space",
-    "atlas",
-    "n_permutations",
-    "permutation_seed",
-    "preprocessing",
-    "sample_events",
-    "train_average",
-)
+
+class Section(NamedTuple):
+    """A group of parameters: its title in ``--help``, and whether its parameters enter the
+    work-file fingerprint unless they say otherwise (see :attr:`Param.fingerprint`)."""
+
+    title: str
+    keyed: bool
+
+
+#: The sections, in the order of ``--help``.
+SECTIONS = {
+    "inputs": Section("inputs", keyed=False),
+    "features": Section("features", keyed=False),
+    "decoding": Section("decoding", keyed=True),
+    "statistics": Section("statistics", keyed=True),
+    "execution": Section("resources and logging", keyed=False),
+}
+
+#: How a parameter is compared between subjects at the group level.
+GROUP_MODES = ("", "config", "config+sidecar")
+
+
+@dataclass(frozen=True)
+class Param:
+    """The declaration of one :class:`RunConfig` field (see :func:`param`).
+
+    Attributes
+    ----------
+    section : str
+        A key of :data:`SECTIONS`.
+    flags : tuple of str
+        Command-line spellings; the first long one also gets its underscore twin
+        (``--n-voxels`` and ``--n_voxels``). A name without a dash is a positional argument;
+        none: not on the command line.
+    help : str
+        The ``--help`` text.
+    cli : dict
+        Further ``add_argument`` settings (type, nargs, choices, metavar, action, default when
+        the command line's default differs from the field's).
+    fingerprint : bool, str or None
+        True: the value enters the work-file fingerprint (results depend on it; work files made
+        with another value are not reused). False: it does not. A string: it does not, and says
+        where the value is keyed instead (required to opt a field of a keyed section out).
+        None: the section's default.
+    group : str
+        '' (subjects may differ), 'config' (their run configurations must agree) or
+        'config+sidecar' (their run configurations and every ROI sidecar must agree).
+    sidecar : str
+        Name of the entry in each ROI sidecar ('' = not written there).
+    sidecar_from : str
+        Attribute whose value the sidecar records, when not the field itself (e.g. the resolved
+        ``test_session_glob``).
+    check : callable or None
+        ``check(value)`` raises :class:`UsageError` for a bad value; run when the option is
+        parsed and again in ``RunConfig.__post_init__`` (configs built in Python or read from
+        JSON).
+    name, default
+        Filled in from the dataclass field.
+    """
+
+    section: str
+    flags: tuple[str, ...] = ()
+    help: str = ""
+    cli: Mapping = field(default_factory=dict)
+    fingerprint: bool | str | None = None
+    group: str = ""
+    sidecar: str = ""
+    sidecar_from: str = ""
+    check: Callable | None = None
+    name: str = ""
+    default: object = None
+
+    @property
+    def keyed(self) -> bool:
+        """Whether the value enters the work-file fingerprint."""
+        if self.fingerprint is None:
+            return SECTIONS[self.section].keyed
+        return self.fingerprint is True
+
+    @property
+    def option_strings(self) -> list[str]:
+        """The argparse names: the flags, with the underscore twin of the first long one."""
+        first, *more = self.flags
+        twin = "--" + first[2:].replace("-", "_") if first.startswith("--") else first
+        return [first] + ([twin] if twin != first else []) + more
+
+
+def param(default, section: str, /, *flags: str, help: str = "", fingerprint=None, group: str = "",
+          sidecar: str = "", sidecar_from: str = "", check: Callable | None = None, **cli):
+    """Declare a :class:`RunConfig` field (a dataclass field carrying its :class:`Param`).
+
+    ``default`` is the field's default (``MISSING``: required); ``cli`` holds the other
+    ``add_argument`` settings. See :class:`Param` for the rest.
+    """
+    if section not in SECTIONS or group not in GROUP_MODES:
+        raise ValueError(f"bad declaration: section {section!r}, group {group!r}")
+    meta = {"param": Param(section, flags, help, cli, fingerprint, group, sidecar,
+                           sidecar_from, check)}
+    return field(default=default, metadata=meta)
+
+
+def require(test: Callable, message: str) -> Callable:
+    """A :attr:`Param.check`: refuse a value ``v`` for which ``test(v)`` is false, with
+    ``message.format(v=v)``."""
+
+    def check(value) -> None:
+        if not test(value):
+            raise UsageError(message.format(v=value))
+
+    return check
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``--unit-shard i/N`` -> (i, N) (an argparse ``type``)."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected i/N (e.g. 2/8), got {text!r}") from err
+    return i, n
+
+
+def _check_device_name(device: str) -> None:
+    """A usage error for a device string no backend takes (:func:`backends.resolve_backend`)."""
+    from .backends import resolve_backend
+
+    resolve_backend(device)
+
+
+def _check_derivatives(items) -> None:
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"-d/--derivatives takes NAME=PATH (e.g. fmriprep=/data/fp); "
+                             f"got {item!r}.")
+
+
+def _check_sample_events(items) -> None:
+    from .events import parse_sample_events
+
+    parse_sample_events(items)  # refuses a malformed --sample-events
+
+
+def _plain(value):
+    """A parsed or JSON value as the frozen config holds it (lists -> tuples, paths -> str)."""
+    if isinstance(value, list):
+        return tuple(value)
+    return str(value) if isinstance(value, Path) else value
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Every parameter of one invocation (immutable).
+    """Every parameter of one invocation (immutable), each declared once with :func:`param`.
 
     Saved as ``sub-<L>_task-<T>_config.json``; :meth:`from_json` reads it back so a run can be
     repeated exactly (``bids_decode --config FILE``).
     """
 
-    bids_dir: str
-    output_dir: str
-    analysis_level: str
-    participant_label: tuple[str, ...] = ()
-    features: str | None = None
-    layers: tuple[str, ...] = ()
-    roi: tuple[str, ...] = ("VC",)
-    n_voxels: int = 500
-    alpha: float = 100.0
-    train_session: str = "perceptionTraining*"
-    test_session: str | None = None
-    task: str = "perception"
-    train_task: str = "perception"
-    derivatives: tuple[str, ...] = ()
-    atlas: str | None = None
-    atlas_labels: str | None = None
-    stimulus_column: str | None = None
-    sample_events: tuple[str, ...] = ()
-    train_average: bool = False
-    hrf_shift: float = 3.0
-    skip_bids_validation: bool = False
-    work_dir: str | None = None
-    nprocs: int = 0
-    mem_gb: float = 4.0
-    device: str = "cpu"
-    dtype: str = "float32"
-    network: str = "alexnet"
-    stimuli_dir: str | None = None
-    weights: str | None = None
-    preprocessing: str = "default"
-    unit_shard: tuple[int, int] = (1, 1)
-    bold_source: str = "auto"
-    assume_aligned: bool = False
-    confounds: str | None = None
-    space: str = "T1w"
-    verbosity: int = 0
-    reports_only: bool = False
-    n_permutations: int = 1000
-    permutation_seed: int = 0
+    # ------------------------------------------------------------------------------- inputs
+    bids_dir: str = param(MISSING, "inputs", "bids_dir", type=Path,
+                          help="the input BIDS dataset")
+    output_dir: str = param(MISSING, "inputs", "output_dir", type=Path,
+                            help="where the derivatives are written")
+    analysis_level: str = param(
+        MISSING, "inputs", "analysis_level", choices=["participant", "group"],
+        check=require(lambda v: v in ("participant", "group"),
+                      "analysis level must be 'participant' or 'group'; got {v!r}."),
+        help="participant: decode subjects; group: compare subjects' outputs")
+    participant_label: tuple[str, ...] = param(
+        (), "inputs", "--participant-label", nargs="+", metavar="LABEL",
+        help="subjects to process, with or without 'sub-' (default: all)")
+    task: str = param("perception", "inputs", "--task", fingerprint=True,
+                      help="BIDS task label (default: perception)")
+    train_session: str = param(
+        "perceptionTraining*", "inputs", "--train-session", metavar="GLOB", fingerprint=True,
+        group="config+sidecar", sidecar="TrainSession",
+        help="sessions whose runs train the decoders (default: perceptionTraining*)")
+    test_session: str | None = param(
+        None, "inputs", "--test-session", metavar="GLOB", fingerprint=True,
+        group="config+sidecar", sidecar="TestSession", sidecar_from="test_session_glob",
+        help="sessions whose runs test them (default: perceptionTest* for --task perception, "
+             "imageryTest* for --task imagery)")
+    train_task: str = param(
+        "perception", "inputs", "--train-task", fingerprint=True, sidecar="TrainTask",
+        help="task of the training runs (default: perception; --task imagery decodes imagery "
+             "with decoders trained on perception)")
+    bold_source: str = param(
+        "auto", "inputs", "--bold-source", metavar="auto|raw|preproc-spm|fmriprep|PATH",
+        fingerprint=True, group="config", sidecar="BoldSource",
+        help="BOLD runs: raw BIDS runs, ds001246's derivatives/preproc-spm/output, fMRIPrep "
+             "derivatives (-d fmriprep=PATH; full or --level minimal outputs), a "
+             "derivatives folder, or bdata=PATH: the authors' BData .h5 ('{subject}' = label) "
+             "(default auto: preproc-spm where the dataset has derivatives/preproc-spm, else "
+             "raw)")
+    assume_aligned: bool = param(
+        False, "inputs", "--assume-aligned", action="store_true",
+        help="the runs are known to be in the masks' space: do not refuse raw runs whose "
+             "grids differ from each other or from the masks' (they are resampled through "
+             "their affines)")
+    derivatives: tuple[str, ...] = param(
+        (), "inputs", "--derivatives", "-d", nargs="+", metavar="NAME=PATH", fingerprint=True,
+        check=_check_derivatives,
+        help="derivative folders, e.g. fmriprep=/data/derivatives/fmriprep")
+    space: str = param("T1w", "inputs", "--space", fingerprint=True, group="config",
+                       help="fMRIPrep output space (default T1w)")
+    confounds: str | None = param(
+        None, "inputs", "--confounds", metavar="SET|COLS", fingerprint=True, group="config",
+        sidecar="Confounds",
+        help="confounds regressed out of each run (fMRIPrep): motion6, motion6+wm+csf, or "
+             "comma-separated column names")
+    stimulus_column: str | None = param(
+        None, "inputs", "--stimulus-column", metavar="COLUMN", fingerprint=True,
+        group="config",
+        help="events column naming the image (default: stim_file if present, else "
+             "stimulus_name)")
+    sample_events: tuple[str, ...] = param(
+        (), "inputs", "--sample-events", nargs="+", metavar="[train:|test:]COLUMN=VALUE",
+        fingerprint=True, check=_check_sample_events,
+        help="events rows that are samples, where the convention is not detected (e.g. "
+             "event_type=1; train:/test: for one side only). Default: detected per file "
+             "(ds001246 strings, Kamitani-lab numeric codes, events.json Levels)")
+    train_average: bool = param(
+        False, "inputs", "--train-average", action="store_true", fingerprint=True,
+        help="average the training trials of each image (default: every trial is a sample)")
+    hrf_shift: float = param(
+        3.0, "inputs", "--hrf-shift", type=float, metavar="SECONDS", fingerprint=True,
+        group="config+sidecar", sidecar="HaemodynamicShift",
+        help="haemodynamic delay applied to the blocks (default: 3 s, one TR of ds001246)")
+    skip_bids_validation: bool = param(
+        False, "inputs", "--skip-bids-validation", action="store_true",
+        help="do not run the BIDS validator on BIDS_DIR")
+    # ----------------------------------------------------------------------------- features
+    features: str | None = param(
+        None, "features", "--features", metavar="FILE", fingerprint=True,
+        help="precomputed stimulus features (HDF5, see docs/formats.md)")
+    layers: tuple[str, ...] = param(
+        (), "features", "--layers", nargs="+", metavar="NAME", group="config",
+        help="layers to decode (default: every layer in the features)")
+    network: str = param(
+        "alexnet", "features", "--network",
+        help="network for feature extraction when --features is not given: alexnet, vgg19, "
+             "caffe-alexnet, any torchvision classification model, package.module:function "
+             "or a TorchScript file (docs/features.md)")
+    preprocessing: str = param(
+        "default", "features", "--preprocessing", choices=["default", "torchvision"],
+        fingerprint=True,
+        check=require(lambda v: v in ("default", "torchvision"),
+                      "--preprocessing must be default or torchvision; got {v!r}."),
+        help="image preprocessing for feature extraction: default (whole image resized, "
+             "ImageNet mean/std) or torchvision (the network's weights' transforms)")
+    stimuli_dir: str | None = param(None, "features", "--stimuli-dir", metavar="DIR",
+                                    help="stimulus images (default: BIDS_DIR/stimuli)")
+    weights: str | None = param(
+        None, "features", "--weights", metavar="FILE|random",
+        help="network weights (state_dict); default: torchvision's cache")
+    # ----------------------------------------------------------------------------- decoding
+    roi: tuple[str, ...] = param(
+        ("VC",), "decoding", "--roi", nargs="+", metavar="NAME[=PATH]",
+        fingerprint="the ROI's name is in the work-file name, its voxels in the ROI digest",
+        help="ROIs: V1 V2 V3 V4 LOC FFA PPA LVC HVC VC, or NAME=PATH to a mask "
+             "('{subject}' in PATH is replaced by the label) (default: VC)")
+    atlas: str | None = param(
+        None, "decoding", "--atlas", metavar="IMAGE",
+        help="atlas image whose labels can be named with --roi ('{subject}' allowed)")
+    atlas_labels: str | None = param(
+        None, "decoding", "--atlas-labels", metavar="TSV",
+        fingerprint="the voxels its labels select are in the ROI digest",
+        help="labels table of --atlas (columns: index, name)")
+    n_voxels: int = param(
+        500, "decoding", "--n-voxels", type=int, metavar="N", group="config",
+        check=require(lambda v: v >= 0, "--n-voxels must be >= 0 (0 = all voxels); got {v}."),
+        help="voxels selected per unit (default 500; 0 = all)")
+    alpha: float = param(
+        100.0, "decoding", "--alpha", type=float, group="config+sidecar", sidecar="Alpha",
+        check=require(lambda v: v >= 0, "--alpha must be >= 0; got {v}."),
+        help="L2 penalty (default 100)")
+    dtype: str = param(
+        "float32", "decoding", "--dtype", choices=["float32", "float64"],
+        group="config+sidecar", sidecar="Precision",
+        check=require(lambda v: v in ("float32", "float64"),
+                      "--dtype must be float32 or float64; got {v!r}."),
+        help="precision of the solver (default float32)")
+    # --------------------------------------------------------------------------- statistics
+    n_permutations: int = param(
+        1000, "statistics", "--n-permutations", type=int, metavar="N",
+        check=require(lambda v: v >= 0, "--n-permutations must be >= 0 (0 = no permutation "
+                                        "tests); got {v}."),
+        help="permutations of the test images for each unit's p-value, FDR q-value and "
+             "max-statistic FWER p-value (default 1000; 0 = off)")
+    permutation_seed: int = param(
+        0, "statistics", "--permutation-seed", type=int, metavar="SEED",
+        help="seed of the permutations (default 0; recorded in the outputs)")
+    # ---------------------------------------------------------------------------- execution
+    device: str = param(
+        "cpu", "execution", "--device",
+        check=_check_device_name,
+        help="cpu or cuda (default cpu)")
+    unit_shard: tuple[int, int] = param(
+        (1, 1), "execution", "--unit-shard", type=parse_shard, metavar="i/N",
+        check=require(lambda v: v[1] >= 1 and 1 <= v[0] <= v[1],
+                      "--unit-shard must be i/N with 1 <= i <= N; got {v[0]}/{v[1]}."),
+        help="decode the i-th of N unit shards (SLURM arrays); outputs are written when all "
+             "shards are done")
+    work_dir: str | None = param(
+        None, "execution", "--work-dir", "-w", metavar="DIR",
+        help="intermediate results, reused by reruns (default OUTPUT_DIR/.bids_decode_work)")
+    nprocs: int = param(
+        0, "execution", "--nprocs", "--n-cpus", type=int, default=None,
+        help="CPU threads (default: SLURM_CPUS_PER_TASK in a SLURM job, else the CPUs this "
+             "process may use, within its cgroup's quota)")
+    mem_gb: float = param(
+        4.0, "execution", "--mem", "--mem-gb", type=float, default=None, metavar="GB",
+        check=require(lambda v: v > 0, "--mem must be positive (GB); got {v}."),
+        help="memory budget in GB (default: the SLURM allocation or cgroup limit less 1 GB, "
+             "else 4)")
+    reports_only: bool = param(False, "execution", "--reports-only", action="store_true",
+                               help="only regenerate reports from existing outputs")
+    verbosity: int = param(0, "execution", help="log verbosity (-v minus -q)")
+    #: Not a parameter: what the run found out (its resources), saved with the config.
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.analysis_level not in ("participant", "group"):
-            raise UsageError(
-                f"analysis level must be 'participant' or 'group'; got {self.analysis_level!r}."
-            )
-        if self.n_voxels < 0:
-            raise UsageError(f"--n-voxels must be >= 0 (0 = all voxels); got {self.n_voxels}.")
-        if not self.alpha >= 0:
-            raise UsageError(f"--alpha must be >= 0; got {self.alpha}.")
-        if self.dtype not in ("float32", "float64"):
-            raise UsageError(f"--dtype must be float32 or float64; got {self.dtype!r}.")
-        i, n = self.unit_shard
-        if not (n >= 1 and 1 <= i <= n):
-            raise UsageError(f"--unit-shard must be i/N with 1 <= i <= N; got {i}/{n}.")
-        from .backends import resolve_backend
-
-        resolve_backend(self.device)  # a usage error for an unknown device
+        for p in PARAMS:
+            if p.check is not None:
+                p.check(getattr(self, p.name))
         if (self.atlas is None) != (self.atlas_labels is None):
             raise UsageError("--atlas and --atlas-labels go together (an atlas image and its "
                              "TSV table with columns index and name).")
-        if self.n_permutations < 0:
-            raise UsageError(f"--n-permutations must be >= 0 (0 = no permutation tests); got "
-                             f"{self.n_permutations}.")
-        if self.preprocessing not in ("default", "torchvision"):
-            raise UsageError("--preprocessing must be default or torchvision; got "
-                             f"{self.preprocessing!r}.")
-        if self.mem_gb <= 0:
-            raise UsageError(f"--mem must be positive (GB); got {self.mem_gb}.")
-        self.sample_events_for("train")  # refuses a malformed --sample-events
 
     def sample_events_for(self, split: str):
         """``--sample-events`` for the 'train' or 'test' runs: (column, values) or None."""
@@ -128,14 +372,9 @@ class RunConfig:
 
     @property
     def derivative_paths(self) -> dict[str, str]:
-        out = {}
-        for item in self.derivatives:
-            name, sep, path = item.partition("=")
-            if not sep or not name or not path:
-                raise UsageError(f"-d/--derivatives takes NAME=PATH (e.g. fmriprep=/data/fp); "
-                                 f"got {item!r}.")
-            out[name] = path
-        return out
+        """``-d NAME=PATH`` as {name: path}."""
+        _check_derivatives(self.derivatives)
+        return dict(item.split("=", 1) for item in self.derivatives)
 
     @property
     def work_path(self) -> Path:
@@ -155,16 +394,18 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = set(d) - set(names)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
         if unknown:
             raise UsageError(f"Unknown keys in the run configuration: {sorted(unknown)}.")
-        kw = {}
-        for k, v in d.items():
-            if isinstance(v, list):
-                v = tuple(v)
-            kw[k] = v
-        return cls(**kw)
+        return cls(**{k: _plain(v) for k, v in d.items()})
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace, **given) -> RunConfig:
+        """The config from parsed arguments: every declared option, then ``given`` (values
+        the command line does not hold as such, e.g. resolved resources)."""
+        kw = {p.name: _plain(getattr(ns, p.name)) for p in PARAMS if p.flags}
+        return cls(**(kw | given))
 
     @classmethod
     def from_json(cls, path) -> RunConfig:
@@ -186,4 +427,43 @@ class RunConfig:
         resolve_backend(self.device).check_available()
 
     def decoding_fingerprint(self) -> dict:
+        """The values of :data:`DECODING_KEYS` (work files are keyed by a digest of them)."""
         return {k: getattr(self, k) for k in DECODING_KEYS}
+
+    def sidecar_params(self) -> dict:
+        """The parameter entries of each ROI sidecar, {sidecar name: value}."""
+        return {p.sidecar: getattr(self, p.sidecar_from or p.name) for p in PARAMS if p.sidecar}
+
+
+def _declared(f: dataclasses.Field) -> Param:
+    return dataclasses.replace(f.metadata["param"], name=f.name, default=f.default)
+
+
+#: Every declared parameter, in declaration order.
+PARAMS: tuple[Param, ...] = tuple(
+    _declared(f) for f in dataclasses.fields(RunConfig) if "param" in f.metadata)
+#: Parameters that change decoding results; work files are keyed by them.
+DECODING_KEYS: tuple[str, ...] = tuple(p.name for p in PARAMS if p.keyed)
+
+
+def group_keys(where: str) -> tuple[str, ...]:
+    """Entries that must be equal across subjects at the group level.
+
+    Parameters
+    ----------
+    where : {'config', 'sidecar'}
+        'config': field names compared in the subjects' run configurations; 'sidecar': entry
+        names compared in every ROI sidecar.
+    """
+    if where == "config":
+        return tuple(p.name for p in PARAMS if p.group)
+    return tuple(p.sidecar for p in PARAMS if p.group == "config+sidecar")
+
+
+def quoted(config: Mapping, sidecar: Mapping, name: str, missing="?"):
+    """A parameter's value as a report quotes it: the ROI sidecar's entry, else the saved run
+    configuration's, else ``missing``."""
+    p = next(p for p in PARAMS if p.name == name)
+    if p.sidecar and p.sidecar in sidecar:
+        return sidecar[p.sidecar]
+    return config.get(name, missing)

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import derivatives, figures, outputs
 from .averaged import AveragedSubject, average_layer, averaged_dir, read_true_layer, reference_rows
-from .config import RunConfig
+from .config import RunConfig, group_keys
 from .featurefile import FeatureFile
 from .group_figures import averaged_decoded_figure, group_figures
 from .group_io import GroupPlan, check_consistent, find_outputs
@@ -50,12 +50,11 @@ __all__ = ["AVERAGED", "CONFIG_KEYS", "GROUP_DIR", "OVERLAP_COLUMNS", "PAIR_COLU
 
 LOGGER = logging.getLogger(__name__)
 
-#: Sidecar entries that must be equal across subjects (per ROI).
-SIDECAR_KEYS = ("Alpha", "HaemodynamicShift", "TrainSession", "TestSession", "Precision",
-                "FeaturesAttributes", "Layers")
-#: Run-config entries that must be equal across subjects.
-CONFIG_KEYS = ("n_voxels", "alpha", "hrf_shift", "train_session", "test_session",
-               "stimulus_column", "dtype", "bold_source", "confounds", "space", "layers")
+#: Sidecar entries that must be equal across subjects (per ROI): the declared parameters
+#: (config.py) and what the features file says.
+SIDECAR_KEYS = (*group_keys("sidecar"), "FeaturesAttributes", "Layers")
+#: Run-config entries that must be equal across subjects (declared in config.py).
+CONFIG_KEYS = group_keys("config")
 
 PAIR_COLUMNS = outputs.GROUP_PAIRS.names
 SUMMARY_COLUMNS = outputs.GROUP_SUMMARY.names

@@ -407,19 +407,12 @@ def write_roi_sidecar(config: RunConfig, subject, roi: RoiData, ff: FeatureFile,
         "MaskFiles": roi.files,
         "NumberOfVoxels": roi.n_voxels,
         "VoxelsSelectedPerUnit": n_selected(config, roi.n_voxels),
-        "Alpha": config.alpha,
-        "HaemodynamicShift": config.hrf_shift,
         "RepetitionTime": tr,
-        "TrainSession": config.train_session,
-        "TestSession": config.test_session_glob,
-        "TrainTask": config.train_task,
-        "BoldSource": config.bold_source,
-        "Confounds": config.confounds,
         "FeaturesFile": str(ff.path),
         "FeaturesAttributes": {k: str(v) for k, v in ff.attrs.items()},
         "Layers": list(ff.check_layers(config.layers)),
         "Samples": samples.info,
-        "Precision": config.dtype,
+        **config.sidecar_params(),  # Alpha, HaemodynamicShift, ...: declared in config.py
     })
 
 

@@ -376,6 +376,8 @@ def collect_warnings(output_dir: Path, sf: SubjectFiles) -> list[str]:
 def citation(config: Mapping, sidecar: Mapping, layers: Sequence[str], rois: Sequence[str],
              n_units: int | None = None) -> str:
     """The methods paragraph (plain text), with the parameters and package versions used."""
+    from .config import quoted  # parameters: the sidecar's entry, else the run config's
+
     vers = (config.get("provenance") or {}).get("versions", {})
     samples = sidecar.get("Samples") or (config.get("provenance") or {}).get("samples", {})
     fattrs = sidecar.get("FeaturesAttributes", {})
@@ -399,11 +401,11 @@ def citation(config: Mapping, sidecar: Mapping, layers: Sequence[str], rois: Seq
         f"6:190012). Unit activations of layers {', '.join(layers)} of {network} ({weights}) "
         "were computed for every stimulus image. The BOLD time series of each run were "
         "linearly detrended and z-scored per voxel, shifted by "
-        f"{sidecar.get('HaemodynamicShift', config.get('hrf_shift', '?'))} s to account for "
+        f"{quoted(config, sidecar, 'hrf_shift')} s to account for "
         "the haemodynamic delay and averaged within each stimulus block; blocks repeating the "
         "preceding image (one-back task) were discarded. For each unit of each layer"
         f"{units_txt}, an L2-regularised linear regression "
-        f"(alpha = {sidecar.get('Alpha', config.get('alpha', '?'))}, bias penalised as in "
+        f"(alpha = {quoted(config, sidecar, 'alpha')}, bias penalised as in "
         f"fastl2lir) was trained on {samples.get('n_train_samples', '?')} training samples "
         f"from {samples.get('n_train_runs', '?')} runs, using {nvox_txt} whose responses "
         "correlated most strongly (in absolute value) with the unit over the training samples; "

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 
 from . import derivatives, evaluation, outputs
+from .config import quoted, sidecar_entries
 from .featurefile import FeatureFile
 from .outputs import AVERAGED
 
@@ -139,7 +140,7 @@ def open_averaged(stack: contextlib.ExitStack, out_dir: Path, task: str, plan,
     for roi in plan.rois:
         side = plan.subjects[0].sidecars[roi]
         attrs = {"roi": roi, "subject": AVERAGED, "task": task,
-                 "alpha": side.get("Alpha", float("nan")),
+                 "alpha": quoted({}, side, "alpha", float("nan")),
                  "features_file": str(plan.features_file),
                  "subjects": np.array([s.label for s in plan.subjects], dtype=object),
                  "zscore_reference": ref_desc}
@@ -181,7 +182,7 @@ def finish_averaged(out_dir: Path, task: str, plan, averaged: dict, ref_desc: st
             "SourceFiles": [str(s.h5[roi].relative_to(out_dir)) for s in plan.subjects],
             "FeaturesFile": str(plan.features_file),
             "FeaturesAttributes": side.get("FeaturesAttributes", {}),
-            "Layers": plan.layers, "Alpha": side.get("Alpha"),
+            "Layers": plan.layers, **sidecar_entries(side, "alpha"),
             "ZScoreReference": f"Pattern correlation and identification z-score true and "
                                f"decoded features with the mean and SD over {ref_desc}."})
     outputs.SUBJECT_SUMMARY.write(outputs.summary_tsv(averaged_dir(out_dir), AVERAGED, task),
@@ -206,9 +207,9 @@ class AveragedSubject:
     """
 
     def __init__(self, stack: contextlib.ExitStack, ff: FeatureFile, out_dir: Path, task: str,
-                 plan, groups, mem_gb: float):
+                 plan, test_rows: np.ndarray, mem_gb: float):
         self.ff, self.out_dir, self.task, self.plan, self.mem_gb = ff, out_dir, task, plan, mem_gb
-        self.test_rows = np.array([g[0] for g in groups])
+        self.test_rows = test_rows
         self.ref_rows, self.ref_desc = reference_rows(ff, self.test_rows)
         self.files = open_averaged(stack, out_dir, task, plan, self.ref_desc)
         self.orders = {s.label: row_order(plan.test_names, s.test_names)

@@ -460,6 +460,16 @@ def group_keys(where: str) -> tuple[str, ...]:
     return tuple(p.sidecar for p in PARAMS if p.group == "config+sidecar")
 
 
+def sidecar_entries(sidecar: Mapping, *names: str) -> dict:
+    """The ROI-sidecar entries of the named parameters, copied from ``sidecar`` (None where
+    absent), under their declared sidecar names."""
+    out = {}
+    for name in names:
+        p = next(p for p in PARAMS if p.name == name)
+        out[p.sidecar] = sidecar.get(p.sidecar)
+    return out
+
+
 def quoted(config: Mapping, sidecar: Mapping, name: str, missing="?"):
     """A parameter's value as a report quotes it: the ROI sidecar's entry, else the saved run
     configuration's, else ``missing``."""

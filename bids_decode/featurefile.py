@@ -119,11 +119,6 @@ class FeatureFile(H5Reader, FeatureStore):
             return _decode(self._h5["category_name"][()])
         return None
 
-    def test_targets(self, labels) -> tuple[str, list[np.ndarray]]:
-        """:meth:`targets` as ``(HDF5 group, rows)``: ``"layers"`` or ``"category_layers"``."""
-        found = self.targets(labels)
-        return GROUPS[found.source], found.rows
-
     def target_unit(self, layer: str, flat_unit: int, targets) -> np.ndarray:
         """True values of one unit for each test label.
 
@@ -132,15 +127,15 @@ class FeatureFile(H5Reader, FeatureStore):
         layer : str
         flat_unit : int
             Flattened (C-order) unit index.
-        targets : TestTargets or (group, rows)
-            From :meth:`targets` (or :meth:`test_targets`).
+        targets : TestTargets
+            From :meth:`targets`.
 
         Returns
         -------
         ndarray of shape (n_labels,), float64
         """
         source, rows = targets
-        group = GROUPS.get(source, source)
+        group = GROUPS[source]
         idx = np.unravel_index(int(flat_unit), self.unit_shape(layer))
         column = np.asarray(self._h5[group][layer][(slice(None), *idx)], dtype=np.float64)
         return np.array([column[r].mean() for r in rows])
@@ -156,7 +151,7 @@ class FeatureFile(H5Reader, FeatureStore):
         not fill a chunk wait for the next, so chunks start at ``lo + i * max_units`` whatever
         the layer's shape.
         """
-        group = GROUPS.get(source, source)
+        group = GROUPS[source]
         ds = self._h5[group][layer]
         n_units = self.n_units(layer)
         if tuple(ds.shape[1:]) != self.unit_shape(layer):

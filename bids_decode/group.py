@@ -145,14 +145,14 @@ def _open_truth(stack: contextlib.ExitStack, config: RunConfig,
         plan.notes.append(note)
         return None
     ff = stack.enter_context(FeatureFile(plan.features_file))
-    kind, groups = ff.test_targets(plan.test_names)
-    if kind != "layers" or any(len(g) != 1 for g in groups):
+    test_rows = ff.image_rows(plan.test_names)
+    if test_rows is None:
         LOGGER.warning(
             "The test labels of task %s name categories, not images (e.g. %s): the "
             "Averaged subject is scored against image features only, so it is skipped.",
             config.task, plan.test_names[0])
         return None
-    return AveragedSubject(stack, ff, Path(config.output_dir), config.task, plan, groups,
+    return AveragedSubject(stack, ff, Path(config.output_dir), config.task, plan, test_rows,
                            config.mem_gb)
 
 

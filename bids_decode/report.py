@@ -312,7 +312,7 @@ def decoded_true_figures(sf: SubjectFiles, rois: Sequence[str] | None = None
             data = {}
             with h5py.File(path, "r") as f:
                 names = [as_str(v) for v in f["stimulus_name"][()]]
-                targets = ff.test_targets(names)  # images, or imagined categories
+                targets = ff.targets(names)  # images, or imagined categories
                 for la in sf.layers:
                     if la not in f or la not in ff.layers:
                         continue

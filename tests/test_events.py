@@ -139,7 +139,7 @@ def test_missing_test_images_are_named_exactly(tmp_path):
                          dtype=h5py.string_dtype())
         f.create_dataset("layers/fc", data=np.zeros((5, 3), np.float32))
     with FeatureFile(path) as ff, pytest.raises(DataError) as err:
-        ff.test_targets(names)
+        ff.targets(names)
     msg = str(err.value)
     assert "1 of the 6 test labels" in msg and f"['{names[0]}']" in msg
     assert not any(n in msg for n in names[1:])

@@ -43,10 +43,10 @@ def feats(tmp_path):
 
 def _chunks_before(ff, layer, train_rows, targets, chunk, unit_range):
     """participant._chunks as it was before the FeatureStore (commit 6cca099), the reference."""
-    group, test_groups = targets
+    source, test_groups = targets
     n_train = len(train_rows)
     sizes = np.array([len(g) for g in test_groups])
-    if group == "layers":
+    if source == IMAGES:
         rows = np.concatenate([train_rows, *test_groups])
         starts = np.r_[0, np.cumsum(sizes)[:-1]]
         for s, e, Y in ff.iter_unit_chunks(layer, rows, chunk, unit_range):
@@ -57,7 +57,7 @@ def _chunks_before(ff, layer, train_rows, targets, chunk, unit_range):
     cat_rows = np.concatenate(test_groups)
     for (s, e, Ytr), (_, _, Yte) in zip(
             ff.iter_unit_chunks(layer, train_rows, chunk, unit_range),
-            ff.iter_unit_chunks(layer, cat_rows, chunk, unit_range, group)):
+            ff.iter_unit_chunks(layer, cat_rows, chunk, unit_range, source)):
         yield s, e, Ytr, Yte
 
 
@@ -81,8 +81,7 @@ def test_store_chunks_equal_the_participant_chunks_bit_for_bit(feats, labels, so
         assert isinstance(ff, FeatureStore)
         targets = ff.targets(labels)
         assert targets.source == source
-        legacy = ff.test_targets(labels)
-        assert legacy[0] == {IMAGES: "layers", CATEGORIES: "category_layers"}[source]
+        legacy = (targets.source, targets.rows)
         got = list(ff.iter_train_test_chunks("conv", train_rows, targets, chunk, unit_range))
         want = list(_chunks_before(ff, "conv", train_rows, legacy, chunk, unit_range))
         # partition invariance: one chunk over the whole range gives the same bits
@@ -119,7 +118,6 @@ def test_store_image_rows_and_target_unit(feats):
             col = np.concatenate([b for *_, b in ff.iter_train_test_chunks(
                 "fc", np.array([0]), t, 4)], axis=1)[:, 9]
             assert ff.target_unit("fc", 9, t).tolist() == col.tolist()
-            assert ff.target_unit("fc", 9, ff.test_targets(labels)).tolist() == col.tolist()
 
 
 class _ListStore(FeatureStore):

@@ -325,6 +325,31 @@ def run_participant(config: RunConfig, subject: str) -> dict:
         logging.getLogger("bids_decode").removeHandler(collector)
 
 
+def decode_roi(config: RunConfig, subject: str, ff: FeatureStore, roi: RoiData,
+               layers: list[str], train_rows, targets: TestTargets) -> dict[str, list[Path]]:
+    """Decode this job's unit shard of every layer from one ROI into work files.
+
+    Finished work files are reused (a rerun resumes). Returns each layer's work files of
+    every shard, this job's and the others' (which may not exist yet).
+    """
+    design = decoding.prepare_design(roi.X_train, config.alpha, dtype=np.dtype(config.dtype),
+                                     device=config.device)
+    shard_files = {}
+    for layer in layers:
+        wf = _work_file(config, subject, roi, layer, config.unit_shard, ff)
+        if _complete(wf):
+            LOGGER.info("sub-%s %s/%s: reusing %s", subject, roi.name, layer, wf.name)
+        else:
+            t1 = time.time()
+            decode_layer(config, ff, layer, roi, design, train_rows, targets, wf)
+            LOGGER.info("sub-%s %s/%s: %d units decoded in %.1f s", subject, roi.name, layer,
+                        ff.n_units(layer), time.time() - t1)
+        n = config.unit_shard[1]
+        shard_files[layer] = [_work_file(config, subject, roi, layer, (i, n), ff)
+                              for i in range(1, n + 1)]
+    return shard_files
+
+
 def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
     """Decode every requested layer from every requested ROI of one subject.
 
@@ -355,22 +380,7 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
         # 5. decoding, ROI by ROI, layer by layer (resumable: finished work files are reused)
         for name, mask in inputs.masks.items():
             roi = prepare_roi(name, mask, samples, inputs.files[name])
-            design = decoding.prepare_design(roi.X_train, config.alpha,
-                                             dtype=np.dtype(config.dtype), device=config.device)
-            shard_files = {}
-            for layer in layers:
-                wf = _work_file(config, subject, roi, layer, config.unit_shard, ff)
-                if _complete(wf):
-                    LOGGER.info("sub-%s %s/%s: reusing %s", subject, roi.name, layer, wf.name)
-                else:
-                    t1 = time.time()
-                    decode_layer(config, ff, layer, roi, design, train_rows, targets, wf)
-                    LOGGER.info("sub-%s %s/%s: %d units decoded in %.1f s", subject, roi.name,
-                                layer, ff.n_units(layer), time.time() - t1)
-                n = config.unit_shard[1]
-                files = [_work_file(config, subject, roi, layer, (i, n), ff)
-                         for i in range(1, n + 1)]
-                shard_files[layer] = files
+            shard_files = decode_roi(config, subject, ff, roi, layers, train_rows, targets)
             if not all(_complete(f) for fs in shard_files.values() for f in fs):
                 complete = False
                 LOGGER.info("sub-%s %s: shard %d/%d done; outputs are written by the job that "

@@ -62,7 +62,7 @@ from .networks import (
 )
 from .progress import progress_bar
 
-logger = logging.getLogger(__name__)
+LOGGER = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm")
 """File extensions taken as images (compared case-insensitively)."""
@@ -454,10 +454,10 @@ def extract_features(
     if out_path.exists():
         reason = _reuse_mismatch(out_path, attrs, names)
         if reason is None:
-            logger.info("Reusing complete features file %s (same network, weights, "
+            LOGGER.info("Reusing complete features file %s (same network, weights, "
                         "preprocessing, layers and images).", out_path)
             return out_path
-        logger.warning("Features file %s exists but %s: recomputing it.", out_path, reason)
+        LOGGER.warning("Features file %s exists but %s: recomputing it.", out_path, reason)
 
     # 4.-6. stream into a temporary file, then rename (nothing half-written is left behind)
     model.to(torch_device)
@@ -465,7 +465,7 @@ def extract_features(
     with derivatives.atomic_path(out_path) as tmp_path:
         _write_features(tmp_path, capture, spec, prep, layer_names, image_paths, names, attrs,
                         torch_device, batch_size)
-    logger.info("Wrote %s: %d images x %d layers of %s.", out_path, len(names),
+    LOGGER.info("Wrote %s: %d images x %d layers of %s.", out_path, len(names),
                 len(layer_names), network)
     return out_path
 

@@ -52,7 +52,7 @@ from torch import nn
 from . import graphs, zoo
 from .errors import DataError, MissingInputError, UsageError
 
-logger = logging.getLogger(__name__)
+LOGGER = logging.getLogger(__name__)
 
 RANDOM_WEIGHTS = "random"
 BUILT_WEIGHTS = "as-built"
@@ -717,7 +717,7 @@ def load_network(
             torch.manual_seed(int(seed))
             model = spec.build()
         info = WeightsInfo(RANDOM_WEIGHTS, state_dict_sha256(model), seed=int(seed))
-        logger.warning(
+        LOGGER.warning(
             "Network %s uses RANDOM weights (seed %d): features are for tests and demos only.",
             name,
             seed,
@@ -729,7 +729,7 @@ def load_network(
             info = WeightsInfo(path.name, file_sha256(path), path=path.resolve())
         else:
             info = WeightsInfo(BUILT_WEIGHTS, state_dict_sha256(model))
-        logger.info("Network %s: the weights it is built with (sha256 %s)", name,
+        LOGGER.info("Network %s: the weights it is built with (sha256 %s)", name,
                     info.sha256[:12])
     else:
         if weights is None:
@@ -748,7 +748,7 @@ def load_network(
         model = spec.build()
         _load_state_dict(model, _read_state_dict(path, spec), path, spec)
         info = WeightsInfo(path.name, file_sha256(path), path=path.resolve())
-        logger.info("Network %s: weights %s (sha256 %s)", name, path, info.sha256[:12])
+        LOGGER.info("Network %s: weights %s (sha256 %s)", name, path, info.sha256[:12])
     model.eval()
     for parameter in model.parameters():  # (ScriptModules have no requires_grad_)
         parameter.requires_grad_(False)

@@ -418,23 +418,7 @@ def extract_features(
     spec = get_network(network)
     prep = get_preprocessing(spec, preprocessing)
     layer_names = resolve_layers(spec, layers)
-    image_paths = [Path(p) for p in image_paths]
-    names = [str(n) for n in names]
-    if len(image_paths) != len(names):
-        raise UsageError(
-            f"Got {len(image_paths)} image paths but {len(names)} names: expected one name "
-            "per image."
-        )
-    if not names:
-        raise UsageError("No images to extract features from: expected at least one image.")
-    duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
-    if duplicates:
-        raise UsageError(
-            f"Stimulus names must be unique, but {', '.join(map(repr, duplicates[:5]))} "
-            "occur more than once. Pass each image once."
-        )
-    if int(batch_size) < 1:
-        raise UsageError(f"--batch-size must be a positive integer, got {batch_size}.")
+    image_paths, names = _check_images_and_batch(image_paths, names, batch_size)
     batch_size = int(batch_size)
     torch_device = _check_device(device)
     missing = [p for p in image_paths if not p.is_file()]
@@ -468,6 +452,29 @@ def extract_features(
     LOGGER.info("Wrote %s: %d images x %d layers of %s.", out_path, len(names),
                 len(layer_names), network)
     return out_path
+
+
+def _check_images_and_batch(image_paths, names, batch_size) -> tuple[list[Path], list[str]]:
+    """The paths and names as lists (UsageError unless one unique name per image and a
+    positive batch size)."""
+    image_paths = [Path(p) for p in image_paths]
+    names = [str(n) for n in names]
+    if len(image_paths) != len(names):
+        raise UsageError(
+            f"Got {len(image_paths)} image paths but {len(names)} names: expected one name "
+            "per image."
+        )
+    if not names:
+        raise UsageError("No images to extract features from: expected at least one image.")
+    duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
+    if duplicates:
+        raise UsageError(
+            f"Stimulus names must be unique, but {', '.join(map(repr, duplicates[:5]))} "
+            "occur more than once. Pass each image once."
+        )
+    if int(batch_size) < 1:
+        raise UsageError(f"--batch-size must be a positive integer, got {batch_size}.")
+    return image_paths, names
 
 
 def _write_features(

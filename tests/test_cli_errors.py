@@ -64,6 +64,7 @@ def test_dash_and_underscore_spellings_and_sub_prefix():
     assert parse_args(["/d", "/o", "group", "--skip_bids_validation"]).skip_bids_validation
 
 
+@pytest.mark.slow
 def test_participant_label_with_or_without_prefix(capsys, ds, tmp_path):
     code, err = _run(capsys, ds, tmp_path / "o1", "--participant-label", "sub-01",
                      "--layers", "fc8")
@@ -251,6 +252,7 @@ def test_partial_features_file(capsys, ds, tmp_path):
     assert _no_results(tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_stimulus_without_features_or_image(capsys, ds, tmp_path):
     """No --features: images are needed; a missing one is named with the folder."""
     from bids_decode.simulate import write_images

@@ -107,6 +107,7 @@ def test_random_weights_leave_the_global_rng_alone():
     assert torch.equal(torch.rand(3), expected)
 
 
+@pytest.mark.slow
 def test_weights_file_is_loaded_and_hashed(tmp_path):
     model, _ = networks.load_network("caffe-alexnet", "random", seed=7)
     path = tmp_path / "caffe_alexnet.pth"
@@ -120,6 +121,7 @@ def test_weights_file_is_loaded_and_hashed(tmp_path):
     assert not loaded.training
 
 
+@pytest.mark.slow
 def test_torchvision_cache_is_used(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     model, _ = networks.load_network("alexnet", "random", seed=4)
@@ -141,6 +143,7 @@ def test_missing_weights_say_how_to_get_them(tmp_path, monkeypatch):
         networks.load_network("alexnet", tmp_path / "nothere.pth")
 
 
+@pytest.mark.slow
 def test_bad_weights_files(tmp_path):
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")

@@ -178,6 +178,7 @@ def test_user_mask_missing(capsys, ds, tmp_path):
     _assert_clean_failure(code, err, EXIT_NOINPUT, "m.nii.gz")
 
 
+@pytest.mark.slow
 def test_user_mask_with_subject_placeholder(capsys, ds, tmp_path):
     mask = ds / "sourcedata" / "sub-01" / "anat" / "sub-01_mask_LH_HVC.nii.gz"
     pattern = str(mask).replace("sub-01", "sub-{subject}")
@@ -275,6 +276,7 @@ def test_stimulus_without_features_or_image(capsys, ds, tmp_path):
     _assert_clean_failure(code, err, EXIT_DATAERR, names[0])
 
 
+@pytest.mark.slow
 def test_mask_on_another_grid_is_resampled_with_a_warning(capsys, ds, tmp_path):
     from nilearn.image import resample_img
 

@@ -91,6 +91,7 @@ def test_unknown_network_and_layer_messages():
     assert networks.resolve_layers(NETWORKS["alexnet"], ["fc8", "conv2", "fc8"]) == ["conv2", "fc8"]
 
 
+@pytest.mark.slow
 def test_random_weights_are_seeded():
     _, a = networks.load_network("alexnet", "random", seed=1)
     _, b = networks.load_network("alexnet", "random", seed=1)

@@ -10,7 +10,7 @@ DEMO ?= demo
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install demo test lint bench clean container-test
+.PHONY: install demo test test-fast lint bench clean container-test
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -m "not container" $(PYTEST_ARGS)
+
+# the unit tests only (no end-to-end runs, nothing over a few seconds): under a minute
+test-fast: install
+	$(PY) -m pytest -m "not slow and not container" $(PYTEST_ARGS)
 
 container-test: install
 	bash scripts/container-test.sh

@@ -36,7 +36,7 @@ try:  # numba is optional: the torch path below is the fallback
 except ImportError:  # pragma: no cover - exercised only without numba
     numba = None
 
-log = logging.getLogger(__name__)
+LOGGER = logging.getLogger(__name__)
 
 # status codes
 OK = 0
@@ -69,7 +69,7 @@ def _mkl_library():
             try:
                 lib = ctypes.CDLL(str(path))
             except OSError as err:
-                log.warning("Intel MKL found at %s but not loadable (%s); using SciPy's LAPACK",
+                LOGGER.warning("Intel MKL found at %s but not loadable (%s); using SciPy's LAPACK",
                             path, err)
                 return None
             # one thread per call: the kernel's own threads keep the cores busy
@@ -161,7 +161,7 @@ def calibrate_lapack() -> dict:
         times = {p: _time_potrf(p) for p in ("scipy", "mkl")}
     choice = "mkl" if times["mkl"] * _MKL_MARGIN < times["scipy"] else "scipy"
     result = {"choice": choice, "mkl_s": times["mkl"], "scipy_s": times["scipy"], "key": key}
-    log.info("LAPACK for the CPU decoder: %s (spotrf at k = 500: MKL %.2f ms, SciPy %.2f ms; "
+    LOGGER.info("LAPACK for the CPU decoder: %s (spotrf at k = 500: MKL %.2f ms, SciPy %.2f ms; "
              "cached in %s)", choice, 1e3 * times["mkl"], 1e3 * times["scipy"], path)
     if path is not None:
         with contextlib.suppress(OSError, ValueError):
@@ -299,7 +299,7 @@ def numba_cache_dir() -> str | None:
     path = Path(base) / f"numba-{numba.__version__}"
     if not _writable(path):
         if not path.is_dir():
-            log.info("no writable folder for compiled kernels (%s): compiling each run", path)
+            LOGGER.info("no writable folder for compiled kernels (%s): compiling each run", path)
             return None
         copy = Path(tempfile.mkdtemp(prefix="bids_decode-numba-"))
         shutil.copytree(path, copy, dirs_exist_ok=True)

@@ -27,7 +27,7 @@ from .errors import (
     UsageError,
 )
 
-LOGGER = logging.getLogger("bids_decode")
+LOGGER = logging.getLogger(__name__)
 
 EPILOG = """exit codes: 0 ok, 1 unexpected failure, 16 BIDS validation failed, 64 usage error,
 65 bad input data, 66 missing input, 73 cannot create output."""

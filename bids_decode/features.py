@@ -62,7 +62,7 @@ from .networks import (
 )
 from .progress import progress_bar
 
-logger = logging.getLogger(__name__)
+LOGGER = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm")
 """File extensions taken as images (compared case-insensitively)."""
@@ -405,23 +405,7 @@ def extract_features(
     spec = get_network(network)
     prep = get_preprocessing(spec, preprocessing)
     layer_names = resolve_layers(spec, layers)
-    image_paths = [Path(p) for p in image_paths]
-    names = [str(n) for n in names]
-    if len(image_paths) != len(names):
-        raise UsageError(
-            f"Got {len(image_paths)} image paths but {len(names)} names: expected one name "
-            "per image."
-        )
-    if not names:
-        raise UsageError("No images to extract features from: expected at least one image.")
-    duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
-    if duplicates:
-        raise UsageError(
-            f"Stimulus names must be unique, but {', '.join(map(repr, duplicates[:5]))} "
-            "occur more than once. Pass each image once."
-        )
-    if int(batch_size) < 1:
-        raise UsageError(f"--batch-size must be a positive integer, got {batch_size}.")
+    image_paths, names = _check_images_and_batch(image_paths, names, batch_size)
     batch_size = int(batch_size)
     torch_device = resolve_backend(device).torch_device()  # usage errors for bad devices
     missing = [p for p in image_paths if not p.is_file()]
@@ -441,10 +425,10 @@ def extract_features(
     if out_path.exists():
         reason = _reuse_mismatch(out_path, attrs, names)
         if reason is None:
-            logger.info("Reusing complete features file %s (same network, weights, "
+            LOGGER.info("Reusing complete features file %s (same network, weights, "
                         "preprocessing, layers and images).", out_path)
             return out_path
-        logger.warning("Features file %s exists but %s: recomputing it.", out_path, reason)
+        LOGGER.warning("Features file %s exists but %s: recomputing it.", out_path, reason)
 
     # 4.-6. stream into a temporary file, then rename (nothing half-written is left behind)
     model.to(torch_device)
@@ -452,9 +436,32 @@ def extract_features(
     with derivatives.atomic_path(out_path) as tmp_path:
         _write_features(tmp_path, capture, spec, prep, layer_names, image_paths, names, attrs,
                         torch_device, batch_size)
-    logger.info("Wrote %s: %d images x %d layers of %s.", out_path, len(names),
+    LOGGER.info("Wrote %s: %d images x %d layers of %s.", out_path, len(names),
                 len(layer_names), network)
     return out_path
+
+
+def _check_images_and_batch(image_paths, names, batch_size) -> tuple[list[Path], list[str]]:
+    """The paths and names as lists (UsageError unless one unique name per image and a
+    positive batch size)."""
+    image_paths = [Path(p) for p in image_paths]
+    names = [str(n) for n in names]
+    if len(image_paths) != len(names):
+        raise UsageError(
+            f"Got {len(image_paths)} image paths but {len(names)} names: expected one name "
+            "per image."
+        )
+    if not names:
+        raise UsageError("No images to extract features from: expected at least one image.")
+    duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
+    if duplicates:
+        raise UsageError(
+            f"Stimulus names must be unique, but {', '.join(map(repr, duplicates[:5]))} "
+            "occur more than once. Pass each image once."
+        )
+    if int(batch_size) < 1:
+        raise UsageError(f"--batch-size must be a positive integer, got {batch_size}.")
+    return image_paths, names
 
 
 def _write_features(

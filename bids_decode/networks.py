@@ -52,7 +52,7 @@ from torch import nn
 from . import graphs, zoo
 from .errors import DataError, MissingInputError, UsageError
 
-logger = logging.getLogger(__name__)
+LOGGER = logging.getLogger(__name__)
 
 RANDOM_WEIGHTS = "random"
 BUILT_WEIGHTS = "as-built"
@@ -92,22 +92,12 @@ class Preprocessing:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-IMAGENET_PREPROCESSING = Preprocessing(
-    size=(224, 224),
-    channel_order="RGB",
-    scale=1.0,
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
-)
+IMAGENET_PREPROCESSING = Preprocessing(size=(224, 224), channel_order="RGB", scale=1.0,
+                                       mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 """torchvision's ImageNet normalisation, as its pretrained AlexNet and VGG19 expect."""
 
-CAFFE_PREPROCESSING = Preprocessing(
-    size=(227, 227),
-    channel_order="BGR",
-    scale=255.0,
-    mean=(104.0, 117.0, 123.0),
-    std=(1.0, 1.0, 1.0),
-)
+CAFFE_PREPROCESSING = Preprocessing(size=(227, 227), channel_order="BGR", scale=255.0,
+                                    mean=(104.0, 117.0, 123.0), std=(1.0, 1.0, 1.0))
 """Caffe's ``bvlc_alexnet`` convention: BGR, 0-255, ImageNet mean pixel subtracted."""
 
 
@@ -254,53 +244,41 @@ class NetworkSpec:
     fix_state_dict: Callable[[dict], dict] | None = field(default=None, repr=False)
 
 
+ALEXNET_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+"""Paper layer names of both AlexNets, in forward order."""
+
+
 def _cache_name(weights_enum) -> str:
     return os.path.basename(weights_enum.url)
 
 
+def _torchvision_entry(name: str, layers: dict[str, str], description: str) -> NetworkSpec:
+    """A registry entry on torchvision model ``name``: paper layer names, its default weights."""
+    weights = zoo.default_weights(name)
+    return NetworkSpec(
+        name=name,
+        build=lambda: getattr(torchvision.models, name)(weights=None),
+        layers=layers,
+        preprocessing=IMAGENET_PREPROCESSING,
+        cache_file=_cache_name(weights),
+        description=description,
+        weights_hint=f"torchvision.models.{name}(weights='{weights.name}')",
+        weights_enum=f"{type(weights).__name__}.{weights.name}",
+    )
+
+
 NETWORKS: dict[str, NetworkSpec] = {
-    "alexnet": NetworkSpec(
-        name="alexnet",
-        build=lambda: torchvision.models.alexnet(weights=None),
-        layers={
-            "conv1": "features.1",
-            "conv2": "features.4",
-            "conv3": "features.7",
-            "conv4": "features.9",
-            "conv5": "features.11",
-            "fc6": "classifier.2",
-            "fc7": "classifier.5",
-            "fc8": "classifier.6",
-        },
-        preprocessing=IMAGENET_PREPROCESSING,
-        cache_file=_cache_name(torchvision.models.AlexNet_Weights.IMAGENET1K_V1),
-        description="torchvision AlexNet (64/192/384/256/256 filters, no groups, no LRN)",
-        weights_hint="torchvision.models.alexnet(weights='IMAGENET1K_V1')",
-        weights_enum="AlexNet_Weights.IMAGENET1K_V1",
-    ),
-    "vgg19": NetworkSpec(
-        name="vgg19",
-        build=lambda: torchvision.models.vgg19(weights=None),
-        layers={**_vgg19_layers()},
-        preprocessing=IMAGENET_PREPROCESSING,
-        cache_file=_cache_name(torchvision.models.VGG19_Weights.IMAGENET1K_V1),
-        description="torchvision VGG19 (no batch normalisation)",
-        weights_hint="torchvision.models.vgg19(weights='IMAGENET1K_V1')",
-        weights_enum="VGG19_Weights.IMAGENET1K_V1",
-    ),
+    "alexnet": _torchvision_entry(
+        "alexnet", dict(zip(ALEXNET_LAYERS, (
+            "features.1", "features.4", "features.7", "features.9", "features.11",
+            "classifier.2", "classifier.5", "classifier.6"))),
+        "torchvision AlexNet (64/192/384/256/256 filters, no groups, no LRN)"),
+    "vgg19": _torchvision_entry("vgg19", _vgg19_layers(),
+                                "torchvision VGG19 (no batch normalisation)"),
     "caffe-alexnet": NetworkSpec(
         name="caffe-alexnet",
         build=CaffeAlexNet,
-        layers={
-            "conv1": "relu1",
-            "conv2": "relu2",
-            "conv3": "relu3",
-            "conv4": "relu4",
-            "conv5": "relu5",
-            "fc6": "relu6",
-            "fc7": "relu7",
-            "fc8": "fc8",
-        },
+        layers=dict(zip(ALEXNET_LAYERS, (*(f"relu{i}" for i in range(1, 8)), "fc8"))),
         preprocessing=CAFFE_PREPROCESSING,
         cache_file=None,
         description="Caffe bvlc_alexnet (96/256/384/384/256 filters, groups=2, LRN)",
@@ -717,7 +695,7 @@ def load_network(
             torch.manual_seed(int(seed))
             model = spec.build()
         info = WeightsInfo(RANDOM_WEIGHTS, state_dict_sha256(model), seed=int(seed))
-        logger.warning(
+        LOGGER.warning(
             "Network %s uses RANDOM weights (seed %d): features are for tests and demos only.",
             name,
             seed,
@@ -729,7 +707,7 @@ def load_network(
             info = WeightsInfo(path.name, file_sha256(path), path=path.resolve())
         else:
             info = WeightsInfo(BUILT_WEIGHTS, state_dict_sha256(model))
-        logger.info("Network %s: the weights it is built with (sha256 %s)", name,
+        LOGGER.info("Network %s: the weights it is built with (sha256 %s)", name,
                     info.sha256[:12])
     else:
         if weights is None:
@@ -748,7 +726,7 @@ def load_network(
         model = spec.build()
         _load_state_dict(model, _read_state_dict(path, spec), path, spec)
         info = WeightsInfo(path.name, file_sha256(path), path=path.resolve())
-        logger.info("Network %s: weights %s (sha256 %s)", name, path, info.sha256[:12])
+        LOGGER.info("Network %s: weights %s (sha256 %s)", name, path, info.sha256[:12])
     model.eval()
     for parameter in model.parameters():  # (ScriptModules have no requires_grad_)
         parameter.requires_grad_(False)

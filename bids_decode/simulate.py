@@ -233,6 +233,63 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     -------
     dict with ``bids_dir``, ``features`` (path), ``truth`` (layer -> rho of shape unit_shape).
     """
+    out = _new_folder(out_dir, n_subjects, n_train_runs, n_test_runs, null_fraction)
+    layers = dict(layers or DEFAULT_LAYERS)
+    rng = np.random.default_rng(seed)
+    null_rng = np.random.default_rng([seed, 1])
+    if layout not in LAYOUTS:
+        raise UsageError(f"--layout must be one of {sorted(LAYOUTS)}; got {layout!r}.")
+    src = _data_root(layout)
+    tr = LAYOUTS[layout]["tr"]
+    subjects = [f"{i + 1:02d}" for i in range(n_subjects)]
+    plan = _subject_plans(layout, subjects, n_train_runs, n_test_runs, n_imagery_runs)
+    images = _images_named(plan, src, layout)
+    n_img = len(images)
+    Z = rng.standard_normal((n_img, n_latent))
+    truth, feats = _plant_features(layers, Z, rng, null_rng, null_fraction)
+    _write_dataset_files(out, src, layout, subjects, n_imagery_runs)
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    affine[:3, 3] = -np.array(grid) * 1.5
+    masks = _roi_layout(grid, rng)
+    roi_any = np.logical_or.reduce(list(masks.values()))
+    hrf = _hrf(tr)
+    img_index, cat_index = _image_indices(images)
+    preproc_spm = preproc_spm or motion
+    moved = MotionPlan(seed) if motion else None
+    if fmriprep or motion:
+        _write_fmriprep_description(out / "derivatives" / "fmriprep")
+    for sub, (tmpl, runs) in plan.items():
+        _write_masks(out / "sourcedata" / f"sub-{sub}" / "anat", sub, masks, affine)
+        A = _sparse_loadings(n_latent, roi_any, rng)
+        for ses, fname in runs:
+            ev = read_template_events(src / f"sub-{tmpl}" / ses / "func" / fname, layout)
+            func = out / f"sub-{sub}" / ses / "func"
+            func.mkdir(parents=True, exist_ok=True)
+            new_name = fname.replace(f"sub-{tmpl}_", f"sub-{sub}_")
+            shutil.copyfile(src / f"sub-{tmpl}" / ses / "func" / fname, func / new_name)
+            data, head_motion = _simulate_bold(ev, tr, grid, roi_any, A, Z, img_index,
+                                               cat_index, hrf, snr, rng,
+                                               motion_artifact=fmriprep)
+            vol = (1000.0 + 8.0 * data).reshape(len(data), *grid).transpose(1, 2, 3, 0)
+            _write_run_files(out, sub, ses, new_name[: -len("_events.tsv")],
+                             np.round(vol).astype(np.int16), affine, tr, head_motion,
+                             moved=moved, preproc_spm=preproc_spm, fmriprep=fmriprep)
+    stim = out / "stimuli"
+    stim.mkdir(exist_ok=True)
+    if stimulus_images:
+        write_images(stim, images, Z, rng, photos=photos)
+    features = stim / "features_simulated.h5"
+    _write_features(features, images, feats, cat_index if n_imagery_runs else None)
+    _write_truth(stim / "truth_simulated.h5", truth, moved,
+                 {"seed": seed, "snr": snr, "n_latent": n_latent})
+    LOGGER.info("simulated %d subjects, %d images, layers %s in %s", n_subjects, n_img,
+                list(layers), out)
+    return {"bids_dir": out, "features": features, "truth": truth, "images": images}
+
+
+def _new_folder(out_dir, n_subjects: int, n_train_runs: int, n_test_runs: int,
+                null_fraction: float) -> Path:
+    """Check the counts and create ``out_dir`` (which must be new or empty)."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} exists and is not empty; simulate writes a new dataset. "
@@ -241,35 +298,55 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
         raise UsageError("simulate needs at least one subject, one training and one test run.")
     if not 0.0 <= null_fraction <= 1.0:
         raise UsageError(f"--null-fraction must be between 0 and 1; got {null_fraction}.")
-    layers = dict(layers or DEFAULT_LAYERS)
-    rng = np.random.default_rng(seed)
-    null_rng = np.random.default_rng([seed, 1])
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"Cannot create {out} ({err.strerror}).") from err
-    if layout not in LAYOUTS:
-        raise UsageError(f"--layout must be one of {sorted(LAYOUTS)}; got {layout!r}.")
-    src = _data_root(layout)
-    tr = LAYOUTS[layout]["tr"]
-    subjects = [f"{i + 1:02d}" for i in range(n_subjects)]
+    return out
+
+
+def _subject_plans(layout: str, subjects: list[str], n_train_runs: int, n_test_runs: int,
+                   n_imagery_runs: int) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """Subject -> (template subject, its (session, events file) runs used)."""
     plan = {}
     for i, sub in enumerate(subjects):
         tmpls = LAYOUTS[layout]["subjects"]
         tmpl = tmpls[i % len(tmpls)]
         plan[sub] = (tmpl, _layout_plan(layout, tmpl, n_train_runs, n_test_runs,
                                         n_imagery_runs))
-    # images named in the events used
+    return plan
+
+
+def _images_named(plan: dict, src, layout: str) -> list[str]:
+    """Sorted names of the images shown in the events of the planned runs."""
     images = set()
     for tmpl, runs in plan.values():
         for ses, fname in runs:
             ev = read_template_events(src / f"sub-{tmpl}" / ses / "func" / fname, layout)
             if "stimulus_name" in ev.columns:
                 images.update(ev.loc[ev["event_type"] == "stimulus", "stimulus_name"])
-    images = sorted(images)
-    n_img = len(images)
-    Z = rng.standard_normal((n_img, n_latent))
-    # features with planted decodability
+    return sorted(images)
+
+
+def _plant_features(layers: dict, Z: np.ndarray, rng, null_rng,
+                    null_fraction: float) -> tuple[dict, dict]:
+    """Features with a planted decodability, drawn from ``rng`` layer by layer.
+
+    Parameters
+    ----------
+    layers : dict
+        Layer name -> unit shape.
+    Z : ndarray of shape (n_images, n_latent)
+        The images' latent vectors.
+
+    Returns
+    -------
+    truth : dict
+        Layer -> rho of shape unit_shape (NaN for the dead units of the first layer).
+    feats : dict
+        Layer -> float32 features of shape (n_images, *unit_shape).
+    """
+    n_img, n_latent = Z.shape
     truth = {}
     feats = {}
     for li, (name, shape) in enumerate(layers.items()):
@@ -291,7 +368,12 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
             rho[dead] = np.nan
         truth[name] = rho.reshape(shape)
         feats[name] = Y.reshape((n_img, *shape)).astype(np.float32)
-    # dataset files
+    return truth, feats
+
+
+def _write_dataset_files(out: Path, src, layout: str, subjects: list[str],
+                         n_imagery_runs: int) -> None:
+    """dataset_description.json, README, CHANGES, task sidecars, participants.tsv."""
     desc = json.loads((src / "dataset_description.json").read_text())
     desc = {k: v for k, v in desc.items() if v != ""}  # ds001506's "Funding": "" is invalid
     desc.update({"Name": f"bids_decode simulated {layout}-shaped dataset", "BIDSVersion": "1.9.0",
@@ -311,78 +393,97 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     pd.DataFrame({"participant_id": [f"sub-{s}" for s in subjects]}).to_csv(
         out / "participants.tsv", sep="\t", index=False)
     (out / ".bidsignore").write_text("stimuli/\n")
-    affine = np.diag([3.0, 3.0, 3.0, 1.0])
-    affine[:3, 3] = -np.array(grid) * 1.5
-    masks = _roi_layout(grid, rng)
-    roi_any = np.logical_or.reduce(list(masks.values()))
-    hrf = _hrf(tr)
+
+
+def _image_indices(images: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """Image name -> row; category (name before ``_``) -> row of its first image."""
     img_index = {name: i for i, name in enumerate(images)}
     cat_index = {}
     for name in images:
         cat_index.setdefault(name.split("_")[0], img_index[name])
-    preproc_spm = preproc_spm or motion
-    moved = MotionPlan(seed) if motion else None
-    if fmriprep or motion:
-        fp_root = out / "derivatives" / "fmriprep"
-        fp_root.mkdir(parents=True, exist_ok=True)
-        (fp_root / "dataset_description.json").write_text(json.dumps({
-            "Name": "simulated fMRIPrep outputs", "BIDSVersion": "1.9.0",
-            "DatasetType": "derivative", "GeneratedBy": [{"Name": "fMRIPrep (simulated)"}]}))
-    for sub, (tmpl, runs) in plan.items():
-        anat = out / "sourcedata" / f"sub-{sub}" / "anat"
-        anat.mkdir(parents=True, exist_ok=True)
-        for mname, m in masks.items():
-            nib.save(nib.Nifti1Image(m.astype(np.uint8), affine),
-                     anat / f"sub-{sub}_mask_{mname}.nii.gz")
-        A = _sparse_loadings(n_latent, roi_any, rng)
-        for ses, fname in runs:
-            ev = read_template_events(src / f"sub-{tmpl}" / ses / "func" / fname, layout)
-            func = out / f"sub-{sub}" / ses / "func"
-            func.mkdir(parents=True, exist_ok=True)
-            new_name = fname.replace(f"sub-{tmpl}_", f"sub-{sub}_")
-            shutil.copyfile(src / f"sub-{tmpl}" / ses / "func" / fname, func / new_name)
-            data, motion = _simulate_bold(ev, tr, grid, roi_any, A, Z, img_index, cat_index, hrf,
-                                          snr, rng, motion_artifact=fmriprep)
-            stem = new_name[: -len("_events.tsv")]
-            vol = (1000.0 + 8.0 * data).reshape(len(data), *grid).transpose(1, 2, 3, 0)
-            vol = np.round(vol).astype(np.int16)
-            if moved is None:
-                _save_bold(vol, affine, tr, func / f"{stem}_bold.nii.gz")
-            else:
-                write_moved_run(moved, vol, affine, tr, func / f"{stem}_bold.nii.gz",
-                                fp_root / f"sub-{sub}" / ses / "func", stem, (sub, ses))
-            if preproc_spm:
-                d = out / "derivatives" / "preproc-spm" / "output" / f"sub-{sub}" / ses / "func"
-                d.mkdir(parents=True, exist_ok=True)
-                # SPM outputs of ds001246 lack the first 3 volumes (9 s) and are float
-                _save_bold(vol[..., 3:].astype(np.float32), affine, tr,
-                           d / f"{stem}_bold_preproc.nii.gz")
-            if fmriprep:
-                d = fp_root / f"sub-{sub}" / ses / "func"
-                d.mkdir(parents=True, exist_ok=True)
-                # fMRIPrep resamples to another grid: one voxel of padding on each side
-                padded = np.pad(vol.astype(np.float32), ((1, 1), (1, 1), (1, 1), (0, 0)),
-                                constant_values=0.0)
-                aff = affine.copy()
-                aff[:3, 3] -= 3.0
-                _save_bold(padded, aff, tr,
-                           d / f"{stem}_space-T1w_desc-preproc_bold.nii.gz")
-                cols = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
-                conf = pd.DataFrame(motion, columns=cols)
-                conf["framewise_displacement"] = np.r_[np.nan, np.abs(np.diff(motion[:, 0]))]
-                conf.to_csv(d / f"{stem}_desc-confounds_timeseries.tsv", sep="\t", index=False,
-                            na_rep="n/a")
-    stim = out / "stimuli"
-    stim.mkdir(exist_ok=True)
-    if stimulus_images:
-        write_images(stim, images, Z, rng, photos=photos)
-    features = stim / "features_simulated.h5"
-    with h5py.File(features, "w") as f:
+    return img_index, cat_index
+
+
+def _write_masks(anat: Path, sub: str, masks: dict, affine: np.ndarray) -> None:
+    anat.mkdir(parents=True, exist_ok=True)
+    for mname, m in masks.items():
+        nib.save(nib.Nifti1Image(m.astype(np.uint8), affine),
+                 anat / f"sub-{sub}_mask_{mname}.nii.gz")
+
+
+def _write_run_files(out: Path, sub: str, ses: str, stem: str, vol: np.ndarray,
+                     affine: np.ndarray, tr: float, head_motion: np.ndarray, *,
+                     moved: MotionPlan | None, preproc_spm: bool, fmriprep: bool) -> None:
+    """One run's BOLD (aligned, or moved with fMRIPrep's minimal outputs), and its
+    preproc-spm and fMRIPrep versions where asked for.
+
+    Parameters
+    ----------
+    vol : ndarray of shape (*grid, n_volumes), int16
+    head_motion : ndarray of shape (n_volumes, 6)
+    """
+    func = out / f"sub-{sub}" / ses / "func"
+    fp_func = out / "derivatives" / "fmriprep" / f"sub-{sub}" / ses / "func"
+    if moved is None:
+        _save_bold(vol, affine, tr, func / f"{stem}_bold.nii.gz")
+    else:
+        write_moved_run(moved, vol, affine, tr, func / f"{stem}_bold.nii.gz", fp_func, stem,
+                        (sub, ses))
+    if preproc_spm:
+        d = out / "derivatives" / "preproc-spm" / "output" / f"sub-{sub}" / ses / "func"
+        _write_preproc_spm_run(vol, affine, tr, d, stem)
+    if fmriprep:
+        _write_fmriprep_run(vol, affine, tr, fp_func, stem, head_motion)
+
+
+def _write_fmriprep_description(fp_root: Path) -> None:
+    fp_root.mkdir(parents=True, exist_ok=True)
+    (fp_root / "dataset_description.json").write_text(json.dumps({
+        "Name": "simulated fMRIPrep outputs", "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative", "GeneratedBy": [{"Name": "fMRIPrep (simulated)"}]}))
+
+
+def _write_preproc_spm_run(vol: np.ndarray, affine: np.ndarray, tr: float, folder: Path,
+                           stem: str) -> None:
+    """The run as ds001246's SPM outputs ship it: float, without the first 3 volumes (9 s)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _save_bold(vol[..., 3:].astype(np.float32), affine, tr,
+               folder / f"{stem}_bold_preproc.nii.gz")
+
+
+def _write_fmriprep_run(vol: np.ndarray, affine: np.ndarray, tr: float, folder: Path,
+                        stem: str, head_motion: np.ndarray) -> None:
+    """The run as fMRIPrep writes it, and its confounds.
+
+    Parameters
+    ----------
+    vol : ndarray of shape (*grid, n_volumes)
+    head_motion : ndarray of shape (n_volumes, 6)
+        Translations and rotations (the confounds' motion regressors).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    # fMRIPrep resamples to another grid: one voxel of padding on each side
+    padded = np.pad(vol.astype(np.float32), ((1, 1), (1, 1), (1, 1), (0, 0)),
+                    constant_values=0.0)
+    aff = affine.copy()
+    aff[:3, 3] -= 3.0
+    _save_bold(padded, aff, tr, folder / f"{stem}_space-T1w_desc-preproc_bold.nii.gz")
+    cols = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
+    conf = pd.DataFrame(head_motion, columns=cols)
+    conf["framewise_displacement"] = np.r_[np.nan, np.abs(np.diff(head_motion[:, 0]))]
+    conf.to_csv(folder / f"{stem}_desc-confounds_timeseries.tsv", sep="\t", index=False,
+                na_rep="n/a")
+
+
+def _write_features(path: Path, images: list[str], feats: dict,
+                    cat_index: dict | None) -> None:
+    """The features HDF5 file; with ``cat_index`` (imagery), the category features too."""
+    with h5py.File(path, "w") as f:
         f.create_dataset("stimulus_name", data=np.array(images, dtype=object),
                          dtype=h5py.string_dtype("utf-8"))
         for name, Y in feats.items():
             f.create_dataset(f"layers/{name}", data=Y)
-        if n_imagery_runs:
+        if cat_index is not None:
             cats = sorted(c for c in cat_index if any(
                 n.startswith(c + "_") for n in images))
             f.create_dataset("category_name", data=np.array(cats, dtype=object),
@@ -391,15 +492,16 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
                 f.create_dataset(f"category_layers/{name}",
                                  data=Y[[cat_index[c] for c in cats]])
         f.attrs.update({"network": "simulated", "weights": "planted", "complete": True})
-    with h5py.File(stim / "truth_simulated.h5", "w") as f:
+
+
+def _write_truth(path: Path, truth: dict, moved: MotionPlan | None, attrs: dict) -> None:
+    """The planted decodability (and head motion) as an HDF5 file."""
+    with h5py.File(path, "w") as f:
         for name, rho in truth.items():
             f.create_dataset(f"decodability/{name}", data=rho)
-        f.attrs.update({"seed": seed, "snr": snr, "n_latent": n_latent})
+        f.attrs.update(attrs)
         if moved is not None:
             moved.write_truth(f)
-    LOGGER.info("simulated %d subjects, %d images, layers %s in %s", n_subjects, n_img,
-                list(layers), out)
-    return {"bids_dir": out, "features": features, "truth": truth, "images": images}
 
 
 def write_images(folder: Path, names: list[str], Z: np.ndarray, rng, size: int = 64,

@@ -169,10 +169,22 @@ def write_jobs(args) -> dict[str, Path]:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"Cannot create {jobs} or {out} ({err.strerror}).") from err
-    q = shlex.quote
-    files = {}
     tsv = "index\tsubject\tunit_shard\n" + "".join(f"{i}\t{s}\t{sh}\n" for i, s, sh in rows)
-    part = _header("bids_decode", args.cpus_per_task, args.mem, args.time,
+    part = _participant_script(args, jobs, rows, setup, f"{cmd} {io}")
+    group = _group_script(args, jobs, subjects, setup, f"{cmd} {io}")
+    files = {}
+    for name, text, mode in (("tasks.tsv", tsv, 0o644),
+                             ("participant.sbatch", "\n".join(part) + "\n", 0o755),
+                             ("group.sbatch", "\n".join(group) + "\n", 0o755),
+                             ("submit.sh", "\n".join(_submit_script(len(rows))) + "\n", 0o755)):
+        files[name] = _write_file(jobs / name, text, mode)
+    return files
+
+
+def _participant_script(args, jobs: Path, rows: list, setup: list[str], app: str) -> list[str]:
+    """Lines of participant.sbatch: one array task per (subject, unit shard) row."""
+    q = shlex.quote
+    return _header("bids_decode", args.cpus_per_task, args.mem, args.time,
                    f"{jobs}/logs/%x_%A_%a.out", args) + [
         f"# {len(rows)} array tasks, one (subject, unit shard) each (tasks.tsv); written by",
         "# 'bids_decode slurm'. Submit with submit.sh. No --nprocs/--mem: the app reads "
@@ -184,48 +196,55 @@ def write_jobs(args) -> dict[str, Path]:
         "SHARD=${SHARDS[$SLURM_ARRAY_TASK_ID]}",
         'echo "task $SLURM_ARRAY_TASK_ID: sub-$SUB, unit shard $SHARD on $(hostname)"',
         *setup,
-        f"{cmd} {io} participant --participant-label \"$SUB\" --unit-shard \"$SHARD\" "
+        f"{app} participant --participant-label \"$SUB\" --unit-shard \"$SHARD\" "
         f"{args.app_options}".rstrip(),
     ]
+
+
+def _group_script(args, jobs: Path, subjects: list[str], setup: list[str],
+                  app: str) -> list[str]:
+    """Lines of group.sbatch: the group level over ``subjects``."""
     group_opts = args.group_options or _task_option(args.app_options)
-    group = _header("bids_decode-group", args.group_cpus, args.group_mem, args.group_time,
-                    f"{jobs}/logs/%x_%j.out", args) + [
+    return _header("bids_decode-group", args.group_cpus, args.group_mem, args.group_time,
+                   f"{jobs}/logs/%x_%j.out", args) + [
         "# the group level over the subjects of participant.sbatch; submitted by submit.sh",
         "# with --dependency=afterok on the array job",
         "set -euo pipefail",
         *setup,
-        f"{cmd} {io} group --participant-label {' '.join(q(s) for s in subjects)} "
+        f"{app} group --participant-label {' '.join(shlex.quote(s) for s in subjects)} "
         f"{group_opts}".rstrip(),
     ]
-    submit = [
+
+
+def _submit_script(n_tasks: int) -> list[str]:
+    """Lines of submit.sh: the array job, then the group job once every task succeeded."""
+    return [
         "#!/bin/bash",
         "# Submit the array job, then the group job once every array task succeeded.",
-        f"# submit.sh           all tasks (0-{len(rows) - 1}, see tasks.tsv)",
+        f"# submit.sh           all tasks (0-{n_tasks - 1}, see tasks.tsv)",
         "# submit.sh 1,3       only array tasks 1 and 3 (resubmit failed ones), then the group",
         "# Prints the two job ids. Extra sbatch options: SBATCH_EXTRA='--qos=...' submit.sh",
         "set -euo pipefail",
         'cd "$(dirname "$0")"',
-        f'ARRAY=${{1:-0-{len(rows) - 1}}}',
+        f'ARRAY=${{1:-0-{n_tasks - 1}}}',
         'jid=$(sbatch --parsable ${SBATCH_EXTRA:-} --array="$ARRAY" participant.sbatch)',
         'gid=$(sbatch --parsable ${SBATCH_EXTRA:-} --dependency=afterok:"${jid%%;*}" '
         'group.sbatch)',
         'echo "${jid%%;*} ${gid%%;*}"',
     ]
-    for name, text, mode in (("tasks.tsv", tsv, 0o644),
-                             ("participant.sbatch", "\n".join(part) + "\n", 0o755),
-                             ("group.sbatch", "\n".join(group) + "\n", 0o755),
-                             ("submit.sh", "\n".join(submit) + "\n", 0o755)):
-        path = jobs / name
-        tmp = path.with_name(f".{name}.tmp{os.getpid()}")
-        try:
-            tmp.write_text(text)
-            tmp.chmod(mode)
-            tmp.replace(path)
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
-            raise OutputError(f"Cannot write {path} ({err.strerror}).") from err
-        files[name] = path
-    return files
+
+
+def _write_file(path: Path, text: str, mode: int) -> Path:
+    """Write ``text`` to ``path`` with ``mode``, atomically (OutputError if it cannot)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        tmp.chmod(mode)
+        tmp.replace(path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"Cannot write {path} ({err.strerror}).") from err
+    return path
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -144,6 +144,7 @@ def test_bdata_file_from_bdpy_gives_the_bids_accuracies(tmp_path):
                                    atol=1e-6, equal_nan=True)
 
 
+@pytest.mark.slow
 def test_bdata_errors_are_clean(tmp_path, capsys):
     from bids_decode.errors import EXIT_DATAERR, EXIT_NOINPUT
     from bids_decode.simulate import simulate_dataset

@@ -64,6 +64,7 @@ def test_dash_and_underscore_spellings_and_sub_prefix():
     assert parse_args(["/d", "/o", "group", "--skip_bids_validation"]).skip_bids_validation
 
 
+@pytest.mark.slow
 def test_participant_label_with_or_without_prefix(capsys, ds, tmp_path):
     code, err = _run(capsys, ds, tmp_path / "o1", "--participant-label", "sub-01",
                      "--layers", "fc8")
@@ -177,6 +178,7 @@ def test_user_mask_missing(capsys, ds, tmp_path):
     _assert_clean_failure(code, err, EXIT_NOINPUT, "m.nii.gz")
 
 
+@pytest.mark.slow
 def test_user_mask_with_subject_placeholder(capsys, ds, tmp_path):
     mask = ds / "sourcedata" / "sub-01" / "anat" / "sub-01_mask_LH_HVC.nii.gz"
     pattern = str(mask).replace("sub-01", "sub-{subject}")
@@ -251,6 +253,7 @@ def test_partial_features_file(capsys, ds, tmp_path):
     assert _no_results(tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_stimulus_without_features_or_image(capsys, ds, tmp_path):
     """No --features: images are needed; a missing one is named with the folder."""
     from bids_decode.simulate import write_images
@@ -273,6 +276,7 @@ def test_stimulus_without_features_or_image(capsys, ds, tmp_path):
     _assert_clean_failure(code, err, EXIT_DATAERR, names[0])
 
 
+@pytest.mark.slow
 def test_mask_on_another_grid_is_resampled_with_a_warning(capsys, ds, tmp_path):
     from nilearn.image import resample_img
 

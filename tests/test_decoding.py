@@ -413,6 +413,7 @@ def _decode_in_subprocess(path, env, device="cpu"):
     return np.load(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("other", ["avx2-scipy", "torch-cpu"])
 def test_other_code_paths_agree_within_the_documented_tolerance(tmp_path, other):
     """The AVX2 kernels with SciPy's LAPACK (what an AMD EPYC takes), or the torch path,

@@ -14,6 +14,8 @@ import pytest
 
 from bids_decode.cli import main
 
+pytestmark = pytest.mark.slow  # images -> features -> participant -> group through the CLI
+
 
 @pytest.fixture(scope="module")
 def with_images(tmp_path_factory):

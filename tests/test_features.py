@@ -141,6 +141,7 @@ def test_read_names_from_events(tmp_path):
 
 
 # --------------------------------------------------------------------------- extraction
+@pytest.mark.slow
 def test_alexnet_values_equal_a_direct_torchvision_forward(stimuli, tmp_path):
     _, paths, names = stimuli
     out = features.extract_features(paths, names, tmp_path / "f.h5", network="alexnet",
@@ -184,6 +185,7 @@ def test_file_format_and_attributes(stimuli, tmp_path):
     assert not list(out.parent.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_rerun_reuses_a_complete_file(stimuli, tmp_path, caplog):
     _, paths, names = stimuli
     kwargs = dict(network="alexnet", layers=["conv1", "fc8"], weights="random", seed=0)
@@ -246,6 +248,7 @@ def test_cuda_equals_cpu(stimuli, tmp_path):
         np.testing.assert_allclose(gpu[layer], cpu[layer], atol=2e-3 * scale, err_msg=layer)
 
 
+@pytest.mark.slow
 def test_vgg19_two_images_all_layers(stimuli, tmp_path):
     _, paths, names = stimuli
     out = features.extract_features(paths[:2], names[:2], tmp_path / "v.h5", network="vgg19",

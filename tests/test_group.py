@@ -62,6 +62,7 @@ def _accuracy(out: Path, sub: str, roi: str, layer: str) -> np.ndarray:
         return f[layer]["accuracy"][()].astype(np.float64).ravel()
 
 
+@pytest.mark.slow
 def test_between_subject_r_matches_participant_files(outputs):
     """Every pair row, by its ROI and subject labels, equals a direct computation to 1e-6."""
     from scipy.stats import spearmanr
@@ -88,6 +89,7 @@ def test_between_subject_r_matches_participant_files(outputs):
         assert np.diff(np.sort(rows.r.to_numpy())).min() > 1e-5, (roi, layer)
 
 
+@pytest.mark.slow
 def test_summary_and_rank_consistency(outputs):
     out = outputs["out"]
     summary = pd.read_csv(_gpath(out, "crosssubject", "summary"), sep="\t")
@@ -111,6 +113,7 @@ def test_summary_and_rank_consistency(outputs):
         assert "r" in desc or "roi" in desc
 
 
+@pytest.mark.slow
 def test_averaged_subject_follows_planted_truth(outputs):
     out, avg = outputs["out"], outputs["out"] / "group"
     summary = pd.read_csv(derivatives.func_path(avg, "Averaged", TASK, suffix="decoding",
@@ -138,6 +141,7 @@ def test_averaged_subject_follows_planted_truth(outputs):
                 assert g["rank"][()].min() == 1
 
 
+@pytest.mark.slow
 def test_averaging_one_subject_reproduces_its_scores(outputs):
     """The Averaged scoring path applied to one subject gives back its participant scores."""
     out = outputs["out"]
@@ -169,6 +173,7 @@ def _png_panels(png: bytes) -> tuple[np.ndarray, list[str]]:
         "panels: ").split("; ")
 
 
+@pytest.mark.slow
 def test_group_figures_one_panel_per_layer(outputs):
     fig_dir = outputs["out"] / "group" / "figures"
     expected = {f"task-{TASK}_desc-{r}_accuracy.png": list(LAYERS) for r in ROIS}
@@ -229,6 +234,7 @@ def _copy_outputs(src: Path, dst: Path, subjects) -> Path:
     return dst
 
 
+@pytest.mark.slow
 def test_fewer_than_two_subjects_is_a_clear_error(outputs, tmp_path, capsys):
     base = [str(outputs["bids"]), str(outputs["out"]), "group", "-q"]
     assert cli.main([*base, "--participant-label", "sub-02"]) == 66
@@ -241,6 +247,7 @@ def test_fewer_than_two_subjects_is_a_clear_error(outputs, tmp_path, capsys):
     assert "sub-07" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_mismatched_parameters_are_a_clear_error(outputs, tmp_path, capsys):
     odd = _copy_outputs(outputs["out"], tmp_path / "odd", ["01", "02"])
     side = derivatives.func_path(odd, "02", TASK, desc="LVC", suffix="decoding", ext=".json")
@@ -257,6 +264,7 @@ def test_mismatched_parameters_are_a_clear_error(outputs, tmp_path, capsys):
     assert not (odd / "group" / f"task-{TASK}_desc-crosssubject_correlation.tsv").exists()
 
 
+@pytest.mark.slow
 def test_output_dir_stays_bids_valid(outputs):
     exe = shutil.which("bids-validator-deno") or str(
         Path(__import__("sys").executable).parent / "bids-validator-deno")
@@ -268,6 +276,7 @@ def test_output_dir_stays_bids_valid(outputs):
     assert not errors, res.stdout[-3000:]
 
 
+@pytest.mark.slow
 def test_missing_features_file_skips_the_averaged_subject(outputs, tmp_path):
     moved = _copy_outputs(outputs["out"], tmp_path / "moved", ["01", "02"])
     for side in moved.glob("sub-*/func/*_desc-*_decoding.json"):

@@ -13,6 +13,8 @@ from scipy.stats import spearmanr
 
 from bids_decode.cli import main
 
+pytestmark = pytest.mark.slow  # each test runs the participant level on a simulated dataset
+
 
 @pytest.fixture(scope="module")
 def rich(tmp_path_factory):

@@ -91,6 +91,7 @@ def test_unknown_network_and_layer_messages():
     assert networks.resolve_layers(NETWORKS["alexnet"], ["fc8", "conv2", "fc8"]) == ["conv2", "fc8"]
 
 
+@pytest.mark.slow
 def test_random_weights_are_seeded():
     _, a = networks.load_network("alexnet", "random", seed=1)
     _, b = networks.load_network("alexnet", "random", seed=1)
@@ -107,6 +108,7 @@ def test_random_weights_leave_the_global_rng_alone():
     assert torch.equal(torch.rand(3), expected)
 
 
+@pytest.mark.slow
 def test_weights_file_is_loaded_and_hashed(tmp_path):
     model, _ = networks.load_network("caffe-alexnet", "random", seed=7)
     path = tmp_path / "caffe_alexnet.pth"
@@ -120,6 +122,7 @@ def test_weights_file_is_loaded_and_hashed(tmp_path):
     assert not loaded.training
 
 
+@pytest.mark.slow
 def test_torchvision_cache_is_used(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     model, _ = networks.load_network("alexnet", "random", seed=4)
@@ -141,6 +144,7 @@ def test_missing_weights_say_how_to_get_them(tmp_path, monkeypatch):
         networks.load_network("alexnet", tmp_path / "nothere.pth")
 
 
+@pytest.mark.slow
 def test_bad_weights_files(tmp_path):
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")

@@ -12,6 +12,8 @@ from scipy.stats import spearmanr
 
 from bids_decode.validation import find_validator, validator_issues
 
+pytestmark = pytest.mark.slow  # the session's participant run over two subjects (~15 s)
+
 
 @pytest.mark.parametrize("subject", ["01", "02"])
 @pytest.mark.parametrize("roi", ["VC", "LVC"])

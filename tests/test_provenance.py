@@ -14,6 +14,8 @@ import pytest
 
 from bids_decode.cli import main
 
+pytestmark = pytest.mark.slow  # participant reruns and subprocesses of the CLI
+
 
 def test_rerun_from_config_gives_identical_accuracies(sim, participant_out, tmp_path):
     cfg_path = participant_out / "sub-01" / "sub-01_task-perception_config.json"

@@ -23,6 +23,8 @@ import pandas as pd
 import pytest
 import scipy.linalg
 
+pytestmark = pytest.mark.slow  # a participant run, then the reference rebuilt in numpy
+
 ALPHA, K, SHIFT = 37.0, 60, 3.0
 LAYERS = {"conv1": (4, 3, 5), "fc8": (37,)}
 ROI_PARTS = ("V1d", "V1v", "V2d", "V2v", "V3d", "V3v")  # LVC = V1 + V2 + V3, both hemispheres

@@ -16,6 +16,8 @@ import pytest
 
 from bids_decode.validation import find_validator, validator_issues
 
+pytestmark = pytest.mark.slow  # SIGKILL and rerun, parallel jobs, shards: minutes
+
 ROIS = ["VC", "LVC", "HVC", "V1"]
 
 

@@ -66,6 +66,7 @@ def _images(html: str) -> list[np.ndarray]:
                        dtype=np.float64) for b in IMG_RE.findall(html)]
 
 
+@pytest.mark.slow
 def test_subject_report_shows_inputs_figures_and_provenance(outputs, reports):
     html = reports["01"].read_text()
     assert reports["01"] == outputs["out"] / "sub-01.html"
@@ -89,6 +90,7 @@ def test_subject_report_shows_inputs_figures_and_provenance(outputs, reports):
     assert "http://" not in html.replace('href="#', "") and "<script" not in html
 
 
+@pytest.mark.slow
 def test_subject_report_reads_the_participant_qc_file(reports):
     html = reports["02"].read_text()
     assert "Mean ROI signal of sub-02_ses-perceptionTraining01" in html
@@ -96,6 +98,7 @@ def test_subject_report_reads_the_participant_qc_file(reports):
     assert len(_images(html)) == 2 + 2 + 2 + len(ROIS)
 
 
+@pytest.mark.slow
 def test_subject_report_without_qc_file_says_so(outputs, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(outputs["out"] / "sub-02", out / "sub-02")
@@ -105,6 +108,7 @@ def test_subject_report_without_qc_file_says_so(outputs, tmp_path):
     assert len(_images(html)) == 2 + 2 + len(ROIS)
 
 
+@pytest.mark.slow
 def test_report_of_missing_subject_is_a_clear_error(outputs):
     with pytest.raises(MissingInputError, match="sub-09.*participant level"):
         report.write_subject_report(outputs["out"], "09", TASK)
@@ -141,6 +145,7 @@ def _render(exe: str, html_path, tmp_path, *mode) -> subprocess.CompletedProcess
     return subprocess.run(args, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["sub-01", "group"])
 def test_reports_render_in_headless_chromium(outputs, reports, tmp_path, which):
     exe = _chromium()

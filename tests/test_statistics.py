@@ -45,6 +45,7 @@ def test_permutations_are_fixed_permutations():
     assert not np.array_equal(a, st.permutations(13, 40, seed=4))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", ["cpu", "torch-cpu"])
 def test_null_correlations_match_brute_force(device):
     pred, true = _data(n_images=17, n_units=9, r=0.5)
@@ -317,6 +318,7 @@ def test_acceptance_group_disattenuation(heldout):
         assert row.r_disattenuated_mean >= row.r_mean
 
 
+@pytest.mark.slow
 def test_statistics_off_and_bad_option(tmp_path, capsys):
     """--n-permutations 0: no p/q datasets, n/a counts, reliability still there; a negative
     count is a usage error (exit 64) that writes nothing."""

@@ -161,6 +161,7 @@ def test_default_layers_resolve_for_every_model():
         assert len(defaults) >= 4, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted({f.example for f in zoo.FAMILIES}))
 def test_family_defaults_resolve_to_distinct_tensors(name):
     spec = networks.get_network(name)
@@ -193,6 +194,7 @@ def test_missing_pretrained_weights_name_the_file(tmp_path, monkeypatch, capsys,
     assert "hub/checkpoints/vit_b_16-c867db91.pth" in err and "-v DIR:" in err
 
 
+@pytest.mark.slow
 def test_torchvision_cache_and_old_densenet_keys(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     model, _ = networks.load_network("densenet121", "random", seed=1)
@@ -209,6 +211,7 @@ def test_torchvision_cache_and_old_densenet_keys(tmp_path, monkeypatch):
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
+@pytest.mark.slow
 def test_torchvision_preprocessing_is_the_weights_transforms(images, tmp_path):
     from bids_decode import features
 
@@ -233,6 +236,7 @@ def test_torchvision_preprocessing_is_the_weights_transforms(images, tmp_path):
                                   weights="random", preprocessing="torchvision")
 
 
+@pytest.mark.slow
 def test_node_names_of_the_registry_networks_equal_their_paper_layers(images, tmp_path):
     from bids_decode import features
 

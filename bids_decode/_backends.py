@@ -358,6 +358,8 @@ if numba is not None:
     @_jit
     def _solve_batch(gram, index, rhs, cond_max, xt, coef, intercept, status, pred, potrf,
                      trsv, clocks):
+        # long: one compiled loop over the units, so no Python runs per unit; its steps
+        # (gather, factorise, check, solve, predict) share the sub-batch's buffers
         # gram (P, P) C-order; index (B, k) int64 sorted ascending, all < P - 1;
         # rhs (B, k + 1) with the bias last; xt (P - 1, n_test) or shape (0, 0);
         # outputs coef (B, k), intercept (B,), status (B,) int64, pred (B, n_test);

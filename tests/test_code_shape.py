@@ -20,18 +20,6 @@ PKG = Path(__file__).resolve().parents[1] / "bids_decode"
 MAX_LINES = 60
 LONG_COMMENT = re.compile(r"#\s*long:\s*\S.{8,}")
 
-# Known long functions in modules other helpers of issue 14 are reworking (module path
-# relative to bids_decode/ -> qualified names). To be emptied by the merge of issue 14's
-# branches: an entry that is no longer long fails the test below, so the list only shrinks.
-ALLOWED_LONG_UNTIL_ISSUE_14_MERGED: dict[str, set[str]] = {
-    "_backends.py": {"_solve_batch"},  # the lead's numba kernel: a `# long:` comment or split
-    "bdata.py": {"subject_inputs"},
-    "cli.py": {"build_parser"},
-    "layout.py": {"find_runs"},
-    "participant.py": {"assemble_roi", "_run"},
-}
-
-
 def _modules() -> list[Path]:
     return sorted(p for p in PKG.rglob("*.py") if "data" not in p.relative_to(PKG).parts)
 
@@ -95,20 +83,15 @@ def test_long_functions_are_found_and_a_long_comment_excuses_them():
 
 
 def test_package_functions_are_short_or_say_why():
-    offenders, stale = [], []
+    offenders = []
     for path in _modules():
         rel = str(path.relative_to(PKG))
-        allowed = ALLOWED_LONG_UNTIL_ISSUE_14_MERGED.get(rel, set())
-        found = long_functions(path.read_text())
-        offenders += [f"{rel}:{line} {name} ({n} lines)" for name, line, n in found
-                      if name not in allowed]
-        stale += [f"{rel}: {name}" for name in sorted(allowed - {name for name, _, _ in found})]
+        offenders += [f"{rel}:{line} {name} ({n} lines)"
+                      for name, line, n in long_functions(path.read_text())]
     assert not offenders, (
         f"functions over {MAX_LINES} lines of code (docstring left out): split them, or say "
-        f"why they read best as one sequence with a '# long: <reason>' comment after the "
+        "why they read best as one sequence with a '# long: <reason>' comment after the "
         "docstring:\n" + "\n".join(offenders))
-    assert not stale, ("no longer long (or gone): remove from ALLOWED_LONG_UNTIL_ISSUE_14_MERGED:\n"
-                       + "\n".join(stale))
 
 
 ROOT_LOGGER_CALLS = {"debug", "info", "warning", "warn", "error", "exception", "critical", "log"}

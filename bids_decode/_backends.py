@@ -286,8 +286,9 @@ def numba_cache_dir() -> str | None:
 
     ``NUMBA_CACHE_DIR`` if set (numba's own variable); else ``$BIDS_DECODE_CACHE_DIR``, or
     ``$XDG_CACHE_HOME/bids_decode`` (``~/.cache/bids_decode``). A cache that exists but cannot
-    be written (a read-only container image that ships its kernels compiled) is copied to a
-    temporary folder and used from there. numba keys each cached kernel by the source file,
+    be written (a read-only container image that ships its kernels compiled) is copied once
+    per user and content to the temporary folder and used from there (:func:`_private_copy`).
+    numba keys each cached kernel by the source file,
     the signature and the CPU name and features it was compiled for, and the kernels take the
     LAPACK routines' addresses as arguments, so a cache never serves the wrong CPU or LAPACK.
     """
@@ -301,11 +302,37 @@ def numba_cache_dir() -> str | None:
         if not path.is_dir():
             LOGGER.info("no writable folder for compiled kernels (%s): compiling each run", path)
             return None
-        copy = Path(tempfile.mkdtemp(prefix="bids_decode-numba-"))
-        shutil.copytree(path, copy, dirs_exist_ok=True)
-        path = copy
+        path = _private_copy(path)
     numba.config.CACHE_DIR = str(path)
     return str(path)
+
+
+def _private_copy(src: Path) -> Path:
+    """A writable copy of the read-only kernel cache ``src``, made once per user and content.
+
+    The copy lives in the temporary folder under a name keyed by the user and by the files of
+    ``src`` (names, sizes, times), so later runs reuse it instead of leaving a copy each. It is
+    used only if this user owns it and nobody else can write to it (compiled code is loaded
+    from it); otherwise a fresh private copy is made.
+    """
+    import hashlib
+
+    listing = sorted((str(f.relative_to(src)), f.stat().st_size, f.stat().st_mtime_ns)
+                     for f in src.rglob("*") if f.is_file())
+    key = hashlib.sha1(repr((str(src), listing)).encode()).hexdigest()[:16]
+    copy = Path(tempfile.gettempdir()) / f"bids_decode-numba-{os.getuid()}-{key}"
+    with contextlib.suppress(OSError):
+        st = copy.lstat()
+        if copy.is_dir() and not copy.is_symlink() and st.st_uid == os.getuid() \
+                and not st.st_mode & 0o022:
+            return copy
+    fresh = Path(tempfile.mkdtemp(prefix="bids_decode-numba-"))  # mode 0700
+    shutil.copytree(src, fresh, dirs_exist_ok=True)
+    try:
+        os.rename(fresh, copy)  # atomic; fails if another process made it first
+    except OSError:
+        return fresh
+    return copy
 
 
 if numba is not None:

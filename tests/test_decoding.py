@@ -480,9 +480,24 @@ def test_read_only_kernel_cache_is_copied(tmp_path, monkeypatch):
     monkeypatch.setattr(_backends, "_writable", lambda path: False)
     monkeypatch.setattr(_backends.numba.config, "CACHE_DIR", _backends.numba.config.CACHE_DIR)
     _backends.numba_cache_dir.cache_clear()
+    monkeypatch.setattr(_backends.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     try:
         copy = _backends.numba_cache_dir()
         assert copy != str(ro / "numba-x") and (Path(copy) / "k.nbi").read_text() == "index"
+        # a second process reuses the copy instead of leaving one more behind
+        _backends.numba_cache_dir.cache_clear()
+        assert _backends.numba_cache_dir() == copy
+        assert len(list((tmp_path / "tmp").iterdir())) == 1
+        # new kernels in the image: a new copy; a copy others can write to is not trusted
+        (ro / "numba-x" / "k2.nbi").write_text("index 2")
+        _backends.numba_cache_dir.cache_clear()
+        second = _backends.numba_cache_dir()
+        assert second != copy and (Path(second) / "k2.nbi").read_text() == "index 2"
+        Path(second).chmod(0o777)
+        _backends.numba_cache_dir.cache_clear()
+        third = _backends.numba_cache_dir()
+        assert third not in (copy, second) and (Path(third) / "k2.nbi").is_file()
     finally:
         _backends.numba_cache_dir.cache_clear()
 

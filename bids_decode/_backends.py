@@ -69,8 +69,8 @@ def _mkl_library():
             try:
                 lib = ctypes.CDLL(str(path))
             except OSError as err:
-                LOGGER.warning("Intel MKL found at %s but not loadable (%s); using SciPy's LAPACK",
-                            path, err)
+                LOGGER.warning("Intel MKL found at %s but not loadable (%s); using SciPy's "
+                               "LAPACK", path, err)
                 return None
             # one thread per call: the kernel's own threads keep the cores busy
             lib.MKL_Set_Threading_Layer.restype = ctypes.c_int
@@ -113,8 +113,7 @@ def _time_potrf(provider: str, n: int = 501, repeats: int = 15) -> float:
     """Best time of ``spotrf`` on an ``n x n`` SPD matrix, in seconds."""
     import time
 
-    addr = (ctypes.cast(_mkl_library().spotrf_, ctypes.c_void_p).value if provider == "mkl"
-            else get_cython_function_address("scipy.linalg.cython_lapack", "spotrf"))
+    addr = _routine_address("spotrf", "lapack", provider)
     potrf = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 5))(addr)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((2 * n, n)).astype(np.float32)
@@ -162,7 +161,7 @@ def calibrate_lapack() -> dict:
     choice = "mkl" if times["mkl"] * _MKL_MARGIN < times["scipy"] else "scipy"
     result = {"choice": choice, "mkl_s": times["mkl"], "scipy_s": times["scipy"], "key": key}
     LOGGER.info("LAPACK for the CPU decoder: %s (spotrf at k = 500: MKL %.2f ms, SciPy %.2f ms; "
-             "cached in %s)", choice, 1e3 * times["mkl"], 1e3 * times["scipy"], path)
+                "cached in %s)", choice, 1e3 * times["mkl"], 1e3 * times["scipy"], path)
     if path is not None:
         with contextlib.suppress(OSError, ValueError):
             cached = json.loads(path.read_text()) if path.is_file() else {}
@@ -173,19 +172,21 @@ def calibrate_lapack() -> dict:
     return result
 
 
-def _lapack_address(name: str) -> int:
-    """Address of a LAPACK routine (Fortran calling convention) of the chosen provider."""
-    if lapack_provider() == "mkl":
-        return ctypes.cast(getattr(_mkl_library(), name + "_"), ctypes.c_void_p).value
-    return get_cython_function_address("scipy.linalg.cython_lapack", name)
+def _routine_address(name: str, library: str, provider: str | None = None) -> int:
+    """Address of a BLAS or LAPACK routine (Fortran calling convention).
 
-
-@functools.cache
-def _blas_address(name: str) -> int:
-    """Address of a BLAS routine (Fortran calling convention) of the chosen provider."""
-    if lapack_provider() == "mkl":
+    Parameters
+    ----------
+    name : str
+        e.g. ``"spotrf"``.
+    library : {"blas", "lapack"}
+        Where SciPy keeps it (``scipy.linalg.cython_<library>``); MKL's one library has both.
+    provider : {"mkl", "scipy"} or None
+        None: the chosen one (:func:`lapack_provider`).
+    """
+    if (provider or lapack_provider()) == "mkl":
         return ctypes.cast(getattr(_mkl_library(), name + "_"), ctypes.c_void_p).value
-    return get_cython_function_address("scipy.linalg.cython_blas", name)
+    return get_cython_function_address(f"scipy.linalg.cython_{library}", name)
 
 
 #: LLVM CPU names by the widest vector instruction set their kernels use (for provenance;
@@ -288,9 +289,9 @@ def numba_cache_dir() -> str | None:
     ``$XDG_CACHE_HOME/bids_decode`` (``~/.cache/bids_decode``). A cache that exists but cannot
     be written (a read-only container image that ships its kernels compiled) is copied once
     per user and content to the temporary folder and used from there (:func:`_private_copy`).
-    numba keys each cached kernel by the source file,
-    the signature and the CPU name and features it was compiled for, and the kernels take the
-    LAPACK routines' addresses as arguments, so a cache never serves the wrong CPU or LAPACK.
+    numba keys each cached kernel by the source file, the signature and the CPU name and
+    features it was compiled for, and the kernels take the LAPACK and BLAS routines' addresses
+    as arguments, so a cache never serves the wrong CPU or LAPACK.
     """
     if os.environ.get("NUMBA_CACHE_DIR"):
         return os.environ["NUMBA_CACHE_DIR"]
@@ -574,9 +575,10 @@ def warm_up() -> dict:
 
 
 @functools.cache
-def _lapack_potrf(dtype_char: str) -> int:
-    """Address of ?potrf for 'f' (float32) or 'd' (float64)."""
-    return _lapack_address({"f": "s", "d": "d"}[dtype_char] + "potrf")
+def _kernel_routines(dtype_char: str) -> tuple[int, int]:
+    """Addresses of LAPACK ?potrf and BLAS ?trsv for 'f' (float32) or 'd' (float64)."""
+    prefix = {"f": "s", "d": "d"}[dtype_char]
+    return _routine_address(prefix + "potrf", "lapack"), _routine_address(prefix + "trsv", "blas")
 
 
 def cycles_per_second(seconds: float = 0.2) -> float:
@@ -616,8 +618,7 @@ def solve_selected_numba(gram, index, rhs, cond_max, xt=None, clocks=None):
     pred : ndarray of shape (n_units, n_test) or None
     """
     dtype = gram.dtype
-    potrf = _lapack_potrf(dtype.char)
-    trsv = _blas_address({"f": "s", "d": "d"}[dtype.char] + "trsv")
+    potrf, trsv = _kernel_routines(dtype.char)
     n_units, k = index.shape
     coef = np.zeros((n_units, k), dtype=dtype)
     intercept = np.zeros(n_units, dtype=dtype)

@@ -46,14 +46,12 @@ def lapack_choice(monkeypatch):
     def use(name):
         monkeypatch.setenv(_backends.LAPACK_ENV, name)
         _backends.lapack_provider.cache_clear()
-        _backends._lapack_potrf.cache_clear()
-        _backends._blas_address.cache_clear()
+        _backends._kernel_routines.cache_clear()
 
     yield use
     monkeypatch.delenv(_backends.LAPACK_ENV, raising=False)
     _backends.lapack_provider.cache_clear()
-    _backends._lapack_potrf.cache_clear()
-    _backends._blas_address.cache_clear()
+    _backends._kernel_routines.cache_clear()
 
 
 # ------------------------------------------------------------------ skipped tests in CI

@@ -33,6 +33,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 REF = "tests/test_reference_pipeline.py"
 PLANTED = "tests/test_planted_structure.py"
+#: (file, old, new): the test features z-scored with their own statistics (two mutants use it)
+TEST_Y_OWN_ZSCORE = ("bids_decode/participant.py",
+                     "Zte = scale.apply(Yte, zero_constant=False)",
+                     "Zte = (Yte - Yte.mean(axis=0)) / np.where(scale.const, 1.0, "
+                     "Yte.std(axis=0, ddof=1))")
 
 
 @dataclass(frozen=True)
@@ -70,15 +75,8 @@ MUTANTS = [
            "((X_test - mu) / sd).astype(np.float32)",
            "return ((X_train - mu) / sd).astype(np.float32), ((X_test - X_test.mean(axis=0)) / "
            "X_test.std(axis=0, ddof=1)).astype(np.float32)",
-           (REF,), more=(("bids_decode/participant.py",
-                          "Zte = scale.apply(Yte, zero_constant=False)",
-                          "Zte = (Yte - Yte.mean(axis=0)) / np.where(scale.const, 1.0, "
-                          "Yte.std(axis=0, ddof=1))"),)),
-    Mutant("test_set_zscoring_y", "test Y z-scored with its own statistics",
-           "bids_decode/participant.py",
-           "Zte = scale.apply(Yte, zero_constant=False)",
-           "Zte = (Yte - Yte.mean(axis=0)) / np.where(scale.const, 1.0, "
-           "Yte.std(axis=0, ddof=1))",
+           (REF,), more=(TEST_Y_OWN_ZSCORE,)),
+    Mutant("test_set_zscoring_y", "test Y z-scored with its own statistics", *TEST_Y_OWN_ZSCORE,
            (REF,)),
     Mutant("decoded_is_training_mean", "decoded features = the training mean of each unit",
            "bids_decode/participant.py",

@@ -442,6 +442,8 @@ def _declared(f: dataclasses.Field) -> Param:
 #: Every declared parameter, in declaration order.
 PARAMS: tuple[Param, ...] = tuple(
     _declared(f) for f in dataclasses.fields(RunConfig) if "param" in f.metadata)
+#: The declarations by field name.
+PARAMS_BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
 #: Parameters that change decoding results; work files are keyed by them.
 DECODING_KEYS: tuple[str, ...] = tuple(p.name for p in PARAMS if p.keyed)
 
@@ -463,17 +465,13 @@ def group_keys(where: str) -> tuple[str, ...]:
 def sidecar_entries(sidecar: Mapping, *names: str) -> dict:
     """The ROI-sidecar entries of the named parameters, copied from ``sidecar`` (None where
     absent), under their declared sidecar names."""
-    out = {}
-    for name in names:
-        p = next(p for p in PARAMS if p.name == name)
-        out[p.sidecar] = sidecar.get(p.sidecar)
-    return out
+    return {PARAMS_BY_NAME[n].sidecar: sidecar.get(PARAMS_BY_NAME[n].sidecar) for n in names}
 
 
 def quoted(config: Mapping, sidecar: Mapping, name: str, missing="?"):
     """A parameter's value as a report quotes it: the ROI sidecar's entry, else the saved run
     configuration's, else ``missing``."""
-    p = next(p for p in PARAMS if p.name == name)
+    p = PARAMS_BY_NAME[name]
     if p.sidecar and p.sidecar in sidecar:
         return sidecar[p.sidecar]
     return config.get(name, missing)

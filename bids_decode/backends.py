@@ -182,18 +182,28 @@ class Backend:
         """Threads for unit tasks: ``n_jobs`` resolved on the CPU, 1 on a device."""
         return 1
 
-    def batch_size_for(self, n_samples: int, n_voxels: int, k: int, itemsize: int,
-                       mem_bytes: int, n_jobs: int) -> int:
-        """Units per task so that ``n_jobs`` tasks stay within ``mem_bytes``.
+    def memory_model(self, n_samples: int, n_voxels: int, k: int, itemsize: int,
+                     n_jobs: int) -> tuple[int, int]:
+        """Bytes the decoder holds: ``(per unit of a task, fixed for n_jobs threads)``.
 
-        Counts per unit the float64 GEMM output, scores and partition indices (8 bytes each
-        per voxel), the float64 copy of Y, and the outputs, plus :meth:`_gather_bytes`; and a
-        ``(k+1)^2`` workspace per thread.
+        Per unit: the float64 GEMM output, scores and partition indices (8 bytes each per
+        voxel), the float64 copy of Y, and the outputs, plus :meth:`_gather_bytes`; fixed: each
+        thread's solver workspace (:meth:`_workspace_bytes`). Used by :meth:`batch_size_for`
+        and by the run's memory plan (:func:`bids_decode.resources.memory_plan`).
         """
         per_unit = 8 * (4 * n_voxels + 2 * n_samples + 4 * (k + 1)) + self._gather_bytes(
             k, itemsize)
-        fixed = 8 * (k + 1) ** 2 * n_jobs  # per-thread workspace
+        return per_unit, self._workspace_bytes(k, itemsize) * n_jobs
+
+    def batch_size_for(self, n_samples: int, n_voxels: int, k: int, itemsize: int,
+                       mem_bytes: int, n_jobs: int) -> int:
+        """Units per task so that ``n_jobs`` tasks stay within ``mem_bytes``
+        (:meth:`memory_model`)."""
+        per_unit, fixed = self.memory_model(n_samples, n_voxels, k, itemsize, n_jobs)
         return int(max(16, min(65536, (mem_bytes - fixed) // (per_unit * max(1, n_jobs)))))
+
+    def _workspace_bytes(self, k: int, itemsize: int) -> int:
+        return 8 * (k + 1) ** 2
 
     def _gather_bytes(self, k: int, itemsize: int) -> int:
         return 0
@@ -216,6 +226,10 @@ class CPUBackend(Backend):
 
     def n_threads(self, n_jobs) -> int:
         return resolve_n_jobs(n_jobs)
+
+    def _workspace_bytes(self, k: int, itemsize: int) -> int:
+        # the kernel gathers the Gram blocks of a sub-batch of units at once
+        return _backends.SUB_BATCH * (k + 1) ** 2 * itemsize
 
     # -- arrays of one design
     def arrays(self, design) -> dict:

@@ -330,10 +330,11 @@ def memory_plan(*, n_train: int, n_rows: int, n_images: int, n_voxels: int, k: i
     design = n_train * (p + 1) * (itemsize + 16) + (p + 1) ** 2 * (itemsize + 8)
     # one chunk of targets as _chunk_units counts it (float64 rows and their z-scored copies)
     features = units * 8 * (n_images + 4 * n_rows)
-    # decoding.batch_size_for: per unit 8 (4p + 2n + 4(k + 1)) bytes, a (k+1)^2 workspace per
-    # thread, at most half the budget
-    per_unit = 8 * (4 * p + 2 * n_train + 4 * (k + 1))
-    decoding = min(units * per_unit, int(mem_gb * 2**30 * 0.5)) + 8 * (k + 1) ** 2 * nprocs
+    # the CPU decoder's own model (decoding.batch_size_for), its tasks within half the budget
+    from .backends import resolve_backend
+
+    per_unit, fixed = resolve_backend("cpu").memory_model(n_train, p, k, itemsize, nprocs)
+    decoding = min(units * per_unit, int(mem_gb * 2**30 * 0.5)) + fixed
     total = rss + design + features + decoding + REPORT_BYTES
     return {"now": rss, "design": design, "features": features, "decoding": decoding,
             "report": REPORT_BYTES, "total": total}

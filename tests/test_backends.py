@@ -58,10 +58,11 @@ def test_device_state_is_owned_by_the_backend_and_released_with_the_design():
 
 
 def test_batch_size_models_differ_by_backend():
-    """The torch backend counts the gathered (k+1)^2 blocks; the CPU backend does not."""
+    """The torch backend counts the gathered (k+1)^2 blocks per unit; the CPU backend the
+    kernel's sub-batch of 32 blocks per thread."""
     X = np.random.default_rng(2).standard_normal((50, 3000))
     cpu = batch_size_for(prepare_design(X, 1.0), 500, 1 << 30, 1)
     gpu = batch_size_for(prepare_design(X, 1.0, device="torch-cpu"), 500, 1 << 30, 1)
     per_unit = 8 * (4 * 3000 + 2 * 50 + 4 * 501)
-    assert cpu == (2**30 - 8 * 501**2) // per_unit
+    assert cpu == (2**30 - 32 * 501**2 * 8) // per_unit  # float64 design: itemsize 8
     assert gpu == (2**30 - 8 * 501**2) // (per_unit + (8 + 8 * 3) * 501**2 // 8)

@@ -148,7 +148,8 @@ def test_memory_plan_parts_and_request():
                                  mem_gb=15.0, rss_bytes=2**30)
     assert plan["features"] == 10_000 * 8 * (1250 + 4 * 1250)
     per_unit = 8 * (4 * 4500 + 2 * 1200 + 4 * 501)
-    assert plan["decoding"] == 10_000 * per_unit + 8 * 501**2 * 8
+    # the kernel's workspace: a sub-batch of 32 float32 (k+1)^2 Gram blocks per thread
+    assert plan["decoding"] == 10_000 * per_unit + 32 * 501**2 * 4 * 8
     assert plan["total"] == sum(plan[k] for k in ("now", "design", "features", "decoding",
                                                    "report"))
     assert resources.request_gb(plan["total"]) == int(np.ceil(plan["total"] * 1.2 / 2**30))

@@ -408,8 +408,7 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
 
 def write_roi_sidecar(config: RunConfig, subject, roi: RoiData, ff: FeatureFile, samples,
                       tr: float) -> None:
-    path = derivatives.func_path(config.output_dir, subject, config.task, desc=roi.name,
-                                 suffix="decoding", ext=".json")
+    path = outputs.roi_sidecar(config.output_dir, subject, config.task, roi.name)
     derivatives.write_json(path, {
         "Description": "Per-unit decoding accuracy, ranks and decoded features "
                        "(voxel-selecting ridge regression).",
@@ -427,8 +426,7 @@ def write_roi_sidecar(config: RunConfig, subject, roi: RoiData, ff: FeatureFile,
 
 
 def write_run_config(config: RunConfig, subject: str, info: dict) -> Path:
-    path = derivatives.subject_dir(config.output_dir, subject) / (
-        f"sub-{subject}_task-{config.task}_config.json")
+    path = outputs.config_json(config.output_dir, subject, config.task)
     d = config.replace(participant_label=(subject,)).to_dict()
     d["provenance"] = derivatives.provenance() | {"samples": info,
                                                   "resources": resources.record(config)}

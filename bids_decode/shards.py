@@ -14,7 +14,7 @@ from pathlib import Path
 
 import h5py
 
-from . import derivatives
+from . import outputs
 from .errors import MissingInputError
 
 #: Work file names written by :func:`bids_decode.participant._work_file`.
@@ -75,8 +75,7 @@ def missing_shards(output_dir, task: str, labels=()) -> dict[str, dict[str, list
                     path)
         for (roi, _), layers in sorted(sets.items()):
             files = [p for ps in layers.values() for p in ps]
-            output = derivatives.func_path(output_dir, sub, task, desc=roi, suffix="decoding",
-                                           ext=".h5")
+            output = outputs.decoding_h5(output_dir, sub, task, roi)
             newest = max(p.stat().st_mtime for p in files)
             if output.is_file() and output.stat().st_mtime >= newest:
                 continue

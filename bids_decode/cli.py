@@ -174,11 +174,14 @@ def run(config: RunConfig) -> int:
         return group.run_group(config)
     subjects = layout.resolve_subjects(bids_dir, config.participant_label)
     if config.reports_only:
+        from .outputs import find_networks, network_name
         from .report import write_subject_report
 
-        for sub in subjects:
-            LOGGER.info("sub-%s: report %s", sub,
-                        write_subject_report(out_dir, sub, config.task))
+        for label, per_sub in find_networks(out_dir, config.task).items():
+            name = network_name(out_dir, config.task, label)
+            for sub in (s for s in subjects if s in per_sub):  # every network of a subject
+                LOGGER.info("sub-%s: report %s", sub,
+                            write_subject_report(out_dir, sub, config.task, network=name))
         return EXIT_OK
     config.check_device()
     if not config.skip_bids_validation:

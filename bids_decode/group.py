@@ -28,6 +28,7 @@ import numpy as np
 from . import derivatives, figures, outputs
 from .averaged import AveragedSubject, average_layer, averaged_dir, read_true_layer, reference_rows
 from .config import RunConfig, group_keys
+from .errors import MissingInputError
 from .featurefile import FeatureFile
 from .group_figures import averaged_decoded_figure, group_figures
 from .group_io import GroupPlan, check_consistent, find_outputs
@@ -63,7 +64,8 @@ group_dir = outputs.group_dir
 
 
 def run_group(config: RunConfig) -> int:
-    """Group level of one task: read participant outputs, write ``OUTPUT_DIR/group/``.
+    """Group level of one task, per network, then across networks: read participant outputs,
+    write ``OUTPUT_DIR/group/``.
 
     Returns
     -------
@@ -73,26 +75,61 @@ def run_group(config: RunConfig) -> int:
     t0 = time.time()
     out_dir = Path(config.output_dir)
     task = config.task
-    # 1. find the participant outputs (all unit shards done), 2. check that they can be compared
+    # 1. find the participant outputs (all unit shards done), per network
     from .shards import check_shards_complete
 
     check_shards_complete(out_dir, task, config.participant_label)
-    subjects = find_outputs(out_dir, task, config.participant_label)
-    plan = check_consistent(out_dir, task, subjects, sidecar_keys=SIDECAR_KEYS,
-                            config_keys=CONFIG_KEYS)
-    labels = [s.label for s in plan.subjects]
-    LOGGER.info("group: %d subjects (%s), ROIs %s, layers %s", len(labels),
-                ", ".join(f"sub-{x}" for x in labels), plan.rois, plan.layers)
+    networks = _networks(out_dir, task, config.participant_label)
+    plans = {}
     with derivatives.lock(out_dir, "group"):
-        # 3-5. statistics and the Averaged subject
-        results = _compute(config, plan)
-        # 6. tables
-        summary_rows = _write_tables(out_dir, task, plan, results)
-        # 7. figures and report
-        _write_figures_and_report(out_dir, task, plan, results)
+        for network in networks:
+            plan, summary_rows = _run_network(config, network)
+            plans[network] = plan
+            _print_summary(plan, summary_rows)
+        # 8. across networks: the comparison table and figure, the brain hierarchy score
+        from .network_comparison import write_network_comparison
+
+        write_network_comparison(config, plans)
     LOGGER.info("group: done in %.1f s; outputs in %s", time.time() - t0, group_dir(out_dir))
-    _print_summary(len(labels), summary_rows, group_dir(out_dir) / "report.html")
+    print(f"Report: {outputs.group_report(out_dir)}")
     return 0
+
+
+def _networks(out_dir: Path, task: str, labels) -> list[str]:
+    """The networks of the group level: those of any subject wanted (all when no labels)."""
+    wanted = {str(x).removeprefix("sub-") for x in labels}
+    found = outputs.find_networks(out_dir, task)
+    names = [outputs.network_name(out_dir, task, lab) for lab, subs in found.items()
+             if not wanted or wanted & set(subs)]
+    if not names:
+        who = f" of {sorted('sub-' + w for w in wanted)}" if wanted else ""
+        raise MissingInputError(
+            f"The group level compares subjects and needs the participant outputs of at least "
+            f"two; {out_dir} has none for task '{task}'{who} (files "
+            f"sub-<L>/func/sub-<L>_task-{task}_net-<N>_desc-<ROI>_decoding.h5). Run the "
+            "participant level first ('bids_decode BIDS_DIR OUTPUT_DIR participant "
+            "--participant-label ...'), or check --participant-label and --task."
+        )
+    return names
+
+
+def _run_network(config: RunConfig, network: str) -> tuple[GroupPlan, list[dict]]:
+    """Steps 2-7 for one network: check, statistics, Averaged subject, tables, figures."""
+    out_dir, task = Path(config.output_dir), config.task
+    subjects = find_outputs(out_dir, task, config.participant_label, network=network)
+    # 2. check that they can be compared
+    plan = check_consistent(out_dir, task, subjects, sidecar_keys=SIDECAR_KEYS,
+                            config_keys=CONFIG_KEYS, network=network)
+    labels = [s.label for s in plan.subjects]
+    LOGGER.info("group, network %s: %d subjects (%s), ROIs %s, layers %s", network,
+                len(labels), ", ".join(f"sub-{x}" for x in labels), plan.rois, plan.layers)
+    # 3-5. statistics and the Averaged subject
+    results = _compute(config, plan)
+    # 6. tables
+    summary_rows = _write_tables(out_dir, task, plan, results)
+    # 7. figures and report
+    _write_figures_and_report(out_dir, task, plan, results)
+    return plan, summary_rows
 
 
 def _write_tables(out_dir: Path, task: str, plan: GroupPlan,
@@ -107,7 +144,8 @@ def _write_tables(out_dir: Path, task: str, plan: GroupPlan,
             ("crosssubject", "summary"): summary_rows,
             ("rankconsistency", "overlap"): overlap_rows}
     for (desc, suffix), table in outputs.GROUP_TABLES.items():
-        table.write(outputs.group_table(out_dir, task, desc, suffix), rows[desc, suffix])
+        table.write(outputs.group_table(out_dir, task, desc, suffix, network=plan.network),
+                    rows[desc, suffix])
     return summary_rows
 
 
@@ -117,21 +155,22 @@ def _write_figures_and_report(out_dir: Path, task: str, plan: GroupPlan,
 
     figs = group_figures(plan, results, task)
     if all(res.averaged for res in results.values()):
-        figs += averaged_decoded_figure(out_dir, task, plan.rois[0])
+        figs += averaged_decoded_figure(out_dir, task, plan.rois[0], plan.network)
     fig_dir = group_dir(out_dir) / "figures"
     for fig in figs:
         with derivatives.atomic_path(fig_dir / fig.name) as tmp:
             tmp.write_bytes(fig.png)
-    summary = outputs.Table.read(outputs.group_table(out_dir, task, "crosssubject", "summary"))
+    summary = outputs.Table.read(outputs.group_table(out_dir, task, "crosssubject", "summary",
+                                                     network=plan.network))
     report.write_group_report(out_dir, task, plan=plan, summary=summary, figures=figs)
 
 
-def _print_summary(n_subjects: int, summary_rows: list[dict], report_path: Path) -> None:
-    print(f"Group level ({n_subjects} subjects): mean between-subject r of unit accuracies")
+def _print_summary(plan: GroupPlan, summary_rows: list[dict]) -> None:
+    print(f"Group level, network {plan.network} ({len(plan.subjects)} subjects): mean "
+          "between-subject r of unit accuracies")
     for row in summary_rows:
         print(f"  {row['roi']:<6} {row['layer']:<12} r = {row['r_mean']:.3f} "
               f"[{row['r_min']:.3f}, {row['r_max']:.3f}]")
-    print(f"Report: {report_path}")
 
 
 def _open_truth(stack: contextlib.ExitStack, config: RunConfig,

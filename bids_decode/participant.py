@@ -25,6 +25,7 @@ from .inputs import BoldSource, SubjectInputs
 from .progress import progress_bar
 from .samples import EventSpec, load_run_timeseries, read_blocks
 from .shards import work_file_complete as _complete
+from .shards import work_folder
 
 LOGGER = logging.getLogger(__name__)
 
@@ -87,6 +88,20 @@ def _features_path(config: RunConfig) -> Path:
             paths, names, out, network=config.network, layers=list(config.layers) or None,
             weights=config.weights, device=config.device, preprocessing=config.preprocessing,
         )
+
+
+def network_name(config: RunConfig) -> str:
+    """The network of a run: the features file's ``network`` attribute, else ``--network``
+    (the network that computes the features from ``--stimuli-dir``)."""
+    if config.features:
+        try:
+            with h5py.File(config.features, "r") as f:
+                name = f.attrs.get("network")
+        except OSError:  # missing or unreadable: FeatureFile says so, with the fix
+            name = None
+        if name is not None and outputs.as_str(name).strip():
+            return outputs.as_str(name).strip()
+    return config.network
 
 
 def _chunk_units(config: RunConfig, n_rows: int, n_images: int) -> int:
@@ -174,19 +189,20 @@ def _work_file(config: RunConfig, subject: str, roi: RoiData, layer: str, shard,
     }, sort_keys=True, default=str)
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     name = f"roi-{roi.name}_layer-{_safe(layer)}_shard-{shard[0]}of{shard[1]}_{digest}.h5"
-    return config.work_path / f"sub-{subject}" / f"task-{config.task}" / name
+    return work_folder(config.work_path, subject, config.task, config.network) / name
 
 
 def assemble_roi(config: RunConfig, subject: str, ff: FeatureFile, roi: RoiData,
                  layers: list[str], shard_files: dict, test_labels: list[str],
                  n_train: int) -> list[dict]:
     """Merge the work files of one ROI into its output HDF5; return summary rows."""
-    out = outputs.decoding_h5(config.output_dir, subject, config.task, roi.name)
+    out = outputs.decoding_h5(config.output_dir, subject, config.task, roi.name,
+                              network=config.network)
     n_test = len(test_labels)
     size = sum((n_test + 11) * ff.n_units(layer) * 4 for layer in layers)
     attrs = {"roi": roi.name, "subject": subject, "task": config.task,
              "n_voxels_roi": roi.n_voxels, "n_voxels_selected": n_selected(config, roi.n_voxels),
-             "alpha": config.alpha, "features_file": str(ff.path)}
+             "alpha": config.alpha, "features_file": str(ff.path), "network": config.network}
     rows = []
     with outputs.decoding_writer(out, test_labels, attrs, size) as h5:
         for layer in layers:
@@ -253,7 +269,7 @@ def prepare_roi(name: str, mask: np.ndarray, samples, files: list[Path]) -> RoiD
 
 def write_summary(config: RunConfig, subject: str, rows: list[dict]) -> Path:
     """Merge rows into ``sub-<L>_task-<T>_decoding.tsv`` (replacing the same roi/layer)."""
-    path = outputs.summary_tsv(config.output_dir, subject, config.task)
+    path = outputs.summary_tsv(config.output_dir, subject, config.task, network=config.network)
     new = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     if path.is_file():
         old = outputs.Table.read(path)
@@ -281,10 +297,11 @@ class WarningCollector(logging.Handler):
 def write_qc(config: RunConfig, subject: str, run, union, masks, ref_shape, samples,
              warnings: list[str]) -> Path:
     """Small QC file for the report: ROI time courses of one run, sample counts, warnings."""
-    path = outputs.qc_h5(config.output_dir, subject, config.task)
+    path = outputs.qc_h5(config.output_dir, subject, config.task, network=config.network)
     str_dt = h5py.string_dtype("utf-8")
     with derivatives.atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         outputs.stamp(h5)
+        h5.attrs["network"] = config.network
         if run is not None:  # None: samples without runs (BData), no time course
             _write_qc_run(config, h5, run, union, masks, ref_shape)
         names, counts = np.unique(np.array(samples.train_labels, dtype=object).astype(str),
@@ -360,6 +377,9 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
         shards are still missing.
     """
     t0 = time.time()
+    # the network names the outputs (net-<N>): they sit beside other networks' outputs
+    config = config.replace(network=network_name(config))
+    outputs.check_network_free(config.output_dir, subject, config.task, config.network)
     source = BoldSource.parse(config.bold_source, Path(config.bids_dir),
                               config.derivative_paths, config.space)
     # 1-3. layout, ROIs and samples, as the source's kind gives them (inputs.BOLD_SOURCES)
@@ -400,7 +420,8 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
         # 7. the subject's visual report (from the outputs only)
         from .report import write_subject_report
 
-        html = write_subject_report(Path(config.output_dir), subject, config.task)
+        html = write_subject_report(Path(config.output_dir), subject, config.task,
+                                    network=config.network)
         LOGGER.info("sub-%s: report %s", subject, html)
     LOGGER.info("sub-%s: done in %.1f s", subject, time.time() - t0)
     return {"subject": subject, "rows": rows, "info": samples.info, "complete": complete}
@@ -408,7 +429,8 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
 
 def write_roi_sidecar(config: RunConfig, subject, roi: RoiData, ff: FeatureFile, samples,
                       tr: float) -> None:
-    path = outputs.roi_sidecar(config.output_dir, subject, config.task, roi.name)
+    path = outputs.roi_sidecar(config.output_dir, subject, config.task, roi.name,
+                               network=config.network)
     derivatives.write_json(path, {
         "Description": "Per-unit decoding accuracy, ranks and decoded features "
                        "(voxel-selecting ridge regression).",
@@ -426,7 +448,7 @@ def write_roi_sidecar(config: RunConfig, subject, roi: RoiData, ff: FeatureFile,
 
 
 def write_run_config(config: RunConfig, subject: str, info: dict) -> Path:
-    path = outputs.config_json(config.output_dir, subject, config.task)
+    path = outputs.config_json(config.output_dir, subject, config.task, network=config.network)
     d = config.replace(participant_label=(subject,)).to_dict()
     d["provenance"] = derivatives.provenance() | {"samples": info,
                                                   "resources": resources.record(config)}

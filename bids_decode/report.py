@@ -1,8 +1,9 @@
 """Self-contained HTML reports (figures embedded as base64 PNG, inline CSS, no scripts).
 
-``write_subject_report`` makes ``OUTPUT_DIR/sub-<L>.html`` from the participant outputs only;
-``write_group_report`` makes ``OUTPUT_DIR/group/report.html`` from the group level's tables and
-figures. Both open offline in any browser. What each part shows: docs/outputs.md.
+``write_subject_report`` makes ``OUTPUT_DIR/sub-<L>_net-<N>.html`` from the participant
+outputs only; ``write_group_report`` makes ``OUTPUT_DIR/group/net-<N>_report.html`` from a
+network's group tables and figures, ``write_networks_report`` ``group/report.html`` across
+networks. Both open offline in any browser. What each part shows: docs/outputs.md.
 """
 
 from __future__ import annotations
@@ -125,17 +126,17 @@ def _stamp() -> str:
 SubjectFiles = SubjectOutputs
 
 
-def subject_files(output_dir: Path, subject: str, task: str) -> SubjectOutputs:
-    """One subject's outputs (:func:`bids_decode.outputs.read_subject`); the summary table
-    must be there (the report is made from it)."""
+def subject_files(output_dir: Path, subject: str, task: str, *, network: str) -> SubjectOutputs:
+    """One subject's outputs of one network (:func:`bids_decode.outputs.read_subject`); the
+    summary table must be there (the report is made from it)."""
     output_dir = Path(output_dir)
-    tsv = outputs.summary_tsv(output_dir, subject, task)
+    tsv = outputs.summary_tsv(output_dir, subject, task, network=network)
     if not tsv.is_file():
         raise MissingInputError(
             f"No participant outputs of sub-{subject} for task '{task}' in {output_dir} (no "
             f"{tsv.name}); the report is made from them. Run the participant level first."
         )
-    return outputs.read_subject(output_dir, subject, task)
+    return outputs.read_subject(output_dir, subject, task, network=network)
 
 
 # ---------------------------------------------------------------------- subject sections
@@ -447,8 +448,9 @@ def statistics_sentence(config: Mapping, samples: Mapping) -> str:
     return text
 
 
-def write_subject_report(output_dir: Path, subject: str, task: str) -> Path:
-    """Write ``OUTPUT_DIR/sub-<L>.html`` from the participant outputs of one subject.
+def write_subject_report(output_dir: Path, subject: str, task: str, *, network: str) -> Path:
+    """Write ``OUTPUT_DIR/sub-<L>_net-<N>.html`` from the participant outputs of one subject
+    and network.
 
     Parameters
     ----------
@@ -457,17 +459,20 @@ def write_subject_report(output_dir: Path, subject: str, task: str) -> Path:
     subject : str
         Label without ``sub-``.
     task : str
+    network : str
+        The network's name (or ``net-`` label).
 
     Returns
     -------
     Path of the report.
     """
     output_dir = Path(output_dir)
-    sf = subject_files(output_dir, subject, task)
+    sf = subject_files(output_dir, subject, task, network=network)
     notes = []
     if not sf.config:
-        notes.append(f"No run configuration sub-{subject}_task-{task}_config.json was found; "
-                     "parameters come from the sidecars.")
+        notes.append(f"No run configuration "
+                     f"{outputs.config_json(output_dir, subject, task, network=network).name} "
+                     "was found; parameters come from the sidecars.")
     summary_cols = ["roi", "layer", "n_units", "n_constant_units", "profile_r_mean",
                     "profile_r_median", "pattern_r_mean", "identification_accuracy",
                     "n_decodable", "fraction_decodable", "accuracy_ceiling_mean"]
@@ -494,9 +499,10 @@ def write_subject_report(output_dir: Path, subject: str, task: str) -> Path:
                      "<p>Paste and adapt this paragraph in your methods section; it lists the "
                      "parameters and software versions of this run.</p>"
                      f'<p class="cite">{esc(citation(sf.config, sf.first_sidecar, sf.layers, list(sf.h5), n_units))}</p>'))  # noqa: E501
-    path = output_dir / f"sub-{subject}.html"
-    derivatives.write_text(path, page(f"bids_decode report: sub-{subject}",
-                                      f"task {task} · {_stamp()}", sections))
+    path = outputs.subject_report(output_dir, subject, network=network)
+    derivatives.write_text(path, page(f"bids_decode report: sub-{subject}, {network}",
+                                      f"task {task} · network {network} · {_stamp()}",
+                                      sections))
     return path
 
 
@@ -504,7 +510,7 @@ def write_subject_report(output_dir: Path, subject: str, task: str) -> Path:
 
 def write_group_report(output_dir: Path, task: str, *, plan, summary: pd.DataFrame,
                        figures: Iterable) -> Path:
-    """Write ``OUTPUT_DIR/group/report.html``.
+    """Write ``OUTPUT_DIR/group/net-<N>_report.html``, the group report of one network.
 
     Parameters
     ----------
@@ -520,13 +526,14 @@ def write_group_report(output_dir: Path, task: str, *, plan, summary: pd.DataFra
     gdir = output_dir / "group"
     subs = []
     for s in plan.subjects:
-        rep = output_dir / f"sub-{s.label}.html"
+        rep = outputs.subject_report(output_dir, s.label, network=plan.network)
         link = (f'<a href="../{esc(rep.name)}">report</a>' if rep.is_file() else "")
         subs.append(f"<li>sub-{esc(s.label)} {link}</li>")
     if (gdir / "sub-Averaged").is_dir():
         subs.append("<li>Averaged: the subjects' decoded features averaged, scored like a "
                     "subject (files under <code>group/sub-Averaged/</code>)</li>")
-    intro = (f"<p>{len(plan.subjects)} subjects, ROIs {esc(', '.join(plan.rois))}, layers "
+    intro = (f"<p>Network {esc(plan.network)}: {len(plan.subjects)} subjects, ROIs "
+             f"{esc(', '.join(plan.rois))}, layers "
              f"{esc(', '.join(plan.layers))}, {len(plan.test_names)} test images.</p>"
              f"<ul>{''.join(subs)}</ul>" + "".join(note(n) for n in plan.notes))
     cols = ["roi", "layer", "n_units", "r_mean", "r_min", "r_max", "spearman_r_mean",
@@ -543,16 +550,17 @@ def write_group_report(output_dir: Path, task: str, *, plan, summary: pd.DataFra
                  "allows is 1). fraction_decodable_all: units with q &lt; 0.05 in every "
                  "subject.</p>"
                  + table(summary, [c for c in cols if c in summary.columns]))]
+    mine = f"net-{outputs.network_label(plan.network)}_"
     files = [p.relative_to(output_dir) for p in sorted(gdir.rglob("*"))
-             if p.is_file() and not p.name.startswith(".")]
+             if p.is_file() and not p.name.startswith(".") and mine in p.name]
     sections.append(("files", "Files", "<ul>" + "".join(
         f"<li><code>{esc(p)}</code></li>" for p in files) + "</ul><p>See docs/outputs.md for "
         "the meaning of each file and column.</p>"))
     sections.append(("citation", "Methods boilerplate",
                      f'<p class="cite">{esc(_group_methods(plan))}</p>'))
-    path = gdir / "report.html"
-    derivatives.write_text(path, page(f"bids_decode group report: task {task}", _stamp(),
-                                      sections))
+    path = outputs.group_report(output_dir, plan.network)
+    derivatives.write_text(path, page(f"bids_decode group report: task {task}, {plan.network}",
+                                      _stamp(), sections))
     return path
 
 
@@ -569,3 +577,34 @@ def _group_methods(plan) -> str:
                        "reliabilities (the Spearman-Brown-corrected correlation, across units, "
                        "of the accuracies decoded from the odd and from the even presentations)."
                        if "n_permutations" in ref.config else ""))
+
+
+def write_networks_report(output_dir: Path, task: str, *, plans: Mapping, figures: Iterable,
+                          notes: Sequence[str] = ()) -> Path:
+    """Write ``OUTPUT_DIR/group/report.html``: the networks compared, their BH scores, and
+    links to each network's group report (``group/net-<N>_report.html``)."""
+    output_dir = Path(output_dir)
+    links = []
+    for network, plan in plans.items():
+        rep = outputs.group_report(output_dir, network)
+        links.append(f'<li><a href="{esc(rep.name)}">{esc(network)}</a>: '
+                     f"{len(plan.subjects)} subjects, ROIs {esc(', '.join(plan.rois))}, "
+                     f"layers {esc(', '.join(plan.layers))}</li>")
+    sections = [("networks", "Networks", f"<ul>{''.join(links)}</ul>"
+                 + "".join(note(n) for n in notes))]
+    bh = outputs.group_table(output_dir, task, "bhscore", "summary")
+    if bh.is_file():
+        sections.append(("bhscore", "Brain hierarchy score", (
+            "<p>Decoding-based BH score (Nonaka et al. 2021): the Spearman correlation between "
+            "the layer position and the preferred-ROI position (V1 &lt; V2 &lt; V3 &lt; V4 &lt; "
+            "HVC) of the units whose best accuracy is significant, averaged over 100 draws of "
+            "5 layers (first and last always in); per subject and pooled over subjects, with a "
+            "bootstrap 95% interval over units. See docs/outputs.md.</p>")
+            + table(outputs.Table.read(bh))))
+    summary = outputs.Table.read(outputs.group_table(output_dir, task, "networks", "summary"))
+    sections.append(("comparison", "Networks side by side", table(summary)))
+    sections.append(("figures", "Figures", "".join(figure_html(f) for f in figures)))
+    path = outputs.group_report(output_dir)
+    derivatives.write_text(path, page(f"bids_decode group report: task {task}", _stamp(),
+                                      sections))
+    return path

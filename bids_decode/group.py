@@ -43,6 +43,7 @@ from .group_stats import (
     top_overlap,
 )
 from .outputs import AVERAGED, GROUP_DIR
+from .units import UnitSample
 
 __all__ = ["AVERAGED", "CONFIG_KEYS", "GROUP_DIR", "OVERLAP_COLUMNS", "PAIR_COLUMNS",
            "SIDECAR_KEYS", "SUMMARY_COLUMNS", "TOP_PERCENTS", "average_layer", "averaged_dir",
@@ -184,6 +185,9 @@ def _open_truth(stack: contextlib.ExitStack, config: RunConfig,
         plan.notes.append(note)
         return None
     ff = stack.enter_context(FeatureFile(plan.features_file))
+    side = plan.subjects[0].first_sidecar
+    if int(side.get("UnitsPerLayer") or 0) > 0:  # the participants' unit sample
+        ff = UnitSample(ff, int(side["UnitsPerLayer"]), int(side.get("UnitSeed") or 0))
     test_rows = ff.image_rows(plan.test_names)
     if test_rows is None:
         LOGGER.warning(

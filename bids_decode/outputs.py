@@ -54,6 +54,9 @@ METRICS = (ProfileCorrelation, PatternIdentification, UnitStatistics)
 LAYER_DATASETS: dict[str, Output] = {
     "decoded": Output("Decoded features of the test images, shape (n_images, *unit_shape)"),
     **{k: v for m in METRICS for k, v in m.DATASETS.items()},
+    "unit_index": Output("With --units-per-layer only: the flat (C-order) index, in the "
+                         "layer's own unit shape (attribute unit_shape), of each decoded unit; "
+                         "every other unit dataset then has shape (n_sampled,)"),
 }
 
 AVERAGED = "Averaged"
@@ -494,3 +497,12 @@ def write_layer(group: h5py.Group, shape: tuple[int, ...], result: Result) -> No
             arr = arr.reshape(*arr.shape[:-1], *shape)
         group.create_dataset(name, data=arr)
     group.attrs.update({"n_units": int(np.prod(shape)), **result.attrs})
+
+
+def write_unit_index(group: h5py.Group, index: np.ndarray, full_shape: tuple[int, ...],
+                     seed: int) -> None:
+    """Record a layer's unit sample (``--units-per-layer``): ``unit_index`` and attributes
+    ``unit_shape`` (the layer's own shape) and ``unit_seed``."""
+    group.create_dataset("unit_index", data=np.asarray(index, dtype=np.int64))
+    group.attrs.update({"unit_shape": np.asarray(full_shape, dtype=np.int64),
+                        "unit_seed": int(seed)})

@@ -26,6 +26,7 @@ from .progress import progress_bar
 from .samples import EventSpec, load_run_timeseries, read_blocks
 from .shards import work_file_complete as _complete
 from .shards import work_folder
+from .units import UnitSample
 
 LOGGER = logging.getLogger(__name__)
 
@@ -208,6 +209,9 @@ def assemble_roi(config: RunConfig, subject: str, ff: FeatureFile, roi: RoiData,
         for layer in layers:
             shape = ff.unit_shape(layer)
             result = _assemble_layer(config, h5, layer, shape, shard_files[layer], n_test)
+            if isinstance(ff, UnitSample):
+                outputs.write_unit_index(h5[layer], ff.index[layer], ff.full_shape(layer),
+                                         config.unit_seed)
             rows.append({
                 "roi": roi.name, "layer": layer, "n_units": int(np.prod(shape)),
                 "n_voxels": roi.n_voxels, "n_voxels_selected": attrs["n_voxels_selected"],
@@ -389,8 +393,10 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
                 "left out", subject, samples.X_train.shape[0], len(samples.test_labels),
                 samples.info["n_test_blocks"], samples.info["n_repeats_dropped"])
     # 4. features
-    ff = FeatureFile(_features_path(config))
-    with ff:
+    with FeatureFile(_features_path(config)) as file:
+        # --units-per-layer: every layer seen as its sampled units (the same in every run)
+        ff = (UnitSample(file, config.units_per_layer, config.unit_seed)
+              if config.units_per_layer else file)
         layers = ff.check_layers(config.layers)
         train_rows = ff.rows_for(samples.train_labels, what="training stimuli")
         targets = ff.targets(samples.test_labels)

@@ -327,7 +327,9 @@ def decoded_true_figures(sf: SubjectFiles, rois: Sequence[str] | None = None
                     for label, flat in units.items():
                         idx = np.unravel_index(flat, acc.shape)
                         dec = f[la]["decoded"][(slice(None), *idx)]
-                        true = ff.target_unit(la, flat, targets)
+                        in_file = (int(f[la]["unit_index"][flat]) if "unit_index" in f[la]
+                                   else flat)  # --units-per-layer: the unit's own index
+                        true = ff.target_unit(la, in_file, targets)
                         panel.append((f"{label} unit {flat}", true, dec))
                     data[la] = panel
             if data:

@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Decode every unit of deep-network features from fMRI (voxel-selecting "
                     "ridge regression, Horikawa & Kamitani). Other commands: "
                     "'bids_decode simulate OUT_DIR', 'bids_decode features STIMULI_DIR OUT.h5', "
-                    "'bids_decode slurm BIDS_DIR OUTPUT_DIR JOBS_DIR' (SLURM job files).",
+                    "'bids_decode slurm BIDS_DIR OUTPUT_DIR JOBS_DIR' (SLURM job files), "
+                    "'bids_decode export OUTPUT_DIR DEST --format bdpy'.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     positional = [prm for prm in PARAMS if prm.flags and not prm.flags[0].startswith("-")]
@@ -223,6 +224,10 @@ def _subcommand(argv: list[str]) -> int:
     elif name == "slurm":
         from . import slurm as mod
         desc = "Write SLURM job files (array + afterok group job) for a dataset (docs/hpc.md)."
+    elif name == "export":
+        from . import export as mod
+        desc = ("Write decoded features and accuracies in the layouts of bdpy's DecodedFeatures "
+                "and KamitaniLab/BHscore (docs/formats.md).")
     else:
         from . import features as mod
         desc = "Compute DNN features of stimulus images into an HDF5 file."
@@ -254,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     try:
-        if argv and argv[0] in ("simulate", "features", "slurm"):
+        if argv and argv[0] in ("simulate", "features", "slurm", "export"):
             return _subcommand(argv)
         if not argv or argv[0] in ("-h", "--help") or "--version" in argv:
             try:

@@ -30,6 +30,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from . import planted_hierarchy
 from .errors import OutputError, UsageError
 
 LOGGER = logging.getLogger(__name__)
@@ -188,7 +189,8 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
                      stimulus_images: bool = False, photos: list | None = None,
                      layers: dict | None = None, n_latent: int = 12,
                      snr: float = 1.0, seed: int = 0, grid=GRID, motion: bool = False,
-                     null_fraction: float = 0.0, layout: str = "ds001246") -> dict:
+                     null_fraction: float = 0.0, layout: str = "ds001246",
+                     hierarchy: bool = False) -> dict:
     """Write the dataset and its features; return the paths and the planted truth.
 
     Parameters
@@ -228,10 +230,18 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     layout : {"ds001246", "ds001506"}
         Real dataset whose events, sessions and TR are used (ds001506: sub-01's events, TR 2 s;
         ``n_test_runs`` runs of each of the natural-image, artificial-shape and letter tests).
+    hierarchy : bool
+        A planted brain hierarchy (:mod:`bids_decode.planted_hierarchy`): each of V1, V2, V3,
+        V4 and HVC carries its own latent block, and two more features files,
+        ``stimuli/features_hierarchical.h5`` and ``stimuli/features_mixed.h5`` (networks
+        ``hierarchical`` and ``mixed``), hold units planted on those ROIs layer by layer.
+        ``n_latent`` is then 20 (4 per ROI).
 
     Returns
     -------
-    dict with ``bids_dir``, ``features`` (path), ``truth`` (layer -> rho of shape unit_shape).
+    dict with ``bids_dir``, ``features`` (path), ``truth`` (layer -> rho of shape unit_shape);
+    with ``hierarchy``, ``networks`` (network -> features path) and ``planted`` (network ->
+    layer -> planted preferred-ROI index of shape unit_shape).
     """
     out = _new_folder(out_dir, n_subjects, n_train_runs, n_test_runs, null_fraction)
     layers = dict(layers or DEFAULT_LAYERS)
@@ -245,6 +255,8 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     plan = _subject_plans(layout, subjects, n_train_runs, n_test_runs, n_imagery_runs)
     images = _images_named(plan, src, layout)
     n_img = len(images)
+    if hierarchy:
+        n_latent = planted_hierarchy.N_LATENT
     Z = rng.standard_normal((n_img, n_latent))
     truth, feats = _plant_features(layers, Z, rng, null_rng, null_fraction)
     _write_dataset_files(out, src, layout, subjects, n_imagery_runs)
@@ -252,6 +264,7 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     affine[:3, 3] = -np.array(grid) * 1.5
     masks = _roi_layout(grid, rng)
     roi_any = np.logical_or.reduce(list(masks.values()))
+    voxel_rois = planted_hierarchy.voxel_rois(masks, roi_any) if hierarchy else None
     hrf = _hrf(tr)
     img_index, cat_index = _image_indices(images)
     preproc_spm = preproc_spm or motion
@@ -260,7 +273,8 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
         _write_fmriprep_description(out / "derivatives" / "fmriprep")
     for sub, (tmpl, runs) in plan.items():
         _write_masks(out / "sourcedata" / f"sub-{sub}" / "anat", sub, masks, affine)
-        A = _sparse_loadings(n_latent, roi_any, rng)
+        A = (_sparse_loadings(n_latent, roi_any, rng) if voxel_rois is None
+             else planted_hierarchy.roi_loadings(voxel_rois, SIGNAL_SHARE, rng))
         for ses, fname in runs:
             ev = read_template_events(src / f"sub-{tmpl}" / ses / "func" / fname, layout)
             func = out / f"sub-{sub}" / ses / "func"
@@ -284,7 +298,20 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
                  {"seed": seed, "snr": snr, "n_latent": n_latent})
     LOGGER.info("simulated %d subjects, %d images, layers %s in %s", n_subjects, n_img,
                 list(layers), out)
-    return {"bids_dir": out, "features": features, "truth": truth, "images": images}
+    res = {"bids_dir": out, "features": features, "truth": truth, "images": images}
+    if hierarchy:
+        res["networks"], res["planted"] = {}, {}
+        nets = planted_hierarchy.plant_networks(Z, np.random.default_rng([seed, 11]))
+        for net, (feats_n, rho_n, planted_n) in nets.items():
+            res["networks"][net] = stim / f"features_{net}.h5"
+            _write_features(res["networks"][net], images, feats_n, None, network=net)
+            _write_truth(stim / f"truth_{net}.h5", rho_n, None,
+                         {"seed": seed, "network": net, "rois": list(planted_hierarchy.BH_ROIS)})
+            with h5py.File(stim / f"truth_{net}.h5", "a") as f:
+                for layer, roi in planted_n.items():
+                    f.create_dataset(f"planted_roi/{layer}", data=roi)
+            res["planted"][net] = planted_n
+    return res
 
 
 def _new_folder(out_dir, n_subjects: int, n_train_runs: int, n_test_runs: int,
@@ -476,7 +503,7 @@ def _write_fmriprep_run(vol: np.ndarray, affine: np.ndarray, tr: float, folder: 
 
 
 def _write_features(path: Path, images: list[str], feats: dict,
-                    cat_index: dict | None) -> None:
+                    cat_index: dict | None, network: str = "simulated") -> None:
     """The features HDF5 file; with ``cat_index`` (imagery), the category features too."""
     with h5py.File(path, "w") as f:
         f.create_dataset("stimulus_name", data=np.array(images, dtype=object),
@@ -491,7 +518,7 @@ def _write_features(path: Path, images: list[str], feats: dict,
             for name, Y in feats.items():
                 f.create_dataset(f"category_layers/{name}",
                                  data=Y[[cat_index[c] for c in cats]])
-        f.attrs.update({"network": "simulated", "weights": "planted", "complete": True})
+        f.attrs.update({"network": network, "weights": "planted", "complete": True})
 
 
 def _write_truth(path: Path, truth: dict, moved: MotionPlan | None, attrs: dict) -> None:
@@ -559,6 +586,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--null-fraction", "--null_fraction", type=float, default=0.0,
                         help="share of each layer's units planted with decodability 0")
+    parser.add_argument("--hierarchy", action="store_true",
+                        help="a planted brain hierarchy: V1, V2, V3, V4 and HVC each carry their "
+                             "own signal, and two more features files (networks 'hierarchical' "
+                             "and 'mixed') whose layers are decoded best from V1 (first) ... "
+                             "HVC (last), the first network more consistently")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -567,9 +599,12 @@ def run_from_args(args: argparse.Namespace) -> int:
                            n_imagery_runs=args.n_imagery_runs, preproc_spm=args.preproc_spm,
                            fmriprep=args.fmriprep, stimulus_images=args.stimulus_images,
                            snr=args.snr, seed=args.seed, motion=args.motion,
-                           null_fraction=args.null_fraction, layout=args.layout)
+                           null_fraction=args.null_fraction, layout=args.layout,
+                           hierarchy=args.hierarchy)
     print(f"Simulated dataset: {res['bids_dir']}\nFeatures: {res['features']}\n"
           f"Planted truth: {res['bids_dir'] / 'stimuli' / 'truth_simulated.h5'}")
+    for net, path in res.get("networks", {}).items():
+        print(f"Network {net} (planted hierarchy): {path}")
     return 0
 
 

@@ -80,13 +80,12 @@ def run_group(config: RunConfig) -> int:
     from .shards import check_shards_complete
 
     check_shards_complete(out_dir, task, config.participant_label)
-    networks = _networks(out_dir, task, config.participant_label)
-    plans = {}
+    # 2. check that each network's subjects can be compared, every network before any work
+    plans = {network: _plan(config, network)
+             for network in _networks(out_dir, task, config.participant_label)}
     with derivatives.lock(out_dir, "group"):
-        for network in networks:
-            plan, summary_rows = _run_network(config, network)
-            plans[network] = plan
-            _print_summary(plan, summary_rows)
+        for plan in plans.values():
+            _print_summary(plan, _run_network(config, plan))
         # 8. across networks: the comparison table and figure, the brain hierarchy score
         from .network_comparison import write_network_comparison
 
@@ -114,23 +113,29 @@ def _networks(out_dir: Path, task: str, labels) -> list[str]:
     return names
 
 
-def _run_network(config: RunConfig, network: str) -> tuple[GroupPlan, list[dict]]:
-    """Steps 2-7 for one network: check, statistics, Averaged subject, tables, figures."""
+def _plan(config: RunConfig, network: str) -> GroupPlan:
+    """Steps 1-2 for one network: its subjects' outputs, checked to be comparable."""
     out_dir, task = Path(config.output_dir), config.task
     subjects = find_outputs(out_dir, task, config.participant_label, network=network)
-    # 2. check that they can be compared
     plan = check_consistent(out_dir, task, subjects, sidecar_keys=SIDECAR_KEYS,
                             config_keys=CONFIG_KEYS, network=network)
-    labels = [s.label for s in plan.subjects]
     LOGGER.info("group, network %s: %d subjects (%s), ROIs %s, layers %s", network,
-                len(labels), ", ".join(f"sub-{x}" for x in labels), plan.rois, plan.layers)
+                len(plan.subjects), ", ".join(f"sub-{s.label}" for s in plan.subjects),
+                plan.rois, plan.layers)
+    return plan
+
+
+def _run_network(config: RunConfig, plan: GroupPlan) -> list[dict]:
+    """Steps 3-7 for one network: statistics, Averaged subject, tables, figures; returns the
+    summary rows."""
+    out_dir, task = Path(config.output_dir), config.task
     # 3-5. statistics and the Averaged subject
     results = _compute(config, plan)
     # 6. tables
     summary_rows = _write_tables(out_dir, task, plan, results)
     # 7. figures and report
     _write_figures_and_report(out_dir, task, plan, results)
-    return plan, summary_rows
+    return summary_rows
 
 
 def _write_tables(out_dir: Path, task: str, plan: GroupPlan,

@@ -157,7 +157,8 @@ def _decode(ds, out, *extra):
 
 def _accuracy(ds, out) -> dict:
     res = {}
-    with h5py.File(out / "sub-01" / "func" / "sub-01_task-perception_desc-VC_decoding.h5") as h5:
+    with h5py.File(out / "sub-01" / "func" / "sub-01_task-perception"
+        "_net-simulated_desc-VC_decoding.h5") as h5:
         for layer in ds["truth"]:
             acc = h5[layer]["accuracy"][()].ravel()
             rho = ds["truth"][layer].ravel()
@@ -189,7 +190,8 @@ def test_default_source_is_the_shipped_preproc_spm(moving, reference, tmp_path, 
     out = tmp_path / "auto"
     assert _decode(moving[0], out) == 0
     assert "BOLD source: preproc-spm (--bold-source auto" in capsys.readouterr().err
-    cfg = json.loads((out / "sub-01" / "sub-01_task-perception_config.json").read_text())
+    cfg = json.loads((out / "sub-01" / "sub-01_task-perception"
+        "_net-simulated_config.json").read_text())
     assert cfg["bold_source"] == "preproc-spm"
     for layer, (r, rho) in _accuracy(moving[0], out).items():
         assert r >= 0.85 * reference[layer][0], (layer, r, reference[layer])
@@ -205,7 +207,8 @@ def test_fmriprep_minimal_outputs_recover_the_planted_truth(moving, reference, t
     for layer, (r, rho) in _accuracy(moving[0], out).items():
         assert r >= 0.9 * reference[layer][0], (layer, r, reference[layer])
         assert rho >= 0.6, (layer, rho)
-    cfg = json.loads((out / "sub-01" / "sub-01_task-perception_config.json").read_text())
+    cfg = json.loads((out / "sub-01" / "sub-01_task-perception"
+        "_net-simulated_config.json").read_text())
     assert cfg["bold_source"] == "fmriprep"
 
 

@@ -98,14 +98,15 @@ def test_bdata_file_from_bdpy_gives_the_bids_accuracies(tmp_path, bdpy_python):
     out = tmp_path / "bdata_out"
     assert main([str(bids), str(out), "participant", *common,
                  "--bold-source", f"bdata={tmp_path}/Subject{{subject}}.h5"]) == 0
-    a = pd.read_csv(tmp_path / "bids_out/sub-01/func/sub-01_task-perception_decoding.tsv",
+    a = pd.read_csv(tmp_path / "bids_out/sub-01/func/sub-01_task-perception"
+        "_net-simulated_decoding.tsv",
                     sep="\t")
-    b = pd.read_csv(out / "sub-01/func/sub-01_task-perception_decoding.tsv", sep="\t")
+    b = pd.read_csv(out / "sub-01/func/sub-01_task-perception_net-simulated_decoding.tsv", sep="\t")
     assert (a.n_train_samples == 400).all() and (b.n_train_samples == 400).all()
     assert (b.n_test_images == 50).all()
     assert list(a.n_voxels) == list(b.n_voxels)
     for roi in ("VC", "LVC"):
-        name = f"sub-01/func/sub-01_task-perception_desc-{roi}_decoding.h5"
+        name = f"sub-01/func/sub-01_task-perception_net-simulated_desc-{roi}_decoding.h5"
         with h5py.File(tmp_path / "bids_out" / name) as fa, h5py.File(out / name) as fb:
             assert list(fa["stimulus_name"][()]) == list(fb["stimulus_name"][()])
             for layer in ("conv1", "fc6", "fc8"):
@@ -116,8 +117,10 @@ def test_bdata_file_from_bdpy_gives_the_bids_accuracies(tmp_path, bdpy_python):
     out2 = tmp_path / "bdata_label"
     assert main([str(bids), str(out2), "participant", *common, "--layers", "fc8",
                  "--stimulus-column", "Label", "--bold-source", f"bdata={bdata}"]) == 0
-    with h5py.File(out2 / "sub-01/func/sub-01_task-perception_desc-VC_decoding.h5") as f2, \
-            h5py.File(out / "sub-01/func/sub-01_task-perception_desc-VC_decoding.h5") as f1:
+    with h5py.File(out2 / "sub-01/func/sub-01_task-perception"
+        "_net-simulated_desc-VC_decoding.h5") as f2, \
+            h5py.File(out / "sub-01/func/sub-01_task-perception"
+                "_net-simulated_desc-VC_decoding.h5") as f1:
         np.testing.assert_allclose(f2["fc8"]["accuracy"][()], f1["fc8"]["accuracy"][()],
                                    atol=1e-6, equal_nan=True)
 

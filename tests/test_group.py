@@ -53,11 +53,12 @@ def outputs(tmp_path_factory):
 
 
 def _gpath(out: Path, desc: str, suffix: str) -> Path:
-    return out / "group" / f"task-{TASK}_desc-{desc}_{suffix}.tsv"
+    return out / "group" / f"task-{TASK}_net-simulated_desc-{desc}_{suffix}.tsv"
 
 
 def _accuracy(out: Path, sub: str, roi: str, layer: str) -> np.ndarray:
-    path = derivatives.func_path(out, sub, TASK, desc=roi, suffix="decoding", ext=".h5")
+    path = derivatives.func_path(out, sub, TASK, net="simulated", desc=roi, suffix="decoding",
+                                 ext=".h5")
     with h5py.File(path, "r") as f:
         return f[layer]["accuracy"][()].astype(np.float64).ravel()
 
@@ -109,7 +110,8 @@ def test_summary_and_rank_consistency(outputs):
     # a shared planted decodability puts the same units on top in every subject
     assert (top10.overlap > 3 * top10.chance).all()
     for sidecar in ("crosssubject_correlation", "crosssubject_summary", "rankconsistency_overlap"):
-        desc = json.loads((out / "group" / f"task-{TASK}_desc-{sidecar}.json").read_text())
+        desc = json.loads((out / "group" / f"task-{TASK}"
+            f"_net-simulated_desc-{sidecar}.json").read_text())
         assert "r" in desc or "roi" in desc
 
 
@@ -176,20 +178,25 @@ def _png_panels(png: bytes) -> tuple[np.ndarray, list[str]]:
 @pytest.mark.slow
 def test_group_figures_one_panel_per_layer(outputs):
     fig_dir = outputs["out"] / "group" / "figures"
-    expected = {f"task-{TASK}_desc-{r}_accuracy.png": list(LAYERS) for r in ROIS}
-    expected[f"task-{TASK}_desc-VC_pairscatter.png"] = list(LAYERS)
-    expected[f"task-{TASK}_desc-crosssubject_bars.png"] = ROIS
-    expected[f"task-{TASK}_desc-roilayer_heatmap.png"] = [
+    net = f"task-{TASK}_net-simulated"
+    expected = {f"{net}_desc-{r}_accuracy.png": list(LAYERS) for r in ROIS}
+    expected[f"{net}_desc-VC_pairscatter.png"] = list(LAYERS)
+    expected[f"{net}_desc-crosssubject_bars.png"] = ROIS
+    expected[f"{net}_desc-roilayer_heatmap.png"] = [
         "mean unit accuracy", "mean between-subject r", "disattenuated between-subject r",
         "Averaged subject accuracy"]
-    expected[f"task-{TASK}_desc-VC_averageddecoded.png"] = list(LAYERS)
-    assert sorted(p.name for p in fig_dir.iterdir()) == sorted(expected)
-    for name, panels in expected.items():
+    expected[f"{net}_desc-VC_averageddecoded.png"] = list(LAYERS)
+    across = {f"task-{TASK}_desc-{r}_networks.png": [
+        "mean unit accuracy", "fraction decodable (q < 0.05)", "between-subject r",
+        "disattenuated r"] for r in ROIS}  # the networks compared (one network here)
+    assert sorted(p.name for p in fig_dir.iterdir()) == sorted(expected | across)
+    for name, panels in (expected | across).items():
         pixels, titles = _png_panels((fig_dir / name).read_bytes())
         assert titles == panels, name
         assert pixels.std() > 10, f"{name} looks blank"
-    html = (outputs["out"] / "group" / "report.html").read_text()
+    html = (outputs["out"] / "group" / "net-simulated_report.html").read_text()
     assert html.count("<img ") == len(expected)
+    assert (outputs["out"] / "group" / "report.html").read_text().count("<img ") == len(across)
     assert "Averaged subject: decoded vs true values, VC" in html
 
 
@@ -261,7 +268,8 @@ def test_mismatched_parameters_are_a_clear_error(outputs, tmp_path, capsys):
     derivatives.func_path(odd, "02", TASK, desc="VC", suffix="decoding", ext=".h5").unlink()
     assert cli.main([str(outputs["bids"]), str(odd), "group", "-q"]) == 65
     assert "ROIs" in capsys.readouterr().err
-    assert not (odd / "group" / f"task-{TASK}_desc-crosssubject_correlation.tsv").exists()
+    assert not (odd / "group" / f"task-{TASK}"
+        f"_net-simulated_desc-crosssubject_correlation.tsv").exists()
 
 
 @pytest.mark.slow
@@ -284,7 +292,8 @@ def test_missing_features_file_skips_the_averaged_subject(outputs, tmp_path):
         d["FeaturesFile"] = str(tmp_path / "gone.h5")
         side.write_text(json.dumps(d))
     assert cli.main([str(outputs["bids"]), str(moved), "group", "-q"]) == 0
-    assert (moved / "group" / f"task-{TASK}_desc-crosssubject_correlation.tsv").exists()
+    assert (moved / "group" / f"task-{TASK}"
+        f"_net-simulated_desc-crosssubject_correlation.tsv").exists()
     assert not (moved / "group" / "sub-Averaged").exists()
-    html = (moved / "group" / "report.html").read_text()
+    html = (moved / "group" / "net-simulated_report.html").read_text()
     assert "gone.h5" in html and "Averaged subject was not computed" in html

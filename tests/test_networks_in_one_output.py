@@ -129,7 +129,7 @@ def test_group_per_network_and_networks_compared(group):
         assert outputs.group_report(group.parent, net).is_file()
     table = outputs.Table.read(outputs.group_table(group.parent, TASK, "networks", "summary"))
     assert set(table["network"]) == {"hierarchical", "mixed"}
-    for (net, roi), g in table.groupby(["network", "roi"]):
+    for _, g in table.groupby(["network", "roi"]):
         g = g.sort_values("layer_index")
         assert list(g["layer"]) == ["conv1", "conv2", "conv3", "conv4", "fc6", "fc7"]
         assert np.allclose(g["relative_depth"], np.linspace(0, 1, 6))
@@ -181,7 +181,8 @@ for net in ("hierarchical", "mixed"):
                 for label in d.labels:
                     x = d.get(layer=layer, subject=sub, roi=roi, label=label)
                     res[f"{net}|{layer}|{sub}|{roi}|{label}"] = x
-                acc = sio.loadmat(f"{dest}/decoding_accuracy/{net}/{layer}/{sub}/{roi}/accuracy.mat")
+                p = f"{dest}/decoding_accuracy/{net}/{layer}/{sub}/{roi}/accuracy.mat"
+                acc = sio.loadmat(p)
                 res[f"{net}|{layer}|{sub}|{roi}|accuracy"] = acc["accuracy"]
 np.savez(out, **res)
 """

@@ -56,7 +56,7 @@ def reports(outputs):
     """sub-01 with a qc file, sub-02 without; both reports written once."""
     out = outputs["out"]
     write_qc(out, "01")
-    return {s: report.write_subject_report(out, s, TASK) for s in ("01", "02")}
+    return {s: report.write_subject_report(out, s, TASK, network="simulated") for s in ("01", "02")}
 
 
 def _images(html: str) -> list[np.ndarray]:
@@ -69,7 +69,7 @@ def _images(html: str) -> list[np.ndarray]:
 @pytest.mark.slow
 def test_subject_report_shows_inputs_figures_and_provenance(outputs, reports):
     html = reports["01"].read_text()
-    assert reports["01"] == outputs["out"] / "sub-01.html"
+    assert reports["01"] == outputs["out"] / "sub-01_net-simulated.html"
     for section in ("Inputs", "Sample quality", "Decoding accuracy", "Decoded vs true",
                     "Parameters", "Warnings", "Methods boilerplate"):
         assert f"<h2>{section}</h2>" in html
@@ -103,15 +103,15 @@ def test_subject_report_without_qc_file_says_so(outputs, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(outputs["out"] / "sub-02", out / "sub-02")
     derivatives.func_path(out, "02", TASK, suffix="qc", ext=".h5").unlink()
-    html = report.write_subject_report(out, "02", TASK).read_text()
-    assert "No sample-quality file (sub-02_task-perception_qc.h5)" in html
+    html = report.write_subject_report(out, "02", TASK, network="simulated").read_text()
+    assert "No sample-quality file (sub-02_task-perception_net-simulated_qc.h5)" in html
     assert len(_images(html)) == 2 + 2 + len(ROIS)
 
 
 @pytest.mark.slow
 def test_report_of_missing_subject_is_a_clear_error(outputs):
     with pytest.raises(MissingInputError, match="sub-09.*participant level"):
-        report.write_subject_report(outputs["out"], "09", TASK)
+        report.write_subject_report(outputs["out"], "09", TASK, network="simulated")
 
 
 def test_citation_lists_parameters_and_versions():
@@ -149,7 +149,8 @@ def _render(exe: str, html_path, tmp_path, *mode) -> subprocess.CompletedProcess
 @pytest.mark.parametrize("which", ["sub-01", "group"])
 def test_reports_render_in_headless_chromium(outputs, reports, tmp_path, which):
     exe = _chromium()
-    path = reports["01"] if which == "sub-01" else outputs["out"] / "group" / "report.html"
+    group = outputs["out"] / "group" / "net-simulated_report.html"
+    path = reports["01"] if which == "sub-01" else group
     html = path.read_text()
     res = _render(exe, path, tmp_path, "--dump-dom")
     assert res.returncode == 0, res.stderr[-2000:]

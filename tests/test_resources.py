@@ -168,7 +168,7 @@ def _work(tmp_path, sub, roi, layer, i, n, complete=True, digest="0123456789ab")
 def _config(tmp_path, sub, shard):
     d = tmp_path / "out" / f"sub-{sub}"
     d.mkdir(parents=True, exist_ok=True)
-    (d / f"sub-{sub}_task-perception_config.json").write_text(
+    (d / f"sub-{sub}_task-perception_net-simulated_config.json").write_text(
         json.dumps({"unit_shard": list(shard), "work_dir": None}))
 
 
@@ -191,7 +191,8 @@ def test_missing_shards_named(tmp_path):
         json.dumps({"Name": "x", "BIDSVersion": "1.8.0"}))
     assert main([str(tmp_path / "bids"), str(tmp_path / "out"), "group"]) == EXIT_NOINPUT
     # once the subject's outputs are assembled (newer than the work files) nothing is missing
-    out = tmp_path / "out" / "sub-01" / "func" / "sub-01_task-perception_desc-VC_decoding.h5"
+    out = tmp_path / "out" / "sub-01" / "func" / ("sub-01_task-perception"
+                                                  "_net-simulated_desc-VC_decoding.h5")
     out.parent.mkdir()
     out.write_bytes(b"")
     assert shards.missing_shards(tmp_path / "out", "perception") == {}

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .annex import listed
 from .errors import DataError, UsageError
 from .events import canonical
 from .featurefile import H5Reader
@@ -152,9 +153,9 @@ def subject_path(path: Path, subject: str) -> Path:
     """PATH with ``{subject}`` replaced by the label, or by the label without leading zeros
     when only that file exists (the GOD files are ``Subject1.h5`` for sub-01)."""
     out = Path(str(path).replace("{subject}", subject))
-    if not out.exists() and subject.isdigit():
+    if not listed(out) and subject.isdigit():
         alt = Path(str(path).replace("{subject}", str(int(subject))))
-        if alt.exists():
+        if listed(alt):
             return alt
     return out
 

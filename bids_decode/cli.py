@@ -130,13 +130,48 @@ def setup_logging(verbosity: int, log_file: Path | None = None) -> None:
         root.addHandler(fh)
 
 
+def _subjects_tag(config: RunConfig) -> str:
+    return "sub-" + ("-".join(config.participant_label) or "all")
+
+
 def _log_file(config: RunConfig) -> Path | None:
     from .derivatives import ensure_dir
 
     logs = ensure_dir(Path(config.output_dir) / "logs")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    subs = "-".join(config.participant_label) or "all"
-    return logs / f"bids_decode_{config.analysis_level}_sub-{subs}_{stamp}_{os.getpid()}.log"
+    return logs / f"bids_decode_{config.analysis_level}_{_subjects_tag(config)}_{stamp}_" \
+        f"{os.getpid()}.log"
+
+
+def _list_inputs(config: RunConfig) -> int:
+    """``--list-inputs``: print the files the participant level would read; write nothing."""
+    from . import input_list, layout
+
+    if config.analysis_level != "participant":
+        raise UsageError("--list-inputs lists the files of the participant level; the group "
+                         "level reads only the participant outputs.")
+    setup_logging(config.verbosity)
+    subjects = layout.resolve_subjects(Path(config.bids_dir), config.participant_label)
+    input_list.print_inputs(config, subjects)
+    return EXIT_OK
+
+
+def _check_inputs(config: RunConfig, subjects: list[str]) -> RunConfig:
+    """Before any work: the run's files have content (exit 66), and the BIDS validator finds
+    no error in them (exit 16); its other findings are recorded as warnings."""
+    from . import annex, input_list
+
+    bids_dir = Path(config.bids_dir)
+    files = input_list.run_inputs(config, subjects)
+    annex.check_content(files, bids_dir, Path(config.output_dir) / "logs",
+                        "sub-" + "-".join(subjects))
+    if config.skip_bids_validation:
+        return config
+    from .validation import validate_bids
+
+    found = validate_bids(bids_dir, input_list.inside(files, bids_dir)[0],
+                          strict=config.strict_validation)
+    return config.replace(extra={**config.extra, "validation": found})
 
 
 def _limit_threads(nprocs: int):
@@ -159,6 +194,8 @@ def run(config: RunConfig) -> int:
 
     bids_dir, out_dir = Path(config.bids_dir), Path(config.output_dir)
     layout.check_bids_dir(bids_dir)
+    if config.list_inputs:
+        return _list_inputs(config)
     derivatives.check_output_dir(out_dir, bids_dir)
     derivatives.init_output_dir(out_dir, bids_dir)
     setup_logging(config.verbosity, _log_file(config))
@@ -181,10 +218,6 @@ def run(config: RunConfig) -> int:
                         write_subject_report(out_dir, sub, config.task))
         return EXIT_OK
     config.check_device()
-    if not config.skip_bids_validation:
-        from .validation import validate_bids
-
-        validate_bids(bids_dir)
     from .bold_sources import resolve_bold_source
     from .participant import run_participant
 
@@ -194,6 +227,7 @@ def run(config: RunConfig) -> int:
                     "the dataset has derivatives/preproc-spm" if source == "preproc-spm"
                     else "no derivatives/preproc-spm in the dataset")
         config = config.replace(bold_source=source)
+    config = _check_inputs(config, subjects)
     with _limit_threads(config.nprocs):
         for sub in subjects:
             res = run_participant(config.replace(participant_label=(sub,)), sub)

@@ -5,7 +5,8 @@
 Each argument is a git directory (a clone of https://github.com/OpenNeuroDatasets/ds001246 and
 .../ds001506, bare or not). Written, from each repository's HEAD, exactly as git holds them:
 
-- ``ds001246-annex/``: every file of sub-01 (``sub-01/``, ``derivatives/preproc-spm/output/sub-01/``,
+- ``ds001246-annex/``: every file of sub-01 (``sub-01/``,
+  ``derivatives/preproc-spm/output/sub-01/``,
   ``sourcedata/sub-01/``): the NIfTI files as the git-annex links of the repository (their
   targets, ``.git/annex/objects/...``, are absent: no content), the events as real files; and
   the top-level JSON files;

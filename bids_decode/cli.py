@@ -17,9 +17,9 @@ import time
 import traceback
 from pathlib import Path
 
-from ._version import __version__
-from .config import PARAMS, SECTIONS, Param, RunConfig
-from .errors import (
+from bids_decode._version import __version__
+from bids_decode.config import PARAMS, SECTIONS, Param, RunConfig
+from bids_decode.errors import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> RunConfig:
     """Parse BIDS-App arguments into a frozen :class:`RunConfig`."""
-    from . import resources
+    from bids_decode import resources
 
     ns = build_parser().parse_args(argv)
     if ns.config is not None:
@@ -131,7 +131,7 @@ def setup_logging(verbosity: int, log_file: Path | None = None) -> None:
 
 
 def _log_file(config: RunConfig) -> Path | None:
-    from .derivatives import ensure_dir
+    from bids_decode.outputs.derivatives import ensure_dir
 
     logs = ensure_dir(Path(config.output_dir) / "logs")
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -155,7 +155,8 @@ def _limit_threads(nprocs: int):
 
 def run(config: RunConfig) -> int:
     """Run one BIDS-App invocation from its configuration."""
-    from . import derivatives, layout
+    from bids_decode.inputs import layout
+    from bids_decode.outputs import derivatives
 
     bids_dir, out_dir = Path(config.bids_dir), Path(config.output_dir)
     layout.check_bids_dir(bids_dir)
@@ -165,16 +166,16 @@ def run(config: RunConfig) -> int:
     LOGGER.info("bids_decode %s, %s level, %s -> %s", __version__, config.analysis_level,
                 bids_dir, out_dir)
     if "resources" in config.extra:
-        from .resources import Resources, log_resources
+        from bids_decode.resources import Resources, log_resources
 
         log_resources(Resources(**config.extra["resources"]))
     if config.analysis_level == "group":
-        from . import group
+        from bids_decode.group import steps as group
 
         return group.run_group(config)
     subjects = layout.resolve_subjects(bids_dir, config.participant_label)
     if config.reports_only:
-        from .report import write_subject_report
+        from bids_decode.reports.report import write_subject_report
 
         for sub in subjects:
             LOGGER.info("sub-%s: report %s", sub,
@@ -182,11 +183,11 @@ def run(config: RunConfig) -> int:
         return EXIT_OK
     config.check_device()
     if not config.skip_bids_validation:
-        from .validation import validate_bids
+        from bids_decode.inputs.validation import validate_bids
 
         validate_bids(bids_dir)
-    from .bold_sources import resolve_bold_source
-    from .participant import run_participant
+    from bids_decode.inputs.alignment import resolve_bold_source
+    from bids_decode.participant import run_participant
 
     source = resolve_bold_source(config.bold_source, bids_dir, config.derivative_paths)
     if source != config.bold_source:
@@ -215,13 +216,13 @@ def _print_summary(res: dict) -> None:
 def _subcommand(argv: list[str]) -> int:
     name = argv[0]
     if name == "simulate":
-        from . import simulate as mod
+        from bids_decode.simulate import dataset as mod
         desc = "Write a small ds001246-shaped dataset with a planted ground truth."
     elif name == "slurm":
-        from . import slurm as mod
+        from bids_decode import slurm as mod
         desc = "Write SLURM job files (array + afterok group job) for a dataset (docs/hpc.md)."
     else:
-        from . import features as mod
+        from bids_decode.features import extract as mod
         desc = "Compute DNN features of stimulus images into an HDF5 file."
     p = _Parser(prog=f"bids_decode {name}", description=desc, epilog=EPILOG)
     mod.add_arguments(p)

@@ -1,8 +1,9 @@
-"""Time and memory of the per-unit permutation test (bids_decode.statistics).
+"""Time and memory of the per-unit permutation test (bids_decode.evaluation.statistics).
 
 Streams ``--units`` units in chunks of ``--chunk`` (as the participant level does), each chunk
 with random decoded and true values of ``--images`` test images, through one
-:class:`~bids_decode.statistics.PermutationTest` with ``--permutations`` permutations; then the
+:class:`~bids_decode.evaluation.statistics.PermutationTest` with ``--permutations``
+permutations; then the
 p-values, BH q-values and max-statistic p-values of the whole layer. Prints wall time (the data
 generation excluded), units per second and the peak resident memory of the process.
 
@@ -29,7 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
 
-    from bids_decode import statistics as st
+    from bids_decode.evaluation import statistics as st
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     test = st.PermutationTest(args.images, args.permutations, seed=0, device=args.device,

@@ -39,7 +39,9 @@ def main(argv=None) -> int:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    from bids_decode import _backends, backends, decoding, solvers
+    from bids_decode import backends, decoding
+    from bids_decode.backends import kernels as _backends
+    from bids_decode.decoding import solvers
 
     info = _backends.cpu_info()
     print(f"CPU: {info['model']}; instruction set {info['host_isa']} (kernels "

@@ -17,9 +17,9 @@ import time
 import traceback
 from pathlib import Path
 
-from ._version import __version__
-from .config import PARAMS, SECTIONS, Param, RunConfig
-from .errors import (
+from bids_decode._version import __version__
+from bids_decode.config import PARAMS, SECTIONS, Param, RunConfig
+from bids_decode.errors import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> RunConfig:
     """Parse BIDS-App arguments into a frozen :class:`RunConfig`."""
-    from . import resources
+    from bids_decode import resources
 
     ns = build_parser().parse_args(argv)
     if ns.config is not None:
@@ -135,7 +135,7 @@ def _subjects_tag(config: RunConfig) -> str:
 
 
 def _log_file(config: RunConfig) -> Path | None:
-    from .derivatives import ensure_dir
+    from bids_decode.outputs.derivatives import ensure_dir
 
     logs = ensure_dir(Path(config.output_dir) / "logs")
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -145,29 +145,37 @@ def _log_file(config: RunConfig) -> Path | None:
 
 def _list_inputs(config: RunConfig) -> int:
     """``--list-inputs``: print the files the participant level would read; write nothing."""
-    from . import input_list, layout
+    from bids_decode.inputs import input_list, layout
 
     if config.analysis_level != "participant":
         raise UsageError("--list-inputs lists the files of the participant level; the group "
                          "level reads only the participant outputs.")
     setup_logging(config.verbosity)
     subjects = layout.resolve_subjects(Path(config.bids_dir), config.participant_label)
-    input_list.print_inputs(config, subjects)
+    input_list.print_inputs(_run_files(config, subjects), Path(config.bids_dir))
     return EXIT_OK
+
+
+def _run_files(config: RunConfig, subjects: list[str]) -> list[Path]:
+    """Every file the participant level reads: steps 1-3 and the features step."""
+    from bids_decode.inputs.input_list import run_inputs
+    from bids_decode.participant import feature_files
+
+    return sorted({*run_inputs(config, subjects), *feature_files(config)})
 
 
 def _check_inputs(config: RunConfig, subjects: list[str]) -> RunConfig:
     """Before any work: the run's files have content (exit 66), and the BIDS validator finds
     no error in them (exit 16); its other findings are recorded as warnings."""
-    from . import annex, input_list
+    from bids_decode.inputs import annex, input_list
 
     bids_dir = Path(config.bids_dir)
-    files = input_list.run_inputs(config, subjects)
+    files = _run_files(config, subjects)
     annex.check_content(files, bids_dir, Path(config.output_dir) / "logs",
                         "sub-" + "-".join(subjects))
     if config.skip_bids_validation:
         return config
-    from .validation import validate_bids
+    from bids_decode.inputs.validation import validate_bids
 
     found = validate_bids(bids_dir, input_list.inside(files, bids_dir)[0],
                           strict=config.strict_validation)
@@ -190,7 +198,8 @@ def _limit_threads(nprocs: int):
 
 def run(config: RunConfig) -> int:
     """Run one BIDS-App invocation from its configuration."""
-    from . import derivatives, layout
+    from bids_decode.inputs import layout
+    from bids_decode.outputs import derivatives
 
     bids_dir, out_dir = Path(config.bids_dir), Path(config.output_dir)
     layout.check_bids_dir(bids_dir)
@@ -202,24 +211,24 @@ def run(config: RunConfig) -> int:
     LOGGER.info("bids_decode %s, %s level, %s -> %s", __version__, config.analysis_level,
                 bids_dir, out_dir)
     if "resources" in config.extra:
-        from .resources import Resources, log_resources
+        from bids_decode.resources import Resources, log_resources
 
         log_resources(Resources(**config.extra["resources"]))
     if config.analysis_level == "group":
-        from . import group
+        from bids_decode.group import steps as group
 
         return group.run_group(config)
     subjects = layout.resolve_subjects(bids_dir, config.participant_label)
     if config.reports_only:
-        from .report import write_subject_report
+        from bids_decode.reports.report import write_subject_report
 
         for sub in subjects:
             LOGGER.info("sub-%s: report %s", sub,
                         write_subject_report(out_dir, sub, config.task))
         return EXIT_OK
     config.check_device()
-    from .bold_sources import resolve_bold_source
-    from .participant import run_participant
+    from bids_decode.inputs.alignment import resolve_bold_source
+    from bids_decode.participant import run_participant
 
     source = resolve_bold_source(config.bold_source, bids_dir, config.derivative_paths)
     if source != config.bold_source:
@@ -249,13 +258,13 @@ def _print_summary(res: dict) -> None:
 def _subcommand(argv: list[str]) -> int:
     name = argv[0]
     if name == "simulate":
-        from . import simulate as mod
+        from bids_decode.simulate import dataset as mod
         desc = "Write a small ds001246-shaped dataset with a planted ground truth."
     elif name == "slurm":
-        from . import slurm as mod
+        from bids_decode import slurm as mod
         desc = "Write SLURM job files (array + afterok group job) for a dataset (docs/hpc.md)."
     else:
-        from . import features as mod
+        from bids_decode.features import extract as mod
         desc = "Compute DNN features of stimulus images into an HDF5 file."
     p = _Parser(prog=f"bids_decode {name}", description=desc, epilog=EPILOG)
     mod.add_arguments(p)

@@ -14,21 +14,24 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from . import decoding, derivatives, evaluation, outputs, resources
-from .bold_sources import resolve_bold_source
-from .config import RunConfig
-from .errors import DataError, MissingInputError
-from .feature_store import FeatureStore, TestTargets
-from .featurefile import FeatureFile
-from .grid import UNIT_BLOCK, shard_range
-from .inputs import BoldSource, SubjectInputs
-from .progress import progress_bar
-from .samples import EventSpec, load_run_timeseries, read_blocks
-from .shards import work_file_complete as _complete
+from bids_decode import decoding, resources
+from bids_decode.config import RunConfig
+from bids_decode.errors import DataError, MissingInputError
+from bids_decode.evaluation import metrics as evaluation
+from bids_decode.features.h5file import FeatureFile
+from bids_decode.features.store import FeatureStore, TestTargets
+from bids_decode.inputs.alignment import resolve_bold_source
+from bids_decode.inputs.samples import EventSpec, load_run_timeseries, read_blocks
+from bids_decode.inputs.sources import BoldSource, SubjectInputs
+from bids_decode.outputs import derivatives
+from bids_decode.outputs import schema as outputs
+from bids_decode.outputs.work_files import work_file_complete as _complete
+from bids_decode.utils.grid import UNIT_BLOCK, shard_range
+from bids_decode.utils.progress import progress_bar
 
 LOGGER = logging.getLogger(__name__)
 
-#: Columns of ``*_decoding.tsv`` (declared in :data:`bids_decode.outputs.SUBJECT_SUMMARY`).
+#: Columns of ``*_decoding.tsv`` (declared in :data:`bids_decode.outputs.schema.SUBJECT_SUMMARY`).
 SUMMARY_COLUMNS = outputs.SUBJECT_SUMMARY.names
 
 
@@ -66,6 +69,21 @@ def stimulus_folder(config: RunConfig) -> Path:
     return Path(config.stimuli_dir or Path(config.bids_dir) / "stimuli")
 
 
+def feature_files(config: RunConfig) -> list[Path]:
+    """The files step 4 reads (``--list-inputs``, the annex check): ``--features``, else the
+    stimulus images (and the ``--weights`` file) the features are extracted from."""
+    if config.features:
+        return [Path(config.features)]
+    stimuli, files = stimulus_folder(config), []
+    if stimuli.is_dir():  # (features imports torch: only where there are images)
+        from bids_decode.features import extract as feat
+
+        files = feat.discover_images(stimuli)[0]
+    if config.weights and config.weights != "random":
+        files.append(Path(config.weights))
+    return files
+
+
 def _features_path(config: RunConfig) -> Path:
     """The features file: --features, or extracted once from every stimulus image.
 
@@ -76,7 +94,7 @@ def _features_path(config: RunConfig) -> Path:
         return Path(config.features)
     from filelock import FileLock
 
-    from . import features as feat
+    from bids_decode.features import extract as feat
 
     stimuli = stimulus_folder(config)
     if not stimuli.is_dir():
@@ -402,7 +420,7 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
         if inputs.qc is not None:
             inputs.qc(collector.messages)
         # 7. the subject's visual report (from the outputs only)
-        from .report import write_subject_report
+        from bids_decode.reports.report import write_subject_report
 
         html = write_subject_report(Path(config.output_dir), subject, config.task)
         LOGGER.info("sub-%s: report %s", subject, html)

@@ -331,7 +331,7 @@ def memory_plan(*, n_train: int, n_rows: int, n_images: int, n_voxels: int, k: i
     # one chunk of targets as _chunk_units counts it (float64 rows and their z-scored copies)
     features = units * 8 * (n_images + 4 * n_rows)
     # the CPU decoder's own model (decoding.batch_size_for), its tasks within half the budget
-    from .backends import resolve_backend
+    from bids_decode.backends import resolve_backend
 
     per_unit, fixed = resolve_backend("cpu").memory_model(n_train, p, k, itemsize, nprocs)
     decoding = min(units * per_unit, int(mem_gb * 2**30 * 0.5)) + fixed
@@ -385,7 +385,7 @@ def log_run_plan(config, subject: str, ff, layers: list[str], n_train: int, n_ro
     """
     import numpy as np
 
-    from .participant import _chunk_units, n_selected, shard_range
+    from bids_decode.participant import _chunk_units, n_selected, shard_range
 
     widths = [np.subtract(*shard_range(ff.n_units(la), config.unit_shard)[::-1])
               for la in layers]

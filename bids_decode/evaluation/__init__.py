@@ -1,0 +1,1 @@
+"""Stage 4, evaluation: every score of decoded features, behind one streaming metric interface."""

@@ -1,0 +1,1 @@
+"""Group level: reads the participant outputs only, never refits."""

@@ -17,6 +17,9 @@ and its JSON stays one flat object, so saved ``*_config.json`` files of earlier 
 readable.
 """
 
+# long: the declarations of every run parameter are this file's one topic, and they are meant
+# to be read in one place (the machinery that derives the parser and key lists is 150 lines)
+
 from __future__ import annotations
 
 import argparse

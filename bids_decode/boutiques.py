@@ -23,6 +23,7 @@ import re
 import sys
 from pathlib import Path
 
+from bids_decode import cli
 from bids_decode._version import __version__
 
 LOGGER = logging.getLogger(__name__)
@@ -84,9 +85,7 @@ def _groups(parser: argparse.ArgumentParser):
 
 def descriptor() -> dict:
     """The Boutiques descriptor of ``bids_decode BIDS_DIR OUTPUT_DIR LEVEL [options]``."""
-    from bids_decode.cli import build_parser
-
-    parser = build_parser()
+    parser = cli.build_parser()
     inputs, groups = [], []
     for title, actions in _groups(parser):
         items = [describe_input(a) for a in actions]

@@ -26,6 +26,10 @@ from bids_decode.errors import (
     BidsDecodeError,
     UsageError,
 )
+from bids_decode.inputs import annex, input_list, layout
+from bids_decode.inputs.validation import validate_bids
+from bids_decode.outputs.derivatives import ensure_dir, write_text
+from bids_decode.participant import feature_files
 
 LOGGER = logging.getLogger(__name__)
 
@@ -135,8 +139,6 @@ def _subjects_tag(config: RunConfig) -> str:
 
 
 def _log_file(config: RunConfig) -> Path | None:
-    from bids_decode.outputs.derivatives import ensure_dir
-
     logs = ensure_dir(Path(config.output_dir) / "logs")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return logs / f"bids_decode_{config.analysis_level}_{_subjects_tag(config)}_{stamp}_" \
@@ -145,8 +147,6 @@ def _log_file(config: RunConfig) -> Path | None:
 
 def _list_inputs(config: RunConfig) -> int:
     """``--list-inputs``: print the files the participant level would read; write nothing."""
-    from bids_decode.inputs import input_list, layout
-
     if config.analysis_level != "participant":
         raise UsageError("--list-inputs lists the files of the participant level; the group "
                          "level reads only the participant outputs.")
@@ -158,25 +158,22 @@ def _list_inputs(config: RunConfig) -> int:
 
 def _run_files(config: RunConfig, subjects: list[str]) -> list[Path]:
     """Every file the participant level reads: steps 1-3 and the features step."""
-    from bids_decode.inputs.input_list import run_inputs
-    from bids_decode.participant import feature_files
-
-    return sorted({*run_inputs(config, subjects), *feature_files(config)})
+    return sorted({*input_list.run_inputs(config, subjects), *feature_files(config)})
 
 
 def _check_inputs(config: RunConfig, subjects: list[str]) -> RunConfig:
     """Before any work: the run's files have content (exit 66), and the BIDS validator finds
     no error in them (exit 16); its other findings are recorded as warnings."""
-    from bids_decode.inputs import annex, input_list
-
-    bids_dir = Path(config.bids_dir)
+    bids_dir, what = Path(config.bids_dir), "sub-" + "-".join(subjects)
     files = _run_files(config, subjects)
-    annex.check_content(files, bids_dir, Path(config.output_dir) / "logs",
-                        "sub-" + "-".join(subjects))
+    missing = annex.absent_files(files)
+    if missing:
+        listing = ensure_dir(Path(config.output_dir) / "logs") / \
+            f"missing_content_{what}_{time.strftime('%Y%m%d-%H%M%S')}.txt"
+        write_text(listing, "".join(annex.shown(m.path, bids_dir) + "\n" for m in missing))
+        raise annex.missing_content_error(missing, len(files), bids_dir, listing, what)
     if config.skip_bids_validation:
         return config
-    from bids_decode.inputs.validation import validate_bids
-
     found = validate_bids(bids_dir, input_list.inside(files, bids_dir)[0],
                           strict=config.strict_validation)
     return config.replace(extra={**config.extra, "validation": found})
@@ -198,7 +195,6 @@ def _limit_threads(nprocs: int):
 
 def run(config: RunConfig) -> int:
     """Run one BIDS-App invocation from its configuration."""
-    from bids_decode.inputs import layout
     from bids_decode.outputs import derivatives
 
     bids_dir, out_dir = Path(config.bids_dir), Path(config.output_dir)

@@ -51,7 +51,7 @@ def test_a_new_parameter_enters_the_descriptor(monkeypatch):
         p.add_argument("--dummy-penalty", type=float, metavar="FLOAT", help="a dummy")
         return p
 
-    monkeypatch.setattr("bids_decode.cli.build_parser", with_dummy)
+    monkeypatch.setattr("bids_decode.boutiques.cli.build_parser", with_dummy)
     (item,) = [i for i in boutiques.descriptor()["inputs"] if i["id"] == "dummy_penalty"]
     assert item["command-line-flag"] == "--dummy-penalty" and item["type"] == "Number"
     assert "[DUMMY_PENALTY]" in boutiques.descriptor()["command-line"]

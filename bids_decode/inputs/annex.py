@@ -9,9 +9,10 @@ is fetched later (``datalad get``). Such a file is either
 - or, in an unlocked or adjusted clone, a small *pointer file* holding ``/annex/objects/KEY``.
 
 The key names the content, and most keys carry its size: ``MD5E-s49910870--be70...nii.gz`` is
-49,910,870 bytes (git-annex's ``-s<bytes>`` field). :func:`check_content` runs before the
-validator and before any image is opened, so a clone without content stops at once (exit 66)
-with the count, the size and the ``datalad get`` command, instead of an error about unreadable
+49,910,870 bytes (git-annex's ``-s<bytes>`` field). The check (:func:`absent_files`, run by
+``cli._check_inputs``) comes before the validator and before any image is opened, so a clone
+without content stops at once (exit 66) with the count, the size and the ``datalad get``
+command (:func:`missing_content_error`), instead of an error about unreadable
 NIfTI headers.
 """
 
@@ -21,7 +22,6 @@ import fnmatch
 import logging
 import os
 import shlex
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,35 +129,34 @@ def shown(path: Path, bids_dir: Path) -> str:
     return str(path)
 
 
-def check_content(paths, bids_dir: Path, log_dir: Path, what: str) -> None:
-    """Stop (exit 66) if any of the files the run reads lacks its content.
+def absent_files(paths) -> list[AbsentFile]:
+    """The files of ``paths`` whose content is absent (:func:`absent`), in order."""
+    return [a for a in map(absent, paths) if a is not None]
+
+
+def missing_content_error(missing: list[AbsentFile], n_files: int, bids_dir: Path,
+                          listing: Path, what: str) -> MissingInputError:
+    """The one-paragraph error of a run whose files lack content (exit 66).
 
     Parameters
     ----------
-    paths : iterable of Path
-        The files the run reads (:func:`input_list.run_inputs`).
+    missing : list of AbsentFile
+        From :func:`absent_files` over the files the run reads.
+    n_files : int
+        How many files the run reads.
     bids_dir : Path
-    log_dir : Path
-        ``OUTPUT_DIR/logs``: the full list of the absent files is written there.
+    listing : Path
+        The file listing all of ``missing`` (``OUTPUT_DIR/logs/...``), written by the caller.
     what : str
-        The run, for the list's name and the message (e.g. ``sub-01``).
+        The run (e.g. ``sub-01``).
 
-    Raises
-    ------
+    Returns
+    -------
     MissingInputError
-        One paragraph: how many files lack content, their total size (from the annex keys),
-        the ``datalad get`` command and the list's path.
+        How many files lack content, their total size (from the annex keys), the
+        ``datalad get`` command and the list's path.
     """
-    paths = list(paths)
-    missing = [a for a in map(absent, paths) if a is not None]
-    if not missing:
-        return
     rel = [shown(a.path, bids_dir) for a in missing]
-    listing = Path(log_dir) / f"missing_content_{what}_{time.strftime('%Y%m%d-%H%M%S')}.txt"
-    from bids_decode.outputs.derivatives import ensure_dir, write_text
-
-    ensure_dir(listing.parent)
-    write_text(listing, "\n".join(rel) + "\n")
     sizes = [a.size for a in missing]
     known = sum(s for s in sizes if s is not None)
     unknown = sum(s is None for s in sizes)
@@ -169,9 +168,8 @@ def check_content(paths, bids_dir: Path, log_dir: Path, what: str) -> None:
              f"{len(missing) - annexed} links to missing files")
     args = " ".join(map(shlex.quote, rel)) if len(rel) <= INLINE_PATHS else \
         f"$(cat {shlex.quote(os.path.abspath(listing))})"
-    LOGGER.debug("files without content: %s", rel)
-    raise MissingInputError(
-        f"{len(missing)} of the {len(set(paths))} files this run reads ({what}) have no content "
+    return MissingInputError(
+        f"{len(missing)} of the {n_files} files this run reads ({what}) have no content "
         f"in {bids_dir}: they are {kinds}; {size_txt} in all (e.g. {rel[0]}). Fetch them with "
         f"'cd {shlex.quote(os.path.abspath(bids_dir))} && datalad get {args}' (the list of "
         f"all {len(missing)} is in {listing}; 'bids_decode ... --list-inputs' prints every "

@@ -13,7 +13,8 @@ Uses:
 - ``--list-inputs`` prints the files inside BIDS_DIR, one path per line relative to it, so
   that ``datalad get $(bids_decode ... --list-inputs)`` fetches one run's share of a DataLad
   clone; files outside BIDS_DIR (``--features``, ``-d`` folders elsewhere) are named on stderr;
-- :func:`annex.check_content` stops a run whose files lack content (exit 66);
+- the annex check (:func:`annex.absent_files`) stops a run whose files lack content
+  (exit 66);
 - :func:`validation.validate_bids` stops only for the validator's errors in these files.
 """
 
@@ -24,6 +25,7 @@ import sys
 from pathlib import Path
 
 from bids_decode.inputs.annex import shown
+from bids_decode.inputs.sources import BoldSource
 
 LOGGER = logging.getLogger(__name__)
 
@@ -45,8 +47,6 @@ def run_inputs(config, subjects) -> list[Path]:
     list of Path
         As the run builds them (under BIDS_DIR, or where options point).
     """
-    from bids_decode.inputs.sources import BoldSource
-
     source = BoldSource.of(config)
     files = set()
     for sub in subjects:

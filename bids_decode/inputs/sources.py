@@ -147,7 +147,7 @@ class BoldSource(ABC):
     @abstractmethod
     def input_files(self, config, subject: str) -> list[Path]:
         """The files :meth:`subject_inputs` reads, found by the same code without opening
-        any image (``--list-inputs``, :func:`annex.check_content`).
+        any image (``--list-inputs``, :func:`annex.absent_files`).
 
         Parameters
         ----------

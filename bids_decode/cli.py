@@ -26,6 +26,10 @@ from bids_decode.errors import (
     BidsDecodeError,
     UsageError,
 )
+from bids_decode.inputs import annex, input_list, layout
+from bids_decode.inputs.validation import validate_bids
+from bids_decode.outputs.derivatives import ensure_dir, write_text
+from bids_decode.participant import feature_files
 
 LOGGER = logging.getLogger(__name__)
 
@@ -130,13 +134,49 @@ def setup_logging(verbosity: int, log_file: Path | None = None) -> None:
         root.addHandler(fh)
 
 
-def _log_file(config: RunConfig) -> Path | None:
-    from bids_decode.outputs.derivatives import ensure_dir
+def _subjects_tag(config: RunConfig) -> str:
+    return "sub-" + ("-".join(config.participant_label) or "all")
 
+
+def _log_file(config: RunConfig) -> Path | None:
     logs = ensure_dir(Path(config.output_dir) / "logs")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    subs = "-".join(config.participant_label) or "all"
-    return logs / f"bids_decode_{config.analysis_level}_sub-{subs}_{stamp}_{os.getpid()}.log"
+    return logs / f"bids_decode_{config.analysis_level}_{_subjects_tag(config)}_{stamp}_" \
+        f"{os.getpid()}.log"
+
+
+def _list_inputs(config: RunConfig) -> int:
+    """``--list-inputs``: print the files the participant level would read; write nothing."""
+    if config.analysis_level != "participant":
+        raise UsageError("--list-inputs lists the files of the participant level; the group "
+                         "level reads only the participant outputs.")
+    setup_logging(config.verbosity)
+    subjects = layout.resolve_subjects(Path(config.bids_dir), config.participant_label)
+    input_list.print_inputs(_run_files(config, subjects), Path(config.bids_dir))
+    return EXIT_OK
+
+
+def _run_files(config: RunConfig, subjects: list[str]) -> list[Path]:
+    """Every file the participant level reads: steps 1-3 and the features step."""
+    return sorted({*input_list.run_inputs(config, subjects), *feature_files(config)})
+
+
+def _check_inputs(config: RunConfig, subjects: list[str]) -> RunConfig:
+    """Before any work: the run's files have content (exit 66), and the BIDS validator finds
+    no error in them (exit 16); its other findings are recorded as warnings."""
+    bids_dir, what = Path(config.bids_dir), "sub-" + "-".join(subjects)
+    files = _run_files(config, subjects)
+    missing = annex.absent_files(files)
+    if missing:
+        listing = ensure_dir(Path(config.output_dir) / "logs") / \
+            f"missing_content_{what}_{time.strftime('%Y%m%d-%H%M%S')}.txt"
+        write_text(listing, "".join(annex.shown(m.path, bids_dir) + "\n" for m in missing))
+        raise annex.missing_content_error(missing, len(files), bids_dir, listing, what)
+    if config.skip_bids_validation:
+        return config
+    found = validate_bids(bids_dir, input_list.inside(files, bids_dir)[0],
+                          strict=config.strict_validation)
+    return config.replace(extra={**config.extra, "validation": found})
 
 
 def _limit_threads(nprocs: int):
@@ -155,11 +195,12 @@ def _limit_threads(nprocs: int):
 
 def run(config: RunConfig) -> int:
     """Run one BIDS-App invocation from its configuration."""
-    from bids_decode.inputs import layout
     from bids_decode.outputs import derivatives
 
     bids_dir, out_dir = Path(config.bids_dir), Path(config.output_dir)
     layout.check_bids_dir(bids_dir)
+    if config.list_inputs:
+        return _list_inputs(config)
     derivatives.check_output_dir(out_dir, bids_dir)
     derivatives.init_output_dir(out_dir, bids_dir)
     setup_logging(config.verbosity, _log_file(config))
@@ -182,10 +223,6 @@ def run(config: RunConfig) -> int:
                         write_subject_report(out_dir, sub, config.task))
         return EXIT_OK
     config.check_device()
-    if not config.skip_bids_validation:
-        from bids_decode.inputs.validation import validate_bids
-
-        validate_bids(bids_dir)
     from bids_decode.inputs.alignment import resolve_bold_source
     from bids_decode.participant import run_participant
 
@@ -195,6 +232,7 @@ def run(config: RunConfig) -> int:
                     "the dataset has derivatives/preproc-spm" if source == "preproc-spm"
                     else "no derivatives/preproc-spm in the dataset")
         config = config.replace(bold_source=source)
+    config = _check_inputs(config, subjects)
     with _limit_threads(config.nprocs):
         for sub in subjects:
             res = run_participant(config.replace(participant_label=(sub,)), sub)

@@ -262,6 +262,14 @@ class RunConfig:
     skip_bids_validation: bool = param(
         False, "inputs", "--skip-bids-validation", action="store_true",
         help="do not run the BIDS validator on BIDS_DIR")
+    strict_validation: bool = param(
+        False, "inputs", "--strict-validation", action="store_true",
+        help="stop on any error of the BIDS validator (default: stop only for errors in the "
+             "files the run reads; other findings are warnings)")
+    list_inputs: bool = param(
+        False, "inputs", "--list-inputs", action="store_true",
+        help="print the files the participant level would read (one path per line, relative "
+             "to BIDS_DIR; e.g. for 'datalad get') and exit; nothing is written")
     # ----------------------------------------------------------------------------- features
     features: str | None = param(
         None, "features", "--features", metavar="FILE", fingerprint=True,

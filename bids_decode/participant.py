@@ -64,6 +64,26 @@ def zscore_train(X_train, X_test):
     return ((X_train - mu) / sd).astype(np.float32), ((X_test - mu) / sd).astype(np.float32)
 
 
+def stimulus_folder(config: RunConfig) -> Path:
+    """The images features are extracted from without --features (default BIDS_DIR/stimuli)."""
+    return Path(config.stimuli_dir or Path(config.bids_dir) / "stimuli")
+
+
+def feature_files(config: RunConfig) -> list[Path]:
+    """The files step 4 reads (``--list-inputs``, the annex check): ``--features``, else the
+    stimulus images (and the ``--weights`` file) the features are extracted from."""
+    if config.features:
+        return [Path(config.features)]
+    stimuli, files = stimulus_folder(config), []
+    if stimuli.is_dir():  # (features imports torch: only where there are images)
+        from bids_decode.features import extract as feat
+
+        files = feat.discover_images(stimuli)[0]
+    if config.weights and config.weights != "random":
+        files.append(Path(config.weights))
+    return files
+
+
 def _features_path(config: RunConfig) -> Path:
     """The features file: --features, or extracted once from every stimulus image.
 
@@ -76,7 +96,7 @@ def _features_path(config: RunConfig) -> Path:
 
     from bids_decode.features import extract as feat
 
-    stimuli = Path(config.stimuli_dir or Path(config.bids_dir) / "stimuli")
+    stimuli = stimulus_folder(config)
     if not stimuli.is_dir():
         raise MissingInputError(
             f"No --features file was given and the stimulus folder {stimuli} does not exist. "
@@ -363,8 +383,7 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
         shards are still missing.
     """
     t0 = time.time()
-    source = BoldSource.parse(config.bold_source, Path(config.bids_dir),
-                              config.derivative_paths, config.space)
+    source = BoldSource.of(config)
     # 1-3. layout, ROIs and samples, as the source's kind gives them (inputs.BOLD_SOURCES)
     inputs: SubjectInputs = source.subject_inputs(config, subject)
     samples, tr = inputs.samples, inputs.tr
@@ -432,6 +451,7 @@ def write_run_config(config: RunConfig, subject: str, info: dict) -> Path:
     path = outputs.config_json(config.output_dir, subject, config.task)
     d = config.replace(participant_label=(subject,)).to_dict()
     d["provenance"] = derivatives.provenance() | {"samples": info,
-                                                  "resources": resources.record(config)}
+                                                  "resources": resources.record(config),
+                                                  "validation": config.extra.get("validation")}
     derivatives.write_json(path, d)
     return path

@@ -34,6 +34,7 @@ import nibabel as nib
 import numpy as np
 
 from bids_decode.errors import DataError, MissingInputError, reading_bold
+from bids_decode.inputs.annex import listed
 
 LOGGER = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ def find_fmriprep_transforms(folder: Path, stem: str, space: str) -> tuple[Path 
     """The ``desc-hmc`` and ``desc-coreg`` transforms of one run in an fMRIPrep folder."""
     hmc = folder / HMC_PATTERN.format(stem=stem)
     coreg = folder / COREG_PATTERN.format(stem=stem, space=space)
-    return (hmc if hmc.is_file() else None), (coreg if coreg.is_file() else None)
+    return (hmc if listed(hmc) else None), (coreg if listed(coreg) else None)
 
 
 def fmriprep_run(folder: Path, stem: str, space: str, preproc: Path | None,

@@ -33,6 +33,7 @@ import numpy as np
 
 from bids_decode.errors import DataError, UsageError
 from bids_decode.features.h5file import H5Reader
+from bids_decode.inputs.annex import listed
 from bids_decode.inputs.events import canonical
 
 LOGGER = logging.getLogger(__name__)
@@ -152,9 +153,9 @@ def subject_path(path: Path, subject: str) -> Path:
     """PATH with ``{subject}`` replaced by the label, or by the label without leading zeros
     when only that file exists (the GOD files are ``Subject1.h5`` for sub-01)."""
     out = Path(str(path).replace("{subject}", subject))
-    if not out.exists() and subject.isdigit():
+    if not listed(out) and subject.isdigit():
         alt = Path(str(path).replace("{subject}", str(int(subject))))
-        if alt.exists():
+        if listed(alt):
             return alt
     return out
 

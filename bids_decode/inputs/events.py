@@ -131,31 +131,35 @@ def _entities(name: str) -> dict[str, str]:
     return dict(_ENTITY.findall("_".join(stem.split("_")[:-1]) or stem))
 
 
-def sidecar_levels(events: Path, column: str = "event_type") -> tuple[dict, Path] | None:
-    """``Levels`` of ``column`` from the events.json sidecars of ``events`` (inherited).
-
-    Walks from the dataset root (the nearest parent with ``dataset_description.json``) down to
-    the file's folder; deeper sidecars win. Returns (levels, sidecar path) or None.
-    """
+def events_sidecars(events: Path) -> list[Path]:
+    """The ``*_events.json`` sidecars of ``events`` (inherited), from the dataset root (the
+    nearest parent with ``dataset_description.json``) down to the file's folder."""
     ents = _entities(events.name)
     folders = []
     for d in [events.parent, *events.parents[:6]]:
         folders.append(d)
         if (d / "dataset_description.json").is_file():
             break
+    return [js for d in reversed(folders) for js in sorted(d.glob("*_events.json"))
+            if all(ents.get(k) == v for k, v in _entities(js.name).items())]
+
+
+def sidecar_levels(events: Path, column: str = "event_type") -> tuple[dict, Path] | None:
+    """``Levels`` of ``column`` from the events.json sidecars of ``events`` (inherited).
+
+    Walks from the dataset root (the nearest parent with ``dataset_description.json``) down to
+    the file's folder; deeper sidecars win. Returns (levels, sidecar path) or None.
+    """
     found = None
-    for d in reversed(folders):
-        for js in sorted(d.glob("*_events.json")):
-            if not all(ents.get(k) == v for k, v in _entities(js.name).items()):
-                continue
-            try:
-                meta = json.loads(js.read_text())
-            except (OSError, json.JSONDecodeError) as err:
-                raise DataError(f"The events sidecar {js} is not valid JSON ({err}). Fix it.") \
-                    from err
-            levels = (meta.get(column) or {}).get("Levels") if isinstance(meta, dict) else None
-            if isinstance(levels, dict) and levels:
-                found = ({canonical(k): str(v) for k, v in levels.items()}, js)
+    for js in events_sidecars(events):
+        try:
+            meta = json.loads(js.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise DataError(f"The events sidecar {js} is not valid JSON ({err}). Fix it.") \
+                from err
+        levels = (meta.get(column) or {}).get("Levels") if isinstance(meta, dict) else None
+        if isinstance(levels, dict) and levels:
+            found = ({canonical(k): str(v) for k, v in levels.items()}, js)
     return found
 
 

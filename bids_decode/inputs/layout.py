@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bids_decode.errors import DataError, MissingInputError
+from bids_decode.inputs.annex import matching
 
 if TYPE_CHECKING:
     from bids_decode.inputs.alignment import RunTransforms
@@ -41,6 +42,9 @@ class Run:
     transforms : bold_sources.RunTransforms or None
         fMRIPrep's transforms of the run (resampling and motion parameters), or how a run on
         another grid reaches the reference grid.
+    raw_bold : Path or None
+        The dataset's own run beside the events (a derivative's volume count is compared
+        with it).
     """
 
     bold: Path
@@ -51,10 +55,31 @@ class Run:
     volume_offset: int = 0
     confounds: Path | None = None
     transforms: RunTransforms | None = None
+    raw_bold: Path | None = None
 
     @property
     def label(self) -> str:
         return self.bold.name.split("_bold")[0]
+
+    def input_files(self, preprocessed: bool, confounds: str | None) -> list[Path]:
+        """The files that reading this run opens (``--list-inputs``, the annex check).
+
+        The image and events; for a derivative (``preprocessed``) the raw run, whose volume
+        count aligns it (:func:`missing_volumes`); fMRIPrep's transforms where the run is
+        resampled through them; with ``--confounds``, the confounds table or, without one,
+        the head-motion transforms the motion parameters come from.
+        """
+        files = [self.bold, self.events]
+        if preprocessed and self.raw_bold is not None:
+            files.append(self.raw_bold)
+        xf = self.transforms
+        if xf is not None and xf.resample and xf.coreg is not None:
+            files += [xf.coreg, xf.hmc]
+        if confounds and self.confounds is not None:
+            files.append(self.confounds)
+        elif confounds and xf is not None and xf.hmc is not None:
+            files.append(xf.hmc)
+        return files
 
 
 def strip_sub(label: str) -> str:
@@ -141,8 +166,9 @@ def entities_of(name: str) -> dict[str, str]:
     return dict(ENTITY.findall("_".join(stem.split("_")[:-1]) or stem))
 
 
-def inherited_metadata(bids_dir: Path, events: Path) -> dict:
-    """JSON sidecar metadata of the run's BOLD by the BIDS inheritance principle."""
+def bold_sidecars(bids_dir: Path, events: Path) -> list[Path]:
+    """The ``*_bold.json`` sidecars of the run of ``events`` (BIDS inheritance principle),
+    from the dataset's top level down."""
     ents = entities_of(events.name)
     folders = [bids_dir]
     try:
@@ -151,16 +177,18 @@ def inherited_metadata(bids_dir: Path, events: Path) -> dict:
             folders.append(folders[-1] / part)
     except ValueError:
         folders.append(events.parent)
+    return [js for d in folders for js in sorted(d.glob("*_bold.json"))
+            if all(ents.get(k) == v for k, v in entities_of(js.name).items())]
+
+
+def inherited_metadata(bids_dir: Path, events: Path) -> dict:
+    """JSON sidecar metadata of the run's BOLD by the BIDS inheritance principle."""
     meta: dict = {}
-    for d in folders:
-        for js in sorted(d.glob("*_bold.json")):
-            sidecar_ents = entities_of(js.name)
-            if all(ents.get(k) == v for k, v in sidecar_ents.items()):
-                try:
-                    meta.update(json.loads(js.read_text()))
-                except (OSError, json.JSONDecodeError) as err:
-                    raise DataError(f"The sidecar {js} is not valid JSON ({err}). Fix it.") \
-                        from err
+    for js in bold_sidecars(bids_dir, events):
+        try:
+            meta.update(json.loads(js.read_text()))
+        except (OSError, json.JSONDecodeError) as err:
+            raise DataError(f"The sidecar {js} is not valid JSON ({err}). Fix it.") from err
     return meta
 
 
@@ -175,8 +203,10 @@ def first_sorted(paths) -> Path | None:
 
 
 def find_nifti(folder: Path, pattern: str) -> Path | None:
-    """The first ``pattern.nii.gz`` or ``pattern.nii`` in ``folder`` (pattern may glob)."""
-    return first_sorted([*folder.glob(pattern + ".nii.gz"), *folder.glob(pattern + ".nii")])
+    """The first ``pattern.nii.gz`` or ``pattern.nii`` in ``folder`` (pattern may glob;
+    git-annex links without content count)."""
+    return first_sorted([*matching(folder, pattern + ".nii.gz"),
+                         *matching(folder, pattern + ".nii")])
 
 
 def missing_volumes(events: Path, bold: Path, raw_bold: Path | None, tr: float) -> int:
@@ -205,7 +235,7 @@ def missing_volumes(events: Path, bold: Path, raw_bold: Path | None, tr: float) 
 
 def find_runs(
     layout, subject: str, task: str, session_glob: str, *, what: str,
-    source: BidsRuns | None = None,
+    source: BidsRuns | None = None, read: bool = True,
 ) -> list[Run]:
     """Runs of one subject, task and session pattern, with events, TR and BOLD source.
 
@@ -222,6 +252,9 @@ def find_runs(
         'training' or 'test' (for messages).
     source : inputs.BidsRuns, optional
         Where each run's image is (:data:`inputs.BOLD_SOURCES`); the raw runs by default.
+    read : bool
+        False: find the files only, without opening an image (TR from the sidecars or NaN,
+        volume offset 0): what ``--list-inputs`` and the annex check use.
 
     Returns
     -------
@@ -248,11 +281,11 @@ def find_runs(
                 f"The BOLD run {b} has no events file (expected {ev}). Add the events.tsv of "
                 "every run, or exclude the run's session with --train-session/--test-session."
             )
-    runs = [_make_run(Path(path), source, bids_dir, task) for path in files
+    runs = [_make_run(Path(path), source, bids_dir, task, read) for path in files
             if in_sessions(Path(path).name)]
     runs.sort(key=lambda r: (r.session or "", r.run or "", r.bold.name))
     offsets = sorted({r.volume_offset for r in runs})
-    if source.preprocessed and runs:
+    if source.preprocessed and runs and read:
         LOGGER.info("%d %s runs of sub-%s (%s): %s volume(s) missing at the start relative to "
                     "the events (from the volume counts); events are aligned accordingly.",
                     len(runs), what, subject, source.kind, "/".join(map(str, offsets)))
@@ -266,8 +299,10 @@ def find_runs(
     return runs
 
 
-def _make_run(events: Path, source: BidsRuns, bids_dir: Path, task: str) -> Run:
-    """The :class:`Run` of one events file: its BOLD image from ``source``, TR, offset."""
+def _make_run(events: Path, source: BidsRuns, bids_dir: Path, task: str,
+              read: bool = True) -> Run:
+    """The :class:`Run` of one events file: its BOLD image from ``source``, TR, offset
+    (``read=False``: no image is opened, see :func:`find_runs`)."""
     ents = entities_of(events.name)
     raw_bold = find_nifti(events.parent, events_stem(events) + "_bold")
     bold, expected, confounds, xfm = source.run_files(events, bids_dir, raw_bold)
@@ -278,6 +313,9 @@ def _make_run(events: Path, source: BidsRuns, bids_dir: Path, task: str) -> Run:
             + "or exclude its session with --train-session/--test-session."
         )
     tr = inherited_metadata(bids_dir, events).get("RepetitionTime")
+    if not read:
+        return Run(bold, events, ents.get("ses"), ents.get("run"),
+                   float("nan") if tr is None else float(tr), 0, confounds, xfm, raw_bold)
     if tr is None:
         tr = _header_tr(bold)
     if tr is None:
@@ -287,7 +325,8 @@ def _make_run(events: Path, source: BidsRuns, bids_dir: Path, task: str) -> Run:
         )
     tr = float(tr)
     offset = source.volume_offset(events, bold, raw_bold, tr)
-    return Run(bold, events, ents.get("ses"), ents.get("run"), tr, offset, confounds, xfm)
+    return Run(bold, events, ents.get("ses"), ents.get("run"), tr, offset, confounds, xfm,
+               raw_bold)
 
 
 def _header_tr(bold: Path) -> float | None:

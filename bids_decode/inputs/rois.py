@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 
 from bids_decode.errors import DataError, MissingInputError, UsageError
+from bids_decode.inputs.annex import listed
 
 LOGGER = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class Ds001246Roi(RoiSpec):
 
     def files(self, bids_dir, subject, search_roots=(), atlas=None):
         files = _sourcedata_files(bids_dir, subject, self.name)
-        if all(f.is_file() for f in files):
+        if all(listed(f) for f in files):  # annex links without content count
             return files
         for root in search_roots:
             sub = Path(root) / f"sub-{subject}"

@@ -36,8 +36,11 @@ from bids_decode.inputs.alignment import (
     preproc_spm_root,
     resolve_bold_source,
 )
+from bids_decode.inputs.annex import matching
+from bids_decode.inputs.events import events_sidecars
 from bids_decode.inputs.layout import (
     Run,
+    bold_sidecars,
     check_trs,
     events_stem,
     find_nifti,
@@ -114,6 +117,12 @@ class BoldSource(ABC):
         return next(s for s in BOLD_SOURCES.values() if s.detect(root))(root, space)
 
     @classmethod
+    def of(cls, config) -> BoldSource:
+        """The source of a run configuration (``--bold-source``, ``-d``, ``--space``)."""
+        return cls.parse(config.bold_source, Path(config.bids_dir), config.derivative_paths,
+                         config.space)
+
+    @classmethod
     def locate(cls, path: Path | None, bids_dir: Path, derivatives: dict[str, str],
                space: str) -> BoldSource:
         """This kind, from ``KIND=PATH``'s PATH (None for ``KIND``) and the ``-d`` folders."""
@@ -127,6 +136,18 @@ class BoldSource(ABC):
     @abstractmethod
     def subject_inputs(self, config, subject: str) -> SubjectInputs:
         """Steps 1-3 of a participant run: samples and ROI masks of one subject.
+
+        Parameters
+        ----------
+        config : RunConfig
+        subject : str
+            Label without ``sub-``.
+        """
+
+    @abstractmethod
+    def input_files(self, config, subject: str) -> list[Path]:
+        """The files :meth:`subject_inputs` reads, found by the same code without opening
+        any image (``--list-inputs``, :func:`annex.absent_files`).
 
         Parameters
         ----------
@@ -192,9 +213,7 @@ class BidsRuns(BoldSource):
         # 1. layout
         train_runs, test_runs, tr = self._runs(config, subject, bids_dir)
         # 2. ROIs, on the reference grid (runs not in the masks' space are refused here)
-        labels = read_atlas_labels(config.atlas_labels) if config.atlas_labels else None
-        specs = [RoiSpec.parse(r, labels) for r in config.roi]
-        roots = [*config.derivative_paths.values(), *([self.root] if self.root else [])]
+        specs, roots = self._rois(config)
         ref, runs = align_runs(self.kind, train_runs + test_runs,
                                mask_files(bids_dir, subject, specs[0], roots, config.atlas)[0],
                                subject, assume_aligned=config.assume_aligned,
@@ -225,13 +244,35 @@ class BidsRuns(BoldSource):
 
         return SubjectInputs(samples, masks, files, tr, qc)
 
-    def _runs(self, config, subject: str, bids_dir: Path) -> tuple[list[Run], list[Run], float]:
-        """Training runs, test runs (disjoint) and their common TR."""
+    def input_files(self, config, subject: str) -> list[Path]:
+        """Each run's files (:meth:`layout.Run.input_files`) and sidecars, the ROIs' masks and
+        the atlas labels, found as :meth:`subject_inputs` finds them."""
+        bids_dir = Path(config.bids_dir)
+        train_runs, test_runs, _ = self._runs(config, subject, bids_dir, read=False)
+        specs, roots = self._rois(config)
+        files = [*([Path(config.atlas_labels)] if config.atlas_labels else [])]
+        for run in train_runs + test_runs:
+            files += run.input_files(self.preprocessed, config.confounds)
+            files += [*bold_sidecars(bids_dir, run.events), *events_sidecars(run.events)]
+        for spec in specs:
+            files += mask_files(bids_dir, subject, spec, roots, config.atlas)
+        return files
+
+    def _rois(self, config) -> tuple[list[RoiSpec], list]:
+        """The requested ROIs and the folders searched for their masks."""
+        labels = read_atlas_labels(config.atlas_labels) if config.atlas_labels else None
+        specs = [RoiSpec.parse(r, labels) for r in config.roi]
+        return specs, [*config.derivative_paths.values(), *([self.root] if self.root else [])]
+
+    def _runs(self, config, subject: str, bids_dir: Path,
+              read: bool = True) -> tuple[list[Run], list[Run], float]:
+        """Training runs, test runs (disjoint) and their common TR (``read=False``: files
+        only, see :func:`layout.find_runs`)."""
         layout = make_layout(bids_dir, [subject])
         train_runs = find_runs(layout, subject, config.train_task, config.train_session,
-                               what="training", source=self)
+                               what="training", source=self, read=read)
         test_runs = find_runs(layout, subject, config.task, config.test_session_glob,
-                              what="test", source=self)
+                              what="test", source=self, read=read)
         shared = sorted({r.bold.name for r in train_runs} & {r.bold.name for r in test_runs})
         if shared:
             raise UsageError(
@@ -240,6 +281,8 @@ class BidsRuns(BoldSource):
                 f"--test-session '{config.test_session_glob}' overlap. Choose disjoint session "
                 "patterns."
             )
+        if not read:
+            return train_runs, test_runs, float("nan")
         tr = check_trs(train_runs + test_runs)
         LOGGER.info("sub-%s: %d training and %d test runs (TR %.3g s)", subject,
                     len(train_runs), len(test_runs), tr)
@@ -302,8 +345,8 @@ class FmriprepRuns(BidsRuns):
         folder = self.root / events.parent.relative_to(bids_dir)
         stem = events_stem(events)
         bold = find_nifti(folder, f"{stem}_space-{self.space}*_desc-preproc_bold")
-        conf = first_sorted(folder.glob(f"{stem}_desc-confounds_timeseries.tsv")) \
-            or first_sorted(folder.glob(f"{stem}_desc-confounds_regressors.tsv"))
+        conf = first_sorted(matching(folder, f"{stem}_desc-confounds_timeseries.tsv")) \
+            or first_sorted(matching(folder, f"{stem}_desc-confounds_regressors.tsv"))
         expected = folder / f"{stem}_space-{self.space}_desc-preproc_bold.nii.gz"
         bold, xfm = fmriprep_run(folder, stem, self.space, bold, raw_bold, expected)
         return RunFiles(bold, expected, conf, xfm)
@@ -321,6 +364,12 @@ class BDataSource(BoldSource):
         from bids_decode.inputs.bdata import subject_inputs
 
         return subject_inputs(config, subject, self.root)
+
+    def input_files(self, config, subject: str) -> list[Path]:
+        """The subject's BData file (its ROIs are columns of the same file)."""
+        from bids_decode.inputs.bdata import subject_path
+
+        return [subject_path(self.root, subject)]
 
 
 #: ``--bold-source`` kind -> class; a ``--bold-source PATH`` folder is matched in this order.

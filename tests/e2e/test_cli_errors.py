@@ -227,13 +227,30 @@ def test_version(capsys):
 
 
 @pytest.mark.skipif(find_validator() is None, reason="bids-validator-deno not installed")
-def test_invalid_bids_dataset_fails_validation(capsys, ds, tmp_path):
+def test_validator_errors_stop_the_run_only_in_its_files(capsys, ds, tmp_path):
+    """A validator error in a file the run does not read is a warning (the run goes on, here
+    to the missing features file: exit 66); --strict-validation stops for it (exit 16); an
+    error in one of the run's BOLD files stops the run without the option."""
     (ds / "sub-01" / "func").mkdir(exist_ok=True)
     (ds / "sub-01" / "func" / "not_a_bids_name.nii.gz").write_bytes(b"x")
-    code = main([str(ds), str(tmp_path / "out"), "participant", "--features",
-                 str(ds / "stimuli" / "features_simulated.h5")])
-    err = capsys.readouterr().err
-    _assert_clean_failure(code, err, EXIT_VALIDATION, "--skip-bids-validation")
+
+    def run(*extra):
+        code = main([str(ds), str(tmp_path / "out"), "participant", "--features",
+                     str(tmp_path / "absent.h5"), *extra])
+        return code, capsys.readouterr().err
+
+    code, err = run()
+    _assert_clean_failure(code, err, EXIT_NOINPUT, "absent.h5")
+    assert "not_a_bids_name.nii.gz), outside the files this run reads" in err
+    code, err = run("--strict-validation")
+    _assert_clean_failure(code, err, EXIT_VALIDATION, "not_a_bids_name.nii.gz",
+                          "--skip-bids-validation")
+    (ds / "sub-01" / "func" / "not_a_bids_name.nii.gz").unlink()
+    bold = sorted(ds.glob("sub-01/ses-perceptionTest*/func/*_bold.nii.gz"))[0]
+    bold.write_bytes(b"not a NIfTI")
+    code, err = run()
+    _assert_clean_failure(code, err, EXIT_VALIDATION, "in files this run reads",
+                          f"NIFTI_HEADER_UNREADABLE at /{bold.relative_to(ds)}")
 
 
 def test_mismatched_trs(capsys, ds, tmp_path):

@@ -4,6 +4,8 @@ event codes detected, decoded with the session flags alone."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -12,6 +14,8 @@ import pytest
 from scipy.stats import spearmanr
 
 from bids_decode.cli import main
+from bids_decode.errors import EXIT_VALIDATION
+from bids_decode.inputs.validation import find_validator
 
 TRAIN = "perceptionNaturalImageTraining*"
 pytestmark = pytest.mark.slow  # the module's dataset takes ~40 s to simulate
@@ -128,3 +132,38 @@ def test_unknown_convention_exits_65_naming_file_values_and_option(ds1506, tmp_p
     tsv = pd.read_csv(tmp_path / "out/sub-01/func/sub-01_task-perception_decoding.tsv",
                       sep="\t")
     assert (tsv.n_test_images == 50).all() and (tsv.n_train_samples == 400).all()
+
+
+REAL_DESCRIPTION = Path(__file__).resolve().parents[1] / "data" / "ds001506" / \
+    "dataset_description.json"
+
+
+@pytest.mark.skipif(find_validator() is None, reason="bids-validator-deno not installed")
+def test_ds001506s_own_description_does_not_stop_the_run(ds1506, tmp_path, capsys):
+    """ds001506 as published: its dataset_description.json has "Funding": "" (one validator
+    error, in a file the run does not read). The session flags alone run it, the finding is
+    a warning in the log and the run's provenance; --strict-validation stops for it."""
+    assert json.loads(REAL_DESCRIPTION.read_text())["Funding"] == ""
+    bids = tmp_path / "ds"  # the simulated dataset, its files linked, the real description
+    for src in ds1506["bids_dir"].rglob("*"):
+        dst = bids / src.relative_to(ds1506["bids_dir"])
+        if src.is_file() and src != ds1506["bids_dir"] / "dataset_description.json":
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(src)
+    shutil.copyfile(REAL_DESCRIPTION, bids / "dataset_description.json")
+    flags = ["--features", str(ds1506["features"]), "--train-session", TRAIN,
+             "--test-session", "perceptionNaturalImageTest*"]
+    assert main([str(bids), str(tmp_path / "strict"), "participant", *flags,
+                 "--strict-validation"]) == EXIT_VALIDATION
+    assert "JSON_SCHEMA_VALIDATION_ERROR at /dataset_description.json" in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert main([str(bids), str(out), "participant", *flags, "--n-permutations", "0"]) == 0
+    tsv = pd.read_csv(out / "sub-01" / "func" / "sub-01_task-perception_decoding.tsv",
+                      sep="\t")
+    assert (tsv.n_train_samples == 6000).all() and (tsv.n_test_images == 50).all()
+    cfg = json.loads((out / "sub-01" / "sub-01_task-perception_config.json").read_text())
+    assert cfg["provenance"]["validation"]["warnings"] == [
+        {"code": "JSON_SCHEMA_VALIDATION_ERROR (Funding)", "count": 1,
+         "locations": ["/dataset_description.json"]}]
+    log = next((out / "logs").glob("*.log")).read_text()
+    assert "JSON_SCHEMA_VALIDATION_ERROR (Funding) (e.g. /dataset_description.json)" in log

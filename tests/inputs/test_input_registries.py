@@ -226,6 +226,9 @@ class _PlantedSource(inputs.BoldSource):
         mask[:30] = True
         return inputs.SubjectInputs(samples, {"planted": mask}, {"planted": ["none"]}, None)
 
+    def input_files(self, config, subject):
+        return []  # planted from the features: no file of its own
+
 
 def test_a_new_bold_kind_needs_no_participant_change(bids, tmp_path, monkeypatch, feats):
     from bids_decode.config import RunConfig

@@ -14,10 +14,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from bids_decode import decoding, resources
+from bids_decode import decoding, evaluation, resources
 from bids_decode.config import RunConfig
 from bids_decode.errors import DataError, MissingInputError
-from bids_decode.evaluation import metrics as evaluation
 from bids_decode.features.h5file import FeatureFile
 from bids_decode.features.store import FeatureStore, TestTargets
 from bids_decode.inputs.alignment import resolve_bold_source

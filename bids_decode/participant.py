@@ -400,7 +400,7 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
         if inputs.qc is not None:
             inputs.qc(collector.messages)
         # 7. the subject's visual report (from the outputs only)
-        from bids_decode.reports.report import write_subject_report
+        from bids_decode.reports import write_subject_report
 
         html = write_subject_report(Path(config.output_dir), subject, config.task)
         LOGGER.info("sub-%s: report %s", subject, html)

@@ -104,7 +104,7 @@ MUTANTS = [
            'pairs.append({"subject_a": a, "subject_b": b,',
            'pairs.append({"subject_a": subs[-1 - subs.index(a)], '
            '"subject_b": subs[-1 - subs.index(b)],',
-           ("tests/group/test_group.py::test_between_subject_r_matches_participant_files",)),
+           ("tests/group/test_stats.py::test_between_subject_r_matches_participant_files",)),
     Mutant("shift_ignored", "the haemodynamic shift is not applied (0 s)",
            "bids_decode/inputs/sources.py",
            "shift=config.hrf_shift,", "shift=0.0,",

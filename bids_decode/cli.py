@@ -211,12 +211,12 @@ def run(config: RunConfig) -> int:
 
         log_resources(Resources(**config.extra["resources"]))
     if config.analysis_level == "group":
-        from bids_decode.group import steps as group
+        from bids_decode import group
 
         return group.run_group(config)
     subjects = layout.resolve_subjects(bids_dir, config.participant_label)
     if config.reports_only:
-        from bids_decode.reports.report import write_subject_report
+        from bids_decode.reports import write_subject_report
 
         for sub in subjects:
             LOGGER.info("sub-%s: report %s", sub,

@@ -14,10 +14,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from bids_decode import decoding, resources
+from bids_decode import decoding, evaluation, resources
 from bids_decode.config import RunConfig
 from bids_decode.errors import DataError, MissingInputError
-from bids_decode.evaluation import metrics as evaluation
 from bids_decode.features.h5file import FeatureFile
 from bids_decode.features.store import FeatureStore, TestTargets
 from bids_decode.inputs.alignment import resolve_bold_source
@@ -420,7 +419,7 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
         if inputs.qc is not None:
             inputs.qc(collector.messages)
         # 7. the subject's visual report (from the outputs only)
-        from bids_decode.reports.report import write_subject_report
+        from bids_decode.reports import write_subject_report
 
         html = write_subject_report(Path(config.output_dir), subject, config.task)
         LOGGER.info("sub-%s: report %s", subject, html)

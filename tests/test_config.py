@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bids_decode import participant
+from bids_decode import group, participant
 from bids_decode.cli import build_parser, parse_args
 from bids_decode.config import (
     DECODING_KEYS,
@@ -24,7 +24,6 @@ from bids_decode.config import (
     parse_shard,
 )
 from bids_decode.errors import UsageError
-from bids_decode.group import steps as group
 
 #: The fingerprint keys before the declarations existed: existing work files are keyed by them,
 #: so none may leave (a new parameter may join).

@@ -14,8 +14,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from bids_decode import evaluation
 from bids_decode.config import quoted, sidecar_entries
-from bids_decode.evaluation import metrics as evaluation
 from bids_decode.features.h5file import FeatureFile
 from bids_decode.outputs import derivatives
 from bids_decode.outputs import schema as outputs

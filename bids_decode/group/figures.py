@@ -12,6 +12,7 @@ from bids_decode.group.stats import LayerResult, nanmean
 from bids_decode.outputs.schema import AVERAGED
 from bids_decode.reports import figures
 from bids_decode.reports.figures import ReportFigure
+from bids_decode.reports.subject import decoded_true_figures, subject_files
 
 
 def group_figures(plan: GroupPlan, results: dict[tuple[str, str], LayerResult], task: str
@@ -75,13 +76,11 @@ def averaged_decoded_figure(out_dir: Path, task: str, roi: str) -> list:
     """Decoded vs true values of the Averaged subject's best and median units (one ROI).
 
     The full subject report of the Averaged subject (every ROI) is
-    ``report.write_subject_report(OUTPUT_DIR / "group", "Averaged", task)``; the group level
-    draws one ROI to stay fast.
+    ``write_subject_report(OUTPUT_DIR / "group", "Averaged", task)`` (:mod:`bids_decode.reports`);
+    the group level draws one ROI to stay fast.
     """
-    from bids_decode.reports import report
-
-    sf = report.subject_files(averaged_dir(out_dir), AVERAGED, task)
-    figs, _ = report.decoded_true_figures(sf, rois=[roi])
+    sf = subject_files(averaged_dir(out_dir), AVERAGED, task)
+    figs, _ = decoded_true_figures(sf, rois=[roi])
     for f in figs:
         f.name = f"task-{task}_desc-{roi}_averageddecoded.png"
         f.title = f"Averaged subject: decoded vs true values, {roi}"

@@ -7,8 +7,9 @@ from itertools import combinations
 
 import numpy as np
 
-from bids_decode.evaluation import statistics
-from bids_decode.evaluation.metrics import nanstat
+from bids_decode.evaluation.correlation import nanstat
+from bids_decode.evaluation.pvalues import FDR_LEVEL
+from bids_decode.evaluation.reliability import disattenuate, split_half_reliability
 
 TOP_PERCENTS = (1, 5, 10)
 
@@ -135,13 +136,13 @@ def reliability_columns(pairs: list[dict], groups: dict) -> float:
         rel[label] = float("nan")
         if "accuracy_halves" in g:
             halves = g["accuracy_halves"][()].reshape(2, -1)
-            rel[label] = statistics.split_half_reliability(halves[0], halves[1])
+            rel[label] = split_half_reliability(halves[0], halves[1])
         if "q_value" in g:
-            decodable.append(g["q_value"][()].ravel() < statistics.FDR_LEVEL)
+            decodable.append(g["q_value"][()].ravel() < FDR_LEVEL)
     for p in pairs:
         ra, rb = rel[p["subject_a"]], rel[p["subject_b"]]
         p.update(reliability_a=ra, reliability_b=rb,
-                 r_disattenuated=statistics.disattenuate(p["r"], ra, rb))
+                 r_disattenuated=disattenuate(p["r"], ra, rb))
     if len(decodable) < len(groups) or decodable[0].size == 0:
         return float("nan")
     return float(np.logical_and.reduce(decodable).mean())

@@ -9,10 +9,11 @@ docs/outputs.md.
 Work is streamed layer by layer: at any time memory holds one layer's true test features, the
 per-unit accuracies of that layer for every subject and one chunk of decoded features per subject.
 
-The steps live in their own modules: :mod:`group_io` (1-2: find and check the outputs),
-:mod:`group_stats` (3: between-subject statistics), :mod:`averaged` (4: the Averaged subject),
-:mod:`outputs` (5-6: paths and tables), :mod:`group_figures` (7: figures); this module runs
-them in order and prints the result.
+The steps live in their own modules: :mod:`bids_decode.group.io` (1-2: find and check the
+outputs), :mod:`bids_decode.group.stats` (3: between-subject statistics),
+:mod:`bids_decode.group.averaged` (4: the Averaged subject), :mod:`bids_decode.outputs.schema`
+(5-6: paths and tables), :mod:`bids_decode.group.figures` and :mod:`bids_decode.reports`
+(7: figures and report); this module runs them in order and prints the result.
 """
 
 from __future__ import annotations
@@ -24,37 +25,25 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from bids_decode.config import RunConfig, group_keys
 from bids_decode.features.h5file import FeatureFile
-from bids_decode.group.averaged import (
-    AveragedSubject,
-    average_layer,
-    averaged_dir,
-    read_true_layer,
-    reference_rows,
-)
+from bids_decode.group.averaged import AveragedSubject
 from bids_decode.group.figures import averaged_decoded_figure, group_figures
 from bids_decode.group.io import GroupPlan, check_consistent, find_outputs
 from bids_decode.group.stats import (
-    TOP_PERCENTS,
     LayerResult,
     nanmean,
-    pair_correlations,
     pair_statistics,
     reliability_columns,
     summary_row,
-    top_overlap,
 )
 from bids_decode.outputs import derivatives
 from bids_decode.outputs import schema as outputs
-from bids_decode.outputs.schema import AVERAGED, GROUP_DIR
-from bids_decode.reports import figures
-
-__all__ = ["AVERAGED", "CONFIG_KEYS", "GROUP_DIR", "OVERLAP_COLUMNS", "PAIR_COLUMNS",
-           "SIDECAR_KEYS", "SUMMARY_COLUMNS", "TOP_PERCENTS", "average_layer", "averaged_dir",
-           "check_consistent", "find_outputs", "group_dir", "pair_correlations",
-           "pair_statistics", "read_true_layer", "reference_rows", "run_group", "top_overlap"]
+from bids_decode.outputs.schema import AVERAGED, group_dir
+from bids_decode.outputs.work_files import check_shards_complete
+from bids_decode.reports import figures, write_group_report
 
 LOGGER = logging.getLogger(__name__)
 
@@ -63,11 +52,6 @@ LOGGER = logging.getLogger(__name__)
 SIDECAR_KEYS = (*group_keys("sidecar"), "FeaturesAttributes", "Layers")
 #: Run-config entries that must be equal across subjects (declared in config.py).
 CONFIG_KEYS = group_keys("config")
-
-PAIR_COLUMNS = outputs.GROUP_PAIRS.names
-SUMMARY_COLUMNS = outputs.GROUP_SUMMARY.names
-OVERLAP_COLUMNS = outputs.GROUP_OVERLAP.names
-group_dir = outputs.group_dir
 
 
 def run_group(config: RunConfig) -> int:
@@ -82,8 +66,6 @@ def run_group(config: RunConfig) -> int:
     out_dir = Path(config.output_dir)
     task = config.task
     # 1. find the participant outputs (all unit shards done), 2. check that they can be compared
-    from bids_decode.outputs.work_files import check_shards_complete
-
     check_shards_complete(out_dir, task, config.participant_label)
     subjects = find_outputs(out_dir, task, config.participant_label)
     plan = check_consistent(out_dir, task, subjects, sidecar_keys=SIDECAR_KEYS,
@@ -121,8 +103,6 @@ def _write_tables(out_dir: Path, task: str, plan: GroupPlan,
 
 def _write_figures_and_report(out_dir: Path, task: str, plan: GroupPlan,
                               results: dict[tuple[str, str], LayerResult]) -> None:
-    from bids_decode.reports import report
-
     figs = group_figures(plan, results, task)
     if all(res.averaged for res in results.values()):
         figs += averaged_decoded_figure(out_dir, task, plan.rois[0])
@@ -131,7 +111,7 @@ def _write_figures_and_report(out_dir: Path, task: str, plan: GroupPlan,
         with derivatives.atomic_path(fig_dir / fig.name) as tmp:
             tmp.write_bytes(fig.png)
     summary = outputs.Table.read(outputs.group_table(out_dir, task, "crosssubject", "summary"))
-    report.write_group_report(out_dir, task, plan=plan, summary=summary, figures=figs)
+    write_group_report(out_dir, task, plan=plan, summary=summary, figures=figs)
 
 
 def _print_summary(n_subjects: int, summary_rows: list[dict], report_path: Path) -> None:
@@ -170,8 +150,6 @@ def _compute(config: RunConfig, plan: GroupPlan) -> dict[tuple[str, str], LayerR
     with contextlib.ExitStack() as stack:
         # The products here are (n_test x units) @ (units x n_test): memory-bound, and a
         # multi-threaded BLAS on busy cores is up to 30x slower than one thread.
-        from threadpoolctl import threadpool_limits
-
         stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
         avg = _open_truth(stack, config, plan)
         handles = {(s.label, roi): stack.enter_context(h5py.File(s.h5[roi], "r"))

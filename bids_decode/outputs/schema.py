@@ -11,7 +11,7 @@ Files (``docs/outputs.md`` explains them for users)::
     group/sub-Averaged/func/...                           the Averaged subject, as a subject
 
 The per-layer datasets and the summary columns of the metrics come from the metric classes
-(:class:`~bids_decode.evaluation.metrics.Metric` subclasses listed in :data:`METRICS`): a new score
+(:class:`~bids_decode.evaluation.metric.Metric` subclasses listed in :data:`METRICS`): a new score
 adds its own. Every HDF5 output carries the root attribute ``bids_decode_format_version``.
 
 JSON policy (:func:`read_json`): a missing file reads as ``{}`` (older or partial outputs);
@@ -32,8 +32,9 @@ import numpy as np
 import pandas as pd
 
 from bids_decode.errors import DataError
-from bids_decode.evaluation.metrics import Output, PatternIdentification, ProfileCorrelation, Result
-from bids_decode.evaluation.statistics import UnitStatistics
+from bids_decode.evaluation.metric import Output, Result
+from bids_decode.evaluation.metrics import PatternIdentification, ProfileCorrelation
+from bids_decode.evaluation.unit_statistics import UnitStatistics
 from bids_decode.outputs import derivatives
 
 #: Version of the layout below, stored as the root attribute :data:`FORMAT_ATTR` of HDF5 outputs.

@@ -10,7 +10,7 @@ from bids_decode.backends import CPUBackend, TorchBackend, resolve_backend
 from bids_decode.config import RunConfig
 from bids_decode.decoding import batch_size_for, predict_chunk, prepare_design
 from bids_decode.errors import UsageError
-from bids_decode.evaluation import statistics
+from bids_decode.evaluation import permutation
 
 
 @pytest.mark.parametrize("bad", ["tpu", "cuda:x", "CPU", "gpu", ""])
@@ -24,8 +24,8 @@ def test_bad_device_is_one_usage_error_everywhere(bad, tmp_path):
     with pytest.raises(UsageError, match=msg):
         prepare_design(np.ones((3, 2)), 1.0, device=bad)
     with pytest.raises(UsageError, match=msg):
-        statistics.null_correlations(np.ones((3, 1)), np.ones((3, 1)), np.zeros((1, 3), int),
-                                     device=bad)
+        permutation.null_correlations(np.ones((3, 1)), np.ones((3, 1)), np.zeros((1, 3), int),
+                                      device=bad)
 
 
 def test_one_shared_object_per_device():

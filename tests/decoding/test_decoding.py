@@ -392,7 +392,7 @@ _OTHER_PATH = {"NUMBA_CPU_NAME": "haswell", "BIDS_DECODE_LAPACK": "scipy",
 _DECODE_SCRIPT = """
 import sys, numpy as np
 from bids_decode.decoding import decode_units
-from bids_decode.evaluation.metrics import profile_correlation
+from bids_decode.evaluation.correlation import profile_correlation
 rng = np.random.default_rng(4)
 n, p, u, t = 300, 400, 300, 40
 X = rng.standard_normal((n + t, p))

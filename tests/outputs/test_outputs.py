@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr, rankdata
 
+from bids_decode import evaluation
 from bids_decode.errors import DataError
-from bids_decode.evaluation import metrics as evaluation
-from bids_decode.evaluation.statistics import UnitStatistics
+from bids_decode.evaluation.unit_statistics import UnitStatistics
 from bids_decode.outputs import derivatives
 from bids_decode.outputs import schema as outputs
 from bids_decode.utils.grid import UNIT_BLOCK

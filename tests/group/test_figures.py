@@ -1,0 +1,28 @@
+"""The group figures: one panel per layer (or ROI), drawn, and embedded in the group report."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.group.simulated import LAYERS, ROIS, TASK
+from tests.reports.pngs import png_panels
+
+
+@pytest.mark.slow
+def test_group_figures_one_panel_per_layer(outputs):
+    fig_dir = outputs["out"] / "group" / "figures"
+    expected = {f"task-{TASK}_desc-{r}_accuracy.png": list(LAYERS) for r in ROIS}
+    expected[f"task-{TASK}_desc-VC_pairscatter.png"] = list(LAYERS)
+    expected[f"task-{TASK}_desc-crosssubject_bars.png"] = ROIS
+    expected[f"task-{TASK}_desc-roilayer_heatmap.png"] = [
+        "mean unit accuracy", "mean between-subject r", "disattenuated between-subject r",
+        "Averaged subject accuracy"]
+    expected[f"task-{TASK}_desc-VC_averageddecoded.png"] = list(LAYERS)
+    assert sorted(p.name for p in fig_dir.iterdir()) == sorted(expected)
+    for name, panels in expected.items():
+        pixels, titles = png_panels((fig_dir / name).read_bytes())
+        assert titles == panels, name
+        assert pixels.std() > 10, f"{name} looks blank"
+    html = (outputs["out"] / "group" / "report.html").read_text()
+    assert html.count("<img ") == len(expected)
+    assert "Averaged subject: decoded vs true values, VC" in html

@@ -15,8 +15,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bids_decode.backends import Backend, CPUBackend, blockwise, resolve_backend, row_sums
-from bids_decode.backends import kernels as _backends
+from bids_decode.backends import (
+    ILL_CONDITIONED,
+    Backend,
+    CPUBackend,
+    blockwise,
+    resolve_backend,
+    row_sums,
+)
+from bids_decode.backends.cpu_kernels import select_refined
 from bids_decode.errors import DataError, UsageError
 from bids_decode.utils.docs import fill_doc
 from bids_decode.utils.grid import UNIT_BLOCK
@@ -219,7 +226,7 @@ def _select_rhs_float32(design: Design, Y, k: int):
     the standard bound for a dot product of n terms in any summation order, plus rounding
     xz to float32), so the exact k-th largest lies within ``tol`` of the float32 one, and
     only scores within ``2 tol`` of it (about 10 voxels per unit) are recomputed in float64
-    (:func:`bids_decode.backends.kernels.select_refined`). The right-hand sides take the float32
+    (:func:`bids_decode.backends.cpu_kernels.select_refined`). The right-hand sides take the float32
     products, well inside the float32 solve's own error.
 
     Returns index (n_units, k) ascending and rhs (n_units, k + 1) float64, bias last.
@@ -230,7 +237,7 @@ def _select_rhs_float32(design: Design, Y, k: int):
     ysum = yt.sum(axis=1)
     n = yt.shape[1]
     half_width = (n + 2) * np.finfo(np.float32).eps * np.sqrt((yt**2).sum(axis=1))  # 2 tol
-    index, _ = _backends.select_refined(np.abs(ct), k, half_width, yt, xzt64)
+    index, _ = select_refined(np.abs(ct), k, half_width, yt, xzt64)
     return index, _rhs_selected(design, ct, ysum, index)
 
 
@@ -363,7 +370,7 @@ def _merge_redo(bad, status64, *pairs) -> None:
 
 def _report_failures(status64) -> None:
     n_npd = int((status64 > 0).sum())
-    n_ill = int((status64 == _backends.ILL_CONDITIONED).sum())
+    n_ill = int((status64 == ILL_CONDITIONED).sum())
     if n_npd:
         warnings.warn(
             f"{n_npd} unit(s) have a selected-voxel Gram block that is not positive definite "

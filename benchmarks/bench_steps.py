@@ -5,7 +5,7 @@ One thread, the pipeline's float32 path, on ``--units`` units of the reference p
 
 - scores: the correlation GEMM on the unit grid (``backends.blockwise``), GFLOP/s;
 - selection: float32 top-k refined to the float64 ranking (``cpu_kernels.select_refined``);
-- right-hand sides (``solvers._rhs_selected``);
+- right-hand sides (``selection._rhs_selected``);
 - inside the compiled kernel, from its cycle counters: the gather of the selected Gram blocks,
   the Cholesky factorisation (GFLOP/s at m^3/3 per unit) and the solve + predictions.
 
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
 
     from bids_decode import backends, decoding
     from bids_decode.backends import cpu_kernels
-    from bids_decode.decoding import solvers
+    from bids_decode.decoding import selection
 
     info = backends.cpu_info()
     print(f"CPU: {info['model']}; instruction set {info['host_isa']} (kernels "
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
             index, _ = cpu_kernels.select_refined(np.abs(ct), K, half, yt, xzt64)
             keep("selection", time.perf_counter() - t0)
             t0 = time.perf_counter()
-            rhs = solvers._rhs_selected(design, ct, yt.sum(axis=1), index).astype(np.float32)
+            rhs = selection._rhs_selected(design, ct, yt.sum(axis=1), index).astype(np.float32)
             keep("right-hand sides", time.perf_counter() - t0)
             clocks = np.zeros(4, dtype=np.int64)
             t0 = time.perf_counter()

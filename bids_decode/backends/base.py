@@ -84,7 +84,7 @@ class Backend:
         read with the results).
     refines_float32 : bool
         Whether float32 designs select from a float32 GEMM refined to the float64 ranking
-        (:func:`bids_decode.decoding.solvers._select_rhs_float32`).
+        (:func:`bids_decode.decoding.selection._select_rhs_float32`).
     """
 
     name = "?"

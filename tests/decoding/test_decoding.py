@@ -20,7 +20,7 @@ from bids_decode.decoding import (
     predict_sparse,
     prepare_design,
     select_voxels,
-    solvers,
+    selection,
 )
 from bids_decode.errors import DataError, UsageError
 
@@ -133,41 +133,6 @@ def test_lapack_providers_match_reference(data, lapack_choice, provider, dtype, 
     np.testing.assert_allclose(pred, ref, rtol=rtol, atol=rtol * np.abs(ref).max())
 
 
-def test_float32_selection_equals_float64_ranking():
-    """Near-duplicate voxels put float32 near-ties at the threshold: the refined float32
-    selection must still equal the float64 ranking (a plain float32 top-k does not)."""
-    rng = np.random.default_rng(3)
-    n, p, k = 41, 29, 9
-    X = rng.standard_normal((n, p))
-    X[:, 1::2] = X[:, 0:-1:2] + 1e-7 * rng.standard_normal((n, p // 2))
-    Y = rng.standard_normal((n, 400)).astype(np.float32)
-    design = prepare_design(X, 1.0, dtype=np.float32)
-    index, rhs = solvers._select_rhs_float32(design, Y, k)
-    ref = solvers._top_k(solvers._scores_rhs(design, Y)[0], k)
-    naive = solvers._top_k(np.abs(Y.T @ design.xz.astype(np.float32)), k)
-    assert (naive != ref).any(axis=1).sum() > 10  # the case is hard for float32
-    np.testing.assert_array_equal(index, ref)
-    _, ct, ysum = solvers._scores_rhs(design, Y)
-    rhs64 = solvers._rhs_selected(design, ct, ysum, ref)
-    np.testing.assert_allclose(rhs, rhs64, rtol=0, atol=1e-5 * np.abs(rhs64).max())
-
-
-def test_task_sizes_balance_threads():
-    from bids_decode.decoding import UNIT_BLOCK
-    from bids_decode.decoding.streaming import _task_size
-
-    for n_units, batch, jobs in [(4000, 2739, 2), (300000, 2739, 2), (129, 128, 2), (7, 16, 2),
-                                 (5000, 2739, 1), (1, 16, 2), (70000, 65536, 2)]:
-        size = _task_size(n_units, batch, jobs)
-        blocks, per_task = -(-n_units // UNIT_BLOCK), size // UNIT_BLOCK
-        n_tasks = -(-blocks // per_task)
-        assert size % UNIT_BLOCK == 0  # tasks start and end on the unit grid
-        assert UNIT_BLOCK <= size <= max(UNIT_BLOCK, batch)
-        assert n_tasks * per_task - blocks < n_tasks  # tasks equal to within one block
-        if jobs > 1 and n_units >= 4 * jobs * 128:
-            assert n_tasks >= 4 * jobs
-
-
 @pytest.fixture(scope="module")
 def wide():
     """Five and a bit grid blocks of units, so batches, threads and chunks can split them."""
@@ -222,7 +187,7 @@ def test_redo_threshold_exercised(wide, monkeypatch):
     X, Y, _ = wide
     monkeypatch.setitem(decoding.COND_MAX, np.dtype(np.float32), 40.0)
     design = prepare_design(X, 3.0, dtype=np.float32)
-    index, rhs = solvers._select_rhs_float32(design, Y, K)
+    index, rhs = selection._select_rhs_float32(design, Y, K)
     _, _, status, _ = cpu_backend.solve_cpu(design.gram, index, rhs.astype(np.float32), 40.0,
                                           None)
     assert 0.1 < (status != 0).mean() < 0.9
@@ -298,9 +263,9 @@ def test_torch_backend_matches_numba(data, cholesky, monkeypatch):
     monkeypatch.setitem(torch_kernels.TORCH_DEFAULTS, "block", 3)
     X, Y, Xt = data
     design = prepare_design(X, 3.0, dtype=np.float64)
-    scores, ct, ysum = solvers._scores_rhs(design, Y)
-    index = solvers._top_k(scores, K)
-    rhs = solvers._rhs_selected(design, ct, ysum, index)
+    scores, ct, ysum = selection._scores_rhs(design, Y)
+    index = selection._top_k(scores, K)
+    rhs = selection._rhs_selected(design, ct, ysum, index)
     want = cpu_backend.solve_cpu(design.gram, index, rhs, 1e12, Xt.T)
     t = torch.from_numpy
     got = solve_selected_torch(t(design.gram), t(index), t(rhs), 1e12,

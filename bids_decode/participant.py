@@ -141,7 +141,7 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
         bar = progress_bar(total=n_chunks, desc=f"{roi.name}/{layer}", unit="chunk")
         for s, e, Ytr, Yte in _chunks(ff, layer, train_rows, targets, chunk, (lo, hi)):
             _check_finite(ff, layer, s, e, Ytr, Yte)
-            scale = evaluation.UnitScale.of(Ytr)
+            scale = decoding.UnitScale.of(Ytr)
             # the half averages' rows ride under X_test: the same decoders predict them
             P_all = decoding.predict_chunk(
                 design, scale.apply(Ytr), X_pred, config.n_voxels, n_jobs=config.nprocs or None,

@@ -9,6 +9,8 @@ fastl2lir 0.11; voxels with variance < 1e-8 get correlation 0, so they are never
 How the work is organised (pure functions of arrays, streamed over unit chunks and threads,
 on a backend of :mod:`bids_decode.backends`; this module gathers the public names):
 
+- :mod:`~bids_decode.decoding.scaling`: the targets z-scored with the training statistics
+  (:class:`UnitScale`);
 - :mod:`~bids_decode.decoding.design`: the training design of a fit (:func:`prepare_design`);
 - :mod:`~bids_decode.decoding.selection`: the all-voxels rule (:func:`n_selected`), the
   selected voxels and the right-hand sides;
@@ -56,6 +58,7 @@ from __future__ import annotations
 from bids_decode.backends import Backend, resolve_backend
 from bids_decode.decoding.design import CONSTANT_VAR, Design, prepare_design
 from bids_decode.decoding.estimator import VoxelSelectionRidge
+from bids_decode.decoding.scaling import UnitScale
 from bids_decode.decoding.selection import n_selected, select_voxels
 from bids_decode.decoding.solvers import COND_MAX, fit_chunk, predict_sparse
 from bids_decode.decoding.streaming import (
@@ -69,7 +72,7 @@ from bids_decode.utils.grid import UNIT_BLOCK
 
 __all__ = [
     "COND_MAX", "CONSTANT_VAR", "DEFAULT_MEM_BYTES", "UNIT_BLOCK", "Backend", "Design",
-    "VoxelSelectionRidge", "batch_size_for", "decode_units", "fit_chunk",
+    "UnitScale", "VoxelSelectionRidge", "batch_size_for", "decode_units", "fit_chunk",
     "iter_decode", "n_selected", "predict_chunk", "predict_sparse", "prepare_design",
     "resolve_backend", "select_voxels",
 ]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr
 
+from bids_decode.decoding.scaling import unit_stats
 from bids_decode.evaluation.metrics import (
     UNIT_BLOCK,
     PatternAccumulator,
@@ -15,7 +16,6 @@ from bids_decode.evaluation.metrics import (
     pattern_correlation,
     profile_correlation,
     rank_units,
-    unit_stats,
 )
 
 

@@ -160,7 +160,7 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
         bar = progress_bar(total=n_chunks, desc=f"{roi.name}/{layer}", unit="chunk")
         for s, e, Ytr, Yte in _chunks(ff, layer, train_rows, targets, chunk, (lo, hi)):
             _check_finite(ff, layer, s, e, Ytr, Yte)
-            scale = evaluation.UnitScale.of(Ytr)
+            scale = decoding.UnitScale.of(Ytr)
             # the half averages' rows ride under X_test: the same decoders predict them
             P_all = decoding.predict_chunk(
                 design, scale.apply(Ytr), X_pred, config.n_voxels, n_jobs=config.nprocs or None,
@@ -207,7 +207,8 @@ def assemble_roi(config: RunConfig, subject: str, ff: FeatureFile, roi: RoiData,
     n_test = len(test_labels)
     size = sum((n_test + 11) * ff.n_units(layer) * 4 for layer in layers)
     attrs = {"roi": roi.name, "subject": subject, "task": config.task,
-             "n_voxels_roi": roi.n_voxels, "n_voxels_selected": n_selected(config, roi.n_voxels),
+             "n_voxels_roi": roi.n_voxels,
+             "n_voxels_selected": decoding.n_selected(config.n_voxels, roi.n_voxels),
              "alpha": config.alpha, "features_file": str(ff.path)}
     rows = []
     with outputs.decoding_writer(out, test_labels, attrs, size) as h5:
@@ -245,13 +246,6 @@ def _assemble_layer(config: RunConfig, h5, layer: str, shape: tuple[int, ...],
     result = evaluation.finalize_all(metrics)
     outputs.write_layer(g, shape, result)
     return result
-
-
-def n_selected(config: RunConfig, n_voxels_roi: int) -> int:
-    """Voxels each unit's decoder uses in an ROI of ``n_voxels_roi`` voxels."""
-    if config.n_voxels == 0 or config.n_voxels >= n_voxels_roi:
-        return n_voxels_roi
-    return config.n_voxels
 
 
 def prepare_roi(name: str, mask: np.ndarray, samples, files: list[Path]) -> RoiData:
@@ -436,7 +430,7 @@ def write_roi_sidecar(config: RunConfig, subject, roi: RoiData, ff: FeatureFile,
         "ROI": roi.name,
         "MaskFiles": roi.files,
         "NumberOfVoxels": roi.n_voxels,
-        "VoxelsSelectedPerUnit": n_selected(config, roi.n_voxels),
+        "VoxelsSelectedPerUnit": decoding.n_selected(config.n_voxels, roi.n_voxels),
         "RepetitionTime": tr,
         "FeaturesFile": str(ff.path),
         "FeaturesAttributes": {k: str(v) for k, v in ff.attrs.items()},

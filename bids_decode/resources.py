@@ -385,13 +385,14 @@ def log_run_plan(config, subject: str, ff, layers: list[str], n_train: int, n_ro
     """
     import numpy as np
 
-    from bids_decode.participant import _chunk_units, n_selected, shard_range
+    from bids_decode.decoding import n_selected
+    from bids_decode.participant import _chunk_units, shard_range
 
     widths = [np.subtract(*shard_range(ff.n_units(la), config.unit_shard)[::-1])
               for la in layers]
     plan = memory_plan(
         n_train=n_train, n_rows=n_rows, n_images=len(ff.names), n_voxels=n_voxels,
-        k=n_selected(config, n_voxels), n_units=int(max(widths, default=1)),
+        k=n_selected(config.n_voxels, n_voxels), n_units=int(max(widths, default=1)),
         chunk_units=_chunk_units(config, n_rows, len(ff.names)),
         nprocs=config.nprocs or affinity_cpus(), mem_gb=config.mem_gb,
         itemsize=np.dtype(config.dtype).itemsize)

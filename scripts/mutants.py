@@ -65,7 +65,7 @@ MUTANTS = [
            "decoding.prepare_design(roi.X_train, config.alpha,",
            "decoding.prepare_design(roi.X_train, 100.0,", (REF,)),
     Mutant("alpha_ignored_in_solver", "the Gram matrix gets no ridge penalty",
-           "bids_decode/decoding/solvers.py",
+           "bids_decode/decoding/design.py",
            "design = Design(X=Xb, xz=xz, alpha=float(alpha),",
            "design = Design(X=Xb, xz=xz, alpha=float(alpha) * 0.0,",
            ("tests/decoding/test_decoding.py",)),

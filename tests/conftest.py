@@ -41,17 +41,17 @@ def participant_out(sim, tmp_path_factory):
 @pytest.fixture
 def lapack_choice(monkeypatch):
     """Switch the CPU kernel's LAPACK for one test (the choice is cached per process)."""
-    from bids_decode.backends import kernels as _backends
+    from bids_decode.backends import lapack
 
     def use(name):
-        monkeypatch.setenv(_backends.LAPACK_ENV, name)
-        _backends.lapack_provider.cache_clear()
-        _backends._kernel_routines.cache_clear()
+        monkeypatch.setenv(lapack.LAPACK_ENV, name)
+        lapack.lapack_provider.cache_clear()
+        lapack.kernel_routines.cache_clear()
 
     yield use
-    monkeypatch.delenv(_backends.LAPACK_ENV, raising=False)
-    _backends.lapack_provider.cache_clear()
-    _backends._kernel_routines.cache_clear()
+    monkeypatch.delenv(lapack.LAPACK_ENV, raising=False)
+    lapack.lapack_provider.cache_clear()
+    lapack.kernel_routines.cache_clear()
 
 
 # ------------------------------------------------------------------ skipped tests in CI

@@ -1,15 +1,26 @@
-"""Voxel-selecting L2-regularised linear regression (the decoder of Horikawa & Kamitani).
+"""Decoding (after inputs and features): voxel-selecting L2-regularised linear regression (the
+decoder of Horikawa & Kamitani).
 
 For each target unit, the ``n_voxels`` voxels whose training correlation with the unit is
 highest in absolute value are selected, a bias column is appended, and ridge regression
 ``(Xs' Xs + alpha I) w = Xs' y`` is solved on them (the bias is penalised too, as in
 fastl2lir 0.11; voxels with variance < 1e-8 get correlation 0, so they are never preferred).
 
-How the work is organised (pure functions of arrays in :mod:`bids_decode.decoding.solvers`,
-streamed over unit chunks and threads by :mod:`bids_decode.decoding.streaming`, on a backend of
-:mod:`bids_decode.backends`; :class:`VoxelSelectionRidge` in
-:mod:`bids_decode.decoding.estimator` is a thin sklearn-style wrapper; this module gathers the
-public names):
+How the work is organised (pure functions of arrays, streamed over unit chunks and threads,
+on a backend of :mod:`bids_decode.backends`; this module gathers the public names):
+
+- :mod:`~bids_decode.decoding.scaling`: the targets z-scored with the training statistics
+  (:class:`UnitScale`);
+- :mod:`~bids_decode.decoding.design`: the training design of a fit (:func:`prepare_design`);
+- :mod:`~bids_decode.decoding.selection`: the all-voxels rule (:func:`n_selected`), the
+  selected voxels and the right-hand sides;
+- :mod:`~bids_decode.decoding.solvers`: the batch solve with its float64 redo, the all-voxel
+  solves, sparse prediction;
+- :mod:`~bids_decode.decoding.streaming`: unit chunks re-cut to the grid, on threads;
+- :mod:`~bids_decode.decoding.estimator`: :class:`VoxelSelectionRidge`, a thin sklearn-style
+  wrapper.
+
+The steps:
 
 1. :func:`prepare_design`, once per fit: the Gram matrix ``G = Xb' Xb + alpha I`` (``Xb`` is
    X with a bias column) and the centred, unit-norm voxels used for correlations.
@@ -39,22 +50,17 @@ The selection is the float64 ranking's whatever ``dtype`` is, so float32 selects
 voxels as fastl2lir in float64 (up to exact ties): in float64 the GEMM is float64; in
 float32 (on the CPU) it is float32, and the few scores within the float32 rounding bound of
 the selection threshold are recomputed in float64
-(:func:`bids_decode.decoding.solvers._select_rhs_float32`).
+(:func:`bids_decode.decoding.selection._select_rhs_float32`).
 """
 
 from __future__ import annotations
 
 from bids_decode.backends import Backend, resolve_backend
+from bids_decode.decoding.design import CONSTANT_VAR, Design, prepare_design
 from bids_decode.decoding.estimator import VoxelSelectionRidge
-from bids_decode.decoding.solvers import (
-    COND_MAX,
-    CONSTANT_VAR,
-    Design,
-    fit_chunk,
-    predict_sparse,
-    prepare_design,
-    select_voxels,
-)
+from bids_decode.decoding.scaling import UnitScale
+from bids_decode.decoding.selection import n_selected, select_voxels
+from bids_decode.decoding.solvers import COND_MAX, fit_chunk, predict_sparse
 from bids_decode.decoding.streaming import (
     DEFAULT_MEM_BYTES,
     batch_size_for,
@@ -66,6 +72,7 @@ from bids_decode.utils.grid import UNIT_BLOCK
 
 __all__ = [
     "COND_MAX", "CONSTANT_VAR", "DEFAULT_MEM_BYTES", "UNIT_BLOCK", "Backend", "Design",
-    "VoxelSelectionRidge", "batch_size_for", "decode_units", "fit_chunk", "iter_decode",
-    "predict_chunk", "predict_sparse", "prepare_design", "resolve_backend", "select_voxels",
+    "UnitScale", "VoxelSelectionRidge", "batch_size_for", "decode_units", "fit_chunk",
+    "iter_decode", "n_selected", "predict_chunk", "predict_sparse", "prepare_design",
+    "resolve_backend", "select_voxels",
 ]

@@ -1,7 +1,7 @@
 """The sklearn estimator of the voxel-selecting ridge decoder: a thin wrapper of the solvers.
 
 ``__init__`` only stores parameters; :meth:`VoxelSelectionRidge.fit` checks the inputs, builds
-the design (:func:`bids_decode.decoding.solvers.prepare_design`) and fits every target on the same
+the design (:func:`bids_decode.decoding.design.prepare_design`) and fits every target on the same
 streaming tasks as the participant level (:func:`bids_decode.decoding.streaming.fit_units`).
 """
 
@@ -11,7 +11,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from bids_decode.decoding.solvers import predict_sparse, prepare_design
+from bids_decode.decoding.design import prepare_design
+from bids_decode.decoding.solvers import predict_sparse
 from bids_decode.decoding.streaming import fit_units
 from bids_decode.errors import UsageError
 from bids_decode.utils.docs import fill_doc

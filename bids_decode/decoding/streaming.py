@@ -16,15 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from bids_decode.backends import blockwise
-from bids_decode.decoding.solvers import (
-    Design,
-    check_y,
-    fit_chunk,
-    hat_matrix,
-    prepare_design,
-    solve_selected,
-    uses_all,
-)
+from bids_decode.decoding.design import Design, check_y, prepare_design
+from bids_decode.decoding.selection import n_selected, uses_all
+from bids_decode.decoding.solvers import fit_chunk, hat_matrix, solve_selected
 from bids_decode.errors import UsageError
 from bids_decode.utils.docs import fill_doc
 from bids_decode.utils.grid import UNIT_BLOCK
@@ -57,9 +51,8 @@ def batch_size_for(design: Design, n_voxels: int, mem_bytes=DEFAULT_MEM_BYTES,
     int
     """
     p = design.n_voxels
-    k = p if uses_all(design, n_voxels) else int(n_voxels)
-    return design.backend.batch_size_for(design.X.shape[0], p, k, design.dtype.itemsize,
-                                         mem_bytes, n_jobs)
+    return design.backend.batch_size_for(design.X.shape[0], p, n_selected(n_voxels, p),
+                                         design.dtype.itemsize, mem_bytes, n_jobs)
 
 
 @fill_doc
@@ -122,7 +115,8 @@ def iter_decode(design: Design, Y_chunks, X_test, n_voxels: int, *, n_jobs=None,
     if X_test.ndim != 2 or X_test.shape[1] != design.n_voxels:
         raise UsageError(f"X_test must have shape (n_test, {design.n_voxels}); got {X_test.shape}.")
     empty = np.empty((X_test.shape[0], 0), dtype=design.dtype)
-    if uses_all(design, n_voxels):  # one small GEMM per grid block, BLAS threads as they are
+    if uses_all(n_voxels, design.n_voxels):
+        # one small GEMM per grid block, BLAS threads as they are
         H = hat_matrix(design, X_test)
         checked = (check_y(design, Y) for Y in Y_chunks)
         yield from _regrid(checked, lambda Y: np.ascontiguousarray(blockwise(
@@ -156,7 +150,7 @@ def fit_units(design: Design, Y, n_voxels: int, *, n_jobs=None, batch_size=None,
     coef, index, intercept
         As :func:`bids_decode.decoding.solvers.fit_chunk`.
     """
-    if uses_all(design, n_voxels):
+    if uses_all(n_voxels, design.n_voxels):
         return fit_chunk(design, Y, n_voxels)
     k = int(n_voxels)
 

@@ -29,13 +29,9 @@ unit_statistics
 
 from bids_decode.evaluation.correlation import nanstat, profile_correlation, rank_units
 from bids_decode.evaluation.metric import Metric, Output, Result, finalize_all
-from bids_decode.evaluation.metrics import (
-    PatternIdentification,
-    ProfileCorrelation,
-    UnitScale,  # a decoding step: leaves with r26A's move to decoding/scaling.py
-)
+from bids_decode.evaluation.metrics import PatternIdentification, ProfileCorrelation
 from bids_decode.evaluation.unit_statistics import UnitStatistics
 
 __all__ = ["Metric", "Output", "PatternIdentification", "ProfileCorrelation", "Result",
-           "UnitScale", "UnitStatistics", "finalize_all", "nanstat", "profile_correlation",
+           "UnitStatistics", "finalize_all", "nanstat", "profile_correlation",
            "rank_units"]

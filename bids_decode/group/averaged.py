@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from bids_decode import evaluation
+from bids_decode import decoding, evaluation
 from bids_decode.config import quoted, sidecar_entries
 from bids_decode.features.h5file import FeatureFile
 from bids_decode.outputs import derivatives
@@ -31,12 +31,12 @@ class TrueLayer:
     z : ndarray of shape (n_test, n_units), float32
         True values of the test images (group test-image order), z-scored with the mean and
         SD (ddof=1) over the reference images; 0 for constant units.
-    scale : evaluation.UnitScale
+    scale : decoding.UnitScale
         The reference statistics (constant units are scored NaN, as in the participant level).
     """
 
     z: np.ndarray
-    scale: evaluation.UnitScale
+    scale: decoding.UnitScale
 
 
 def averaged_dir(output_dir: Path) -> Path:
@@ -68,10 +68,10 @@ def read_true_layer(ff: FeatureFile, layer: str, test_rows: np.ndarray, ref_rows
     n_img, n_test = len(ff.names), len(test_rows)
     chunk = int(max(256, min(1 << 22, mem_gb * 2**30 * 0.2 / (8 * n_img))))
     z = np.empty((n_test, n_units), dtype=np.float32)
-    scale = evaluation.UnitScale(np.empty(n_units), np.empty(n_units),
+    scale = decoding.UnitScale(np.empty(n_units), np.empty(n_units),
                                  np.empty(n_units, dtype=bool))
     for s, e, Y in ff.iter_unit_chunks(layer, np.arange(n_img), chunk):
-        part = evaluation.UnitScale.of(Y[ref_rows])
+        part = decoding.UnitScale.of(Y[ref_rows])
         scale.mean[s:e], scale.sd[s:e], scale.const[s:e] = part.mean, part.sd, part.const
         z[:, s:e] = part.apply(Y[test_rows])
     return TrueLayer(z, scale)

@@ -243,12 +243,14 @@ def provenance() -> dict:
         import numba
 
         vers["numba"] = numba.__version__
-    from bids_decode.backends import kernels as _backends
+    from bids_decode.backends import cpu_info
+    from bids_decode.backends.lapack import lapack_provider
+    from bids_decode.backends.numba_cache import have_numba
 
-    cpu_lapack = _backends.lapack_provider() if _backends.have_numba() else "torch"
+    cpu_lapack = lapack_provider() if have_numba() else "torch"
     if cpu_lapack == "mkl":
         import importlib.metadata
 
         vers["mkl"] = importlib.metadata.version("mkl")
     return {"versions": vers, "platform": platform.platform(), "container": container_info(),
-            "cpu_lapack": cpu_lapack, "cpu": _backends.cpu_info()}
+            "cpu_lapack": cpu_lapack, "cpu": cpu_info()}

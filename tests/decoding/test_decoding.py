@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import scipy.linalg
 from sklearn.linear_model import Ridge
 
-from bids_decode import backends, decoding
-from bids_decode.backends import kernels as _backends
-from bids_decode.backends.kernels import solve_selected_torch
+from bids_decode import decoding
+from bids_decode.backends import cpu as cpu_backend
+from bids_decode.backends import lapack, torch_kernels
+from bids_decode.backends.torch_kernels import solve_selected_torch
 from bids_decode.decoding import (
     VoxelSelectionRidge,
     decode_units,
@@ -21,7 +20,7 @@ from bids_decode.decoding import (
     predict_sparse,
     prepare_design,
     select_voxels,
-    solvers,
+    selection,
 )
 from bids_decode.errors import DataError, UsageError
 
@@ -124,59 +123,14 @@ def test_all_voxels_dual_form(data):
 @pytest.mark.parametrize("provider", ["scipy", "mkl"])
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, F32_TOL)])
 def test_lapack_providers_match_reference(data, lapack_choice, provider, dtype, rtol):
-    from bids_decode.backends import kernels as _backends
-
-    if provider == "mkl" and _backends._mkl_library() is None:
+    if provider == "mkl" and lapack._mkl_library() is None:
         pytest.skip("the mkl package is not installed here")
     lapack_choice(provider)
-    assert _backends.lapack_provider() == provider
+    assert lapack.lapack_provider() == provider
     X, Y, Xt = data
     ref, _ = reference(X, Y, Xt, 3.0, K)
     pred = predict_chunk(prepare_design(X, 3.0, dtype=dtype), Y, Xt, K)
     np.testing.assert_allclose(pred, ref, rtol=rtol, atol=rtol * np.abs(ref).max())
-
-
-def test_float32_selection_equals_float64_ranking():
-    """Near-duplicate voxels put float32 near-ties at the threshold: the refined float32
-    selection must still equal the float64 ranking (a plain float32 top-k does not)."""
-    rng = np.random.default_rng(3)
-    n, p, k = 41, 29, 9
-    X = rng.standard_normal((n, p))
-    X[:, 1::2] = X[:, 0:-1:2] + 1e-7 * rng.standard_normal((n, p // 2))
-    Y = rng.standard_normal((n, 400)).astype(np.float32)
-    design = prepare_design(X, 1.0, dtype=np.float32)
-    index, rhs = solvers._select_rhs_float32(design, Y, k)
-    ref = solvers._top_k(solvers._scores_rhs(design, Y)[0], k)
-    naive = solvers._top_k(np.abs(Y.T @ design.xz.astype(np.float32)), k)
-    assert (naive != ref).any(axis=1).sum() > 10  # the case is hard for float32
-    np.testing.assert_array_equal(index, ref)
-    _, ct, ysum = solvers._scores_rhs(design, Y)
-    rhs64 = solvers._rhs_selected(design, ct, ysum, ref)
-    np.testing.assert_allclose(rhs, rhs64, rtol=0, atol=1e-5 * np.abs(rhs64).max())
-
-
-def test_lapack_choice_checked(lapack_choice):
-    from bids_decode.backends import kernels as _backends
-
-    lapack_choice("openblas")
-    with pytest.raises(UsageError, match="BIDS_DECODE_LAPACK must be 'mkl', 'scipy'"):
-        _backends.lapack_provider()
-
-
-def test_task_sizes_balance_threads():
-    from bids_decode.decoding import UNIT_BLOCK
-    from bids_decode.decoding.streaming import _task_size
-
-    for n_units, batch, jobs in [(4000, 2739, 2), (300000, 2739, 2), (129, 128, 2), (7, 16, 2),
-                                 (5000, 2739, 1), (1, 16, 2), (70000, 65536, 2)]:
-        size = _task_size(n_units, batch, jobs)
-        blocks, per_task = -(-n_units // UNIT_BLOCK), size // UNIT_BLOCK
-        n_tasks = -(-blocks // per_task)
-        assert size % UNIT_BLOCK == 0  # tasks start and end on the unit grid
-        assert UNIT_BLOCK <= size <= max(UNIT_BLOCK, batch)
-        assert n_tasks * per_task - blocks < n_tasks  # tasks equal to within one block
-        if jobs > 1 and n_units >= 4 * jobs * 128:
-            assert n_tasks >= 4 * jobs
 
 
 @pytest.fixture(scope="module")
@@ -233,8 +187,8 @@ def test_redo_threshold_exercised(wide, monkeypatch):
     X, Y, _ = wide
     monkeypatch.setitem(decoding.COND_MAX, np.dtype(np.float32), 40.0)
     design = prepare_design(X, 3.0, dtype=np.float32)
-    index, rhs = solvers._select_rhs_float32(design, Y, K)
-    _, _, status, _ = backends.solve_cpu(design.gram, index, rhs.astype(np.float32), 40.0,
+    index, rhs = selection._select_rhs_float32(design, Y, K)
+    _, _, status, _ = cpu_backend.solve_cpu(design.gram, index, rhs.astype(np.float32), 40.0,
                                           None)
     assert 0.1 < (status != 0).mean() < 0.9
 
@@ -257,7 +211,7 @@ def test_non_pd_block_redone_in_float64(data, monkeypatch):
     X, Y, Xt = data
     ref, _ = reference(X, Y, Xt, 3.0, K)
     design = prepare_design(X, 3.0, dtype=np.float32)
-    real = backends.solve_cpu
+    real = cpu_backend.solve_cpu
     calls = []
 
     def flaky(gram, index, rhs, cond_max, xt):
@@ -269,7 +223,7 @@ def test_non_pd_block_redone_in_float64(data, monkeypatch):
             coef[::3] = 1e9
         return coef, intercept, status, pred
 
-    monkeypatch.setattr(backends, "solve_cpu", flaky)
+    monkeypatch.setattr(cpu_backend, "solve_cpu", flaky)
     pred = predict_chunk(design, Y, Xt, K, n_jobs=1)
     assert calls == [np.float32, np.float64]
     np.testing.assert_allclose(pred, ref, rtol=F32_TOL, atol=F32_TOL * np.abs(ref).max())
@@ -306,13 +260,13 @@ def test_ill_conditioned_float32_is_redone():
 @pytest.mark.parametrize("cholesky", ["torch", "blocked"])
 def test_torch_backend_matches_numba(data, cholesky, monkeypatch):
     torch = pytest.importorskip("torch")
-    monkeypatch.setitem(_backends.TORCH_DEFAULTS, "block", 3)
+    monkeypatch.setitem(torch_kernels.TORCH_DEFAULTS, "block", 3)
     X, Y, Xt = data
     design = prepare_design(X, 3.0, dtype=np.float64)
-    scores, ct, ysum = solvers._scores_rhs(design, Y)
-    index = solvers._top_k(scores, K)
-    rhs = solvers._rhs_selected(design, ct, ysum, index)
-    want = backends.solve_cpu(design.gram, index, rhs, 1e12, Xt.T)
+    scores, ct, ysum = selection._scores_rhs(design, Y)
+    index = selection._top_k(scores, K)
+    rhs = selection._rhs_selected(design, ct, ysum, index)
+    want = cpu_backend.solve_cpu(design.gram, index, rhs, 1e12, Xt.T)
     t = torch.from_numpy
     got = solve_selected_torch(t(design.gram), t(index), t(rhs), 1e12,
                                t(np.ascontiguousarray(Xt.T)), sub_batch=4, cholesky=cholesky)
@@ -431,105 +385,3 @@ def test_other_code_paths_agree_within_the_documented_tolerance(tmp_path, other)
     scale = np.abs(a["pred"]).max()
     np.testing.assert_allclose(b["pred"], a["pred"], rtol=0, atol=PREDICTION_RTOL * scale)
     np.testing.assert_allclose(b["acc"], a["acc"], rtol=0, atol=ACCURACY_TOL)
-
-
-def _warm_up_in_subprocess(env):
-    import json
-    import os
-    import subprocess
-    import sys
-
-    code = ("import json; from bids_decode.backends.kernels import warm_up; "
-            "print(json.dumps(warm_up()))")
-    # the host's own code path, whatever this test run was started with (CI reruns the
-    # decoder tests with NUMBA_CPU_NAME=haswell and BIDS_DECODE_LAPACK=scipy)
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("NUMBA_CACHE_DIR", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES",
-                         "BIDS_DECODE_LAPACK")}
-    out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, check=True,
-                         capture_output=True, text=True)
-    return {k: tuple(v) for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
-
-
-@pytest.mark.slow
-def test_compiled_kernels_are_cached_on_disk_per_cpu(tmp_path):
-    """A second process loads the kernels instead of compiling them; another CPU target gets
-    its own (numba keys the cache by CPU name and features; LAPACK is a run-time argument)."""
-    env = {"BIDS_DECODE_CACHE_DIR": str(tmp_path / "cache")}
-    first = _warm_up_in_subprocess(env)
-    assert first["_solve_batch"][1] == 2  # compiled: float32 and float64
-    second = _warm_up_in_subprocess(env)
-    assert all(misses == 0 and hits > 0 for hits, misses in second.values()), second
-    import llvmlite.binding as ll
-
-    other = "generic" if ll.get_host_cpu_name() == "haswell" else "haswell"
-    haswell = {**env, "NUMBA_CPU_NAME": other, "BIDS_DECODE_LAPACK": "scipy"}
-    assert _warm_up_in_subprocess(haswell)["_solve_batch"][1] == 2  # not the host's code
-    assert _warm_up_in_subprocess(haswell)["_solve_batch"] == (2, 0)
-    assert _warm_up_in_subprocess({**env, "BIDS_DECODE_LAPACK": "scipy"})[
-        "_solve_batch"] == (2, 0)  # the same machine code calls either LAPACK
-
-
-def test_read_only_kernel_cache_is_copied(tmp_path, monkeypatch):
-    """An image's read-only cache is used from a writable copy (numba reads only those)."""
-    from bids_decode.backends import kernels as _backends
-
-    ro = tmp_path / "ro"
-    (ro / "numba-x").mkdir(parents=True)
-    (ro / "numba-x" / "k.nbi").write_text("index")
-    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
-    monkeypatch.setenv(_backends.CACHE_ENV, str(ro))
-    monkeypatch.setattr(_backends.numba, "__version__", "x")
-    monkeypatch.setattr(_backends, "_writable", lambda path: False)
-    monkeypatch.setattr(_backends.numba.config, "CACHE_DIR", _backends.numba.config.CACHE_DIR)
-    _backends.numba_cache_dir.cache_clear()
-    monkeypatch.setattr(_backends.tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
-    try:
-        copy = _backends.numba_cache_dir()
-        assert copy != str(ro / "numba-x") and (Path(copy) / "k.nbi").read_text() == "index"
-        # a second process reuses the copy instead of leaving one more behind
-        _backends.numba_cache_dir.cache_clear()
-        assert _backends.numba_cache_dir() == copy
-        assert len(list((tmp_path / "tmp").iterdir())) == 1
-        # new kernels in the image: a new copy; a copy others can write to is not trusted
-        (ro / "numba-x" / "k2.nbi").write_text("index 2")
-        _backends.numba_cache_dir.cache_clear()
-        second = _backends.numba_cache_dir()
-        assert second != copy and (Path(second) / "k2.nbi").read_text() == "index 2"
-        Path(second).chmod(0o777)
-        _backends.numba_cache_dir.cache_clear()
-        third = _backends.numba_cache_dir()
-        assert third not in (copy, second) and (Path(third) / "k2.nbi").is_file()
-    finally:
-        _backends.numba_cache_dir.cache_clear()
-
-
-def test_lapack_chosen_by_a_cached_calibration(tmp_path, monkeypatch, lapack_choice):
-    """Unset BIDS_DECODE_LAPACK: MKL only where its Cholesky is clearly faster; the choice is
-    kept per machine, so later timing noise cannot flip it (and the bits with it)."""
-    from bids_decode.backends import kernels as _backends
-
-    if _backends._mkl_library() is None:
-        pytest.skip("the mkl package is not installed here")
-    monkeypatch.delenv(_backends.LAPACK_ENV, raising=False)  # set in CI's AVX2 rerun
-    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
-    _backends.numba_cache_dir.cache_clear()
-    speeds = {"mkl": 1.0, "scipy": 1.05}
-    monkeypatch.setattr(_backends, "_time_potrf", lambda provider: speeds[provider])
-    try:
-        for mkl_s, want in [(1.0, "scipy"), (0.5, "mkl")]:  # 5% faster is not enough
-            speeds["mkl"] = mkl_s
-            (tmp_path / "lapack-choice.json").unlink(missing_ok=True)
-            _backends.calibrate_lapack.cache_clear()
-            _backends.lapack_provider.cache_clear()
-            assert _backends.lapack_provider() == want
-        speeds["mkl"] = 10.0  # slower now, but the machine's choice is cached
-        _backends.calibrate_lapack.cache_clear()
-        _backends.lapack_provider.cache_clear()
-        assert _backends.lapack_provider() == "mkl"
-        lapack_choice("scipy")  # the variable still decides
-        assert _backends.lapack_provider() == "scipy"
-    finally:
-        _backends.calibrate_lapack.cache_clear()
-        _backends.numba_cache_dir.cache_clear()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import pearsonr
 
+from bids_decode.decoding.scaling import unit_stats
 from bids_decode.evaluation.correlation import (
     pairwise_identification,
     profile_correlation,
     rank_units,
 )
-from bids_decode.evaluation.metrics import unit_stats
 
 
 def test_profile_correlation_matches_scipy(pair):

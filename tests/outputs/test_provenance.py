@@ -22,10 +22,10 @@ def test_rerun_from_config_gives_identical_accuracies(sim, participant_out, tmp_
     cfg = json.loads(cfg_path.read_text())
     assert cfg["participant_label"] == ["01"] and cfg["roi"] == ["VC", "LVC"]
     assert cfg["provenance"]["versions"]["bids_decode"]
-    from bids_decode.backends import kernels as _backends
+    from bids_decode.backends.lapack import lapack_provider
 
     cpu = cfg["provenance"]["cpu"]  # what a cross-machine comparison needs to know
-    assert cpu["model"] and cpu["lapack"] == _backends.lapack_provider()
+    assert cpu["model"] and cpu["lapack"] == lapack_provider()
     assert cpu["kernel_isa"] in ("avx512", "avx2", "sse") and cpu["host_isa"] in (
         "avx512", "avx2", "sse")
     out = tmp_path / "again"
@@ -85,7 +85,7 @@ def test_progress_bars_only_on_a_terminal(sim, tmp_path, use_pty):
                                       ({"NUMBA_CPU_NAME": "generic"}, "sse"),
                                       ({"NUMBA_CPU_NAME": "skylake-avx512"}, "avx512")])
 def test_kernel_isa_follows_numba_cpu_name(env, isa):
-    code = "from bids_decode.backends.kernels import cpu_info; print(cpu_info()['kernel_isa'])"
+    code = "from bids_decode.backends import cpu_info; print(cpu_info()['kernel_isa'])"
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == isa

@@ -77,7 +77,7 @@ RUN pip install --no-cache-dir --disable-pip-version-check --no-index --no-deps 
  && rm -rf /opt/bids_decode/src /root/.cache \
  && python -c "import bids_decode, torch, torchvision, numba" \
  && bids_decode --version \
- && python -c "from bids_decode._backends import warm_up; print('kernels compiled:', warm_up())" \
+ && python -c "from bids_decode.backends.cpu_kernels import warm_up; print('kernels compiled:', warm_up())" \
  && chmod -R a+rX "$BIDS_DECODE_CACHE_DIR" \
  && rm -rf /tmp/* /tmp/.[!.]*
 

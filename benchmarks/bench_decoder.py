@@ -138,7 +138,7 @@ def _timeit(f):
 
 def machine_info() -> dict:
     """CPU model, cores, the instruction set the kernels target, and the CPU kernel's LAPACK."""
-    from bids_decode._backends import lapack_provider
+    from bids_decode.backends.lapack import lapack_provider
 
     info = {"cpu": "unknown", "cores": len(os.sched_getaffinity(0)), "isa": "unknown"}
     try:

@@ -45,7 +45,7 @@ t0 = time.perf_counter()
 import numpy as np
 sys.path.insert(0, sys.argv[2])
 from bids_decode.decoding import VoxelSelectionRidge
-from bids_decode._backends import lapack_provider
+from bids_decode.backends.lapack import lapack_provider
 d = sys.argv[1]
 X, Y, Xt = (np.load(f"{d}/{n}.npy") for n in ("X", "Y", "Xt"))
 t1 = time.perf_counter()

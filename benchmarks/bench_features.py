@@ -1,6 +1,6 @@
-"""Benchmark: feature extraction speed and peak memory (``bids_decode.features``).
+"""Benchmark: feature extraction speed and peak memory (``bids_decode.features.extract``).
 
-Runs :func:`bids_decode.features.extract_features` on generated images (random weights, no
+Runs :func:`bids_decode.features.extract.extract_features` on generated images (random weights, no
 download), once per image count, each in a fresh process so that its peak resident memory
 (``ru_maxrss``) is its own. Peak memory should not grow with the number of images: layers
 are streamed to HDF5 batch by batch.
@@ -45,7 +45,7 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
     from PIL import Image
 
-    from bids_decode import features
+    from bids_decode.features import extract as features
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -30,7 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bids_decode import cli, derivatives, evaluation  # noqa: E402
+from bids_decode import cli, evaluation  # noqa: E402
+from bids_decode.outputs import derivatives  # noqa: E402
 
 #: Caffe AlexNet as used by Horikawa & Kamitani (conv1 96 x 55 x 55 = 290,400 units).
 ALEXNET = {

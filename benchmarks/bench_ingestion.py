@@ -4,7 +4,7 @@ Builds a subject on the real grid with the real events, then times in separate p
 process per measurement, so peak RSS is per measurement):
 
 1. plain decompression of every run (``gzip`` read into memory, nothing else);
-2. ``bids_decode.samples.build_samples`` (mask, cast, detrend/z-score, block averaging);
+2. ``bids_decode.inputs.samples.build_samples`` (mask, cast, detrend/z-score, block averaging);
 3. the same through fMRIPrep's minimal outputs: every run resampled once onto the mask's
    grid through its per-volume head-motion transforms and a coregistration (written with
    nitransforms beside the runs, as ``--bold-source fmriprep`` reads them).
@@ -50,7 +50,7 @@ def make_subject(root: Path, n_runs: int, layout: str = "ds001246", seed: int = 
     import nibabel as nib
     import pandas as pd
 
-    from bids_decode.simulate import _data_root, template_runs
+    from bids_decode.simulate.dataset import _data_root, template_runs
 
     lay = LAYOUTS[layout]
     grid, vox, tr = lay["grid"], lay["voxel"], lay["tr"]
@@ -94,7 +94,7 @@ def make_transforms(root: Path, seed: int = 1) -> None:
     import nibabel as nib
     import nitransforms as nt
 
-    from bids_decode.bold_sources import COREG_PATTERN, HMC_PATTERN, fov_center, rigid_matrices
+    from bids_decode.inputs.alignment import COREG_PATTERN, HMC_PATTERN, fov_center, rigid_matrices
 
     rng = np.random.default_rng(seed)
     fp = root / "derivatives" / "fmriprep"
@@ -125,10 +125,10 @@ root, mode, lay = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 if mode != "decompress":
     import nibabel as nib
     import numpy as np
-    from bids_decode.bold_sources import align_runs
-    from bids_decode.inputs import BoldSource
-    from bids_decode.layout import find_runs, make_layout
-    from bids_decode.samples import build_samples
+    from bids_decode.inputs.alignment import align_runs
+    from bids_decode.inputs.sources import BoldSource
+    from bids_decode.inputs.layout import find_runs, make_layout
+    from bids_decode.inputs.samples import build_samples
 t0, c0 = time.perf_counter(), time.process_time()
 if mode == "decompress":
     for f in sorted(root.glob("sub-01/*/func/*_bold.nii.gz")):

@@ -1,8 +1,9 @@
-"""Time and memory of the per-unit permutation test (bids_decode.statistics).
+"""Time and memory of the per-unit permutation test (bids_decode.evaluation.permutation).
 
 Streams ``--units`` units in chunks of ``--chunk`` (as the participant level does), each chunk
 with random decoded and true values of ``--images`` test images, through one
-:class:`~bids_decode.statistics.PermutationTest` with ``--permutations`` permutations; then the
+:class:`~bids_decode.evaluation.permutation.PermutationTest` with ``--permutations``
+permutations; then the
 p-values, BH q-values and max-statistic p-values of the whole layer. Prints wall time (the data
 generation excluded), units per second and the peak resident memory of the process.
 
@@ -29,11 +30,12 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
 
-    from bids_decode import statistics as st
+    from bids_decode.evaluation.permutation import PermutationTest
+    from bids_decode.evaluation.pvalues import fdr_bh, maxstat_pvalues, permutation_pvalues
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    test = st.PermutationTest(args.images, args.permutations, seed=0, device=args.device,
-                              n_jobs=args.threads)
+    test = PermutationTest(args.images, args.permutations, seed=0, device=args.device,
+                           n_jobs=args.threads)
     test.update(*np.random.default_rng(0).standard_normal((2, args.images, 8)))  # compile
     rng = np.random.default_rng(1)
     stat = np.empty(args.units)
@@ -47,9 +49,9 @@ def main(argv=None) -> int:
         stat[a:b], count[a:b] = test.update(pred, true)
         t_test += time.perf_counter() - t0
     t0 = time.perf_counter()
-    p = st.permutation_pvalues(count, args.permutations)
-    q = st.fdr_bh(p)
-    fwer = st.maxstat_pvalues(stat, test.max_null)
+    p = permutation_pvalues(count, args.permutations)
+    q = fdr_bh(p)
+    fwer = maxstat_pvalues(stat, test.max_null)
     t_final = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     n = args.units

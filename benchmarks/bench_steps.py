@@ -4,8 +4,8 @@ One thread, the pipeline's float32 path, on ``--units`` units of the reference p
 (1,200 training samples x 5,000 voxels, 500 selected, alpha 100, 50 test samples):
 
 - scores: the correlation GEMM on the unit grid (``backends.blockwise``), GFLOP/s;
-- selection: float32 top-k refined to the float64 ranking (``_backends.select_refined``);
-- right-hand sides (``solvers._rhs_selected``);
+- selection: float32 top-k refined to the float64 ranking (``cpu_kernels.select_refined``);
+- right-hand sides (``selection._rhs_selected``);
 - inside the compiled kernel, from its cycle counters: the gather of the selected Gram blocks,
   the Cholesky factorisation (GFLOP/s at m^3/3 per unit) and the solve + predictions.
 
@@ -39,9 +39,11 @@ def main(argv=None) -> int:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    from bids_decode import _backends, backends, decoding, solvers
+    from bids_decode import backends, decoding
+    from bids_decode.backends import cpu_kernels
+    from bids_decode.decoding import selection
 
-    info = _backends.cpu_info()
+    info = backends.cpu_info()
     print(f"CPU: {info['model']}; instruction set {info['host_isa']} (kernels "
           f"{info['kernel_isa']}); LAPACK {info.get('lapack')}; OpenBLAS {info.get('openblas')}")
     rng = np.random.default_rng(0)
@@ -56,7 +58,7 @@ def main(argv=None) -> int:
     xt = np.ascontiguousarray(Xt.T)
     gram = design.gram
     m = K + 1
-    rate = _backends.cycles_per_second()
+    rate = cpu_kernels.cycles_per_second()
     best: dict[str, float] = {}
 
     def keep(name, seconds):
@@ -77,14 +79,14 @@ def main(argv=None) -> int:
             yt = np.ascontiguousarray(Y.T, dtype=np.float64)
             half = (N_TRAIN + 2) * np.finfo(np.float32).eps * np.sqrt((yt**2).sum(axis=1))
             t0 = time.perf_counter()
-            index, _ = _backends.select_refined(np.abs(ct), K, half, yt, xzt64)
+            index, _ = cpu_kernels.select_refined(np.abs(ct), K, half, yt, xzt64)
             keep("selection", time.perf_counter() - t0)
             t0 = time.perf_counter()
-            rhs = solvers._rhs_selected(design, ct, yt.sum(axis=1), index).astype(np.float32)
+            rhs = selection._rhs_selected(design, ct, yt.sum(axis=1), index).astype(np.float32)
             keep("right-hand sides", time.perf_counter() - t0)
             clocks = np.zeros(4, dtype=np.int64)
             t0 = time.perf_counter()
-            _backends.solve_selected_numba(gram, index, rhs, 1e4, xt, clocks=clocks)
+            cpu_kernels.solve_selected_numba(gram, index, rhs, 1e4, xt, clocks=clocks)
             kernel = time.perf_counter() - t0
             for name, c in zip(("gather", "potrf", "solve", "predict"), clocks):
                 keep(name, c / rate)

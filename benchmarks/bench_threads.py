@@ -57,7 +57,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from bids_decode._backends import cpu_info
+    from bids_decode.backends import cpu_info
     from bids_decode.decoding import predict_chunk, prepare_design
 
     info = cpu_info()

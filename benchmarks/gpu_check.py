@@ -91,7 +91,7 @@ def main(argv=None):
     import torch
 
     dec = import_decoding()
-    backends = sys.modules["bids_decode._backends"]
+    backends = sys.modules["bids_decode.backends.torch_kernels"]
     n, n_test, p, k, alpha = 1200, 50, 5000, 500, 100.0
     tune_units = 8192
     if args.smoke:

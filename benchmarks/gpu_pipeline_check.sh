@@ -49,7 +49,7 @@ print("GPU PIPELINE CHECK:", "PASS" if ok else "FAIL")
 sys.exit(0 if ok else 1)
 PY
 # the CUDA tests of the suite must run (not skip) and pass on a GPU machine
-python3 -m pytest -q -p no:cacheprovider -rs tests/test_decoding.py tests/test_features.py \
+python3 -m pytest -q -p no:cacheprovider -rs tests/decoding/test_decoding.py tests/features/test_features.py \
     -k "cuda or gpu or device" 2>&1 | tee "$W/pytest.log" | tail -5
 if grep -qi "^SKIPPED.*needs a CUDA GPU" "$W/pytest.log"; then echo "GPU PIPELINE CHECK: FAIL (CUDA tests skipped)"; exit 1; fi
 echo "GPU PIPELINE CHECK: all passed"

@@ -17,15 +17,19 @@ import time
 import traceback
 from pathlib import Path
 
-from ._version import __version__
-from .config import PARAMS, SECTIONS, Param, RunConfig
-from .errors import (
+from bids_decode._version import __version__
+from bids_decode.config import PARAMS, SECTIONS, Param, RunConfig
+from bids_decode.errors import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
     BidsDecodeError,
     UsageError,
 )
+from bids_decode.inputs import annex, input_list, layout
+from bids_decode.inputs.validation import validate_bids
+from bids_decode.outputs.derivatives import ensure_dir, write_text
+from bids_decode.participant import feature_files
 
 LOGGER = logging.getLogger(__name__)
 
@@ -93,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> RunConfig:
     """Parse BIDS-App arguments into a frozen :class:`RunConfig`."""
-    from . import resources
+    from bids_decode import resources
 
     ns = build_parser().parse_args(argv)
     if ns.config is not None:
@@ -131,13 +135,49 @@ def setup_logging(verbosity: int, log_file: Path | None = None) -> None:
         root.addHandler(fh)
 
 
-def _log_file(config: RunConfig) -> Path | None:
-    from .derivatives import ensure_dir
+def _subjects_tag(config: RunConfig) -> str:
+    return "sub-" + ("-".join(config.participant_label) or "all")
 
+
+def _log_file(config: RunConfig) -> Path | None:
     logs = ensure_dir(Path(config.output_dir) / "logs")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    subs = "-".join(config.participant_label) or "all"
-    return logs / f"bids_decode_{config.analysis_level}_sub-{subs}_{stamp}_{os.getpid()}.log"
+    return logs / f"bids_decode_{config.analysis_level}_{_subjects_tag(config)}_{stamp}_" \
+        f"{os.getpid()}.log"
+
+
+def _list_inputs(config: RunConfig) -> int:
+    """``--list-inputs``: print the files the participant level would read; write nothing."""
+    if config.analysis_level != "participant":
+        raise UsageError("--list-inputs lists the files of the participant level; the group "
+                         "level reads only the participant outputs.")
+    setup_logging(config.verbosity)
+    subjects = layout.resolve_subjects(Path(config.bids_dir), config.participant_label)
+    input_list.print_inputs(_run_files(config, subjects), Path(config.bids_dir))
+    return EXIT_OK
+
+
+def _run_files(config: RunConfig, subjects: list[str]) -> list[Path]:
+    """Every file the participant level reads: steps 1-3 and the features step."""
+    return sorted({*input_list.run_inputs(config, subjects), *feature_files(config)})
+
+
+def _check_inputs(config: RunConfig, subjects: list[str]) -> RunConfig:
+    """Before any work: the run's files have content (exit 66), and the BIDS validator finds
+    no error in them (exit 16); its other findings are recorded as warnings."""
+    bids_dir, what = Path(config.bids_dir), "sub-" + "-".join(subjects)
+    files = _run_files(config, subjects)
+    missing = annex.absent_files(files)
+    if missing:
+        listing = ensure_dir(Path(config.output_dir) / "logs") / \
+            f"missing_content_{what}_{time.strftime('%Y%m%d-%H%M%S')}.txt"
+        write_text(listing, "".join(annex.shown(m.path, bids_dir) + "\n" for m in missing))
+        raise annex.missing_content_error(missing, len(files), bids_dir, listing, what)
+    if config.skip_bids_validation:
+        return config
+    found = validate_bids(bids_dir, input_list.inside(files, bids_dir)[0],
+                          strict=config.strict_validation)
+    return config.replace(extra={**config.extra, "validation": found})
 
 
 def _limit_threads(nprocs: int):
@@ -156,27 +196,29 @@ def _limit_threads(nprocs: int):
 
 def run(config: RunConfig) -> int:
     """Run one BIDS-App invocation from its configuration."""
-    from . import derivatives, layout
+    from bids_decode.outputs import derivatives
 
     bids_dir, out_dir = Path(config.bids_dir), Path(config.output_dir)
     layout.check_bids_dir(bids_dir)
+    if config.list_inputs:
+        return _list_inputs(config)
     derivatives.check_output_dir(out_dir, bids_dir)
     derivatives.init_output_dir(out_dir, bids_dir)
     setup_logging(config.verbosity, _log_file(config))
     LOGGER.info("bids_decode %s, %s level, %s -> %s", __version__, config.analysis_level,
                 bids_dir, out_dir)
     if "resources" in config.extra:
-        from .resources import Resources, log_resources
+        from bids_decode.resources import Resources, log_resources
 
         log_resources(Resources(**config.extra["resources"]))
     if config.analysis_level == "group":
-        from . import group
+        from bids_decode import group
 
         return group.run_group(config)
     subjects = layout.resolve_subjects(bids_dir, config.participant_label)
     if config.reports_only:
-        from .outputs import find_networks, network_name
-        from .report import write_subject_report
+        from bids_decode.outputs.schema import find_networks, network_name
+        from bids_decode.reports import write_subject_report
 
         for label, per_sub in find_networks(out_dir, config.task).items():
             name = network_name(out_dir, config.task, label)
@@ -185,12 +227,8 @@ def run(config: RunConfig) -> int:
                             write_subject_report(out_dir, sub, config.task, network=name))
         return EXIT_OK
     config.check_device()
-    if not config.skip_bids_validation:
-        from .validation import validate_bids
-
-        validate_bids(bids_dir)
-    from .bold_sources import resolve_bold_source
-    from .participant import run_participant
+    from bids_decode.inputs.alignment import resolve_bold_source
+    from bids_decode.participant import run_participant
 
     source = resolve_bold_source(config.bold_source, bids_dir, config.derivative_paths)
     if source != config.bold_source:
@@ -198,6 +236,7 @@ def run(config: RunConfig) -> int:
                     "the dataset has derivatives/preproc-spm" if source == "preproc-spm"
                     else "no derivatives/preproc-spm in the dataset")
         config = config.replace(bold_source=source)
+    config = _check_inputs(config, subjects)
     with _limit_threads(config.nprocs):
         for sub in subjects:
             res = run_participant(config.replace(participant_label=(sub,)), sub)
@@ -219,17 +258,17 @@ def _print_summary(res: dict) -> None:
 def _subcommand(argv: list[str]) -> int:
     name = argv[0]
     if name == "simulate":
-        from . import simulate as mod
+        from bids_decode.simulate import dataset as mod
         desc = "Write a small ds001246-shaped dataset with a planted ground truth."
     elif name == "slurm":
-        from . import slurm as mod
+        from bids_decode import slurm as mod
         desc = "Write SLURM job files (array + afterok group job) for a dataset (docs/hpc.md)."
     elif name == "export":
-        from . import export as mod
+        from bids_decode.outputs import export as mod
         desc = ("Write decoded features and accuracies in the layouts of bdpy's DecodedFeatures "
                 "and KamitaniLab/BHscore (docs/formats.md).")
     else:
-        from . import features as mod
+        from bids_decode.features import extract as mod
         desc = "Compute DNN features of stimulus images into an HDF5 file."
     p = _Parser(prog=f"bids_decode {name}", description=desc, epilog=EPILOG)
     mod.add_arguments(p)

@@ -17,6 +17,9 @@ and its JSON stays one flat object, so saved ``*_config.json`` files of earlier 
 readable.
 """
 
+# long: the declarations of every run parameter are this file's one topic, and they are meant
+# to be read in one place (the machinery that derives the parser and key lists is 150 lines)
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +30,7 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from .errors import UsageError
+from bids_decode.errors import UsageError
 
 
 class Section(NamedTuple):
@@ -153,7 +156,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def _check_device_name(device: str) -> None:
     """A usage error for a device string no backend takes (:func:`backends.resolve_backend`)."""
-    from .backends import resolve_backend
+    from bids_decode.backends import resolve_backend
 
     resolve_backend(device)
 
@@ -167,7 +170,7 @@ def _check_derivatives(items) -> None:
 
 
 def _check_sample_events(items) -> None:
-    from .events import parse_sample_events
+    from bids_decode.inputs.events import parse_sample_events
 
     parse_sample_events(items)  # refuses a malformed --sample-events
 
@@ -260,6 +263,14 @@ class RunConfig:
     skip_bids_validation: bool = param(
         False, "inputs", "--skip-bids-validation", action="store_true",
         help="do not run the BIDS validator on BIDS_DIR")
+    strict_validation: bool = param(
+        False, "inputs", "--strict-validation", action="store_true",
+        help="stop on any error of the BIDS validator (default: stop only for errors in the "
+             "files the run reads; other findings are warnings)")
+    list_inputs: bool = param(
+        False, "inputs", "--list-inputs", action="store_true",
+        help="print the files the participant level would read (one path per line, relative "
+             "to BIDS_DIR; e.g. for 'datalad get') and exit; nothing is written")
     # ----------------------------------------------------------------------------- features
     features: str | None = param(
         None, "features", "--features", metavar="FILE", fingerprint=True,
@@ -395,14 +406,14 @@ class RunConfig:
 
     def sample_events_for(self, split: str):
         """``--sample-events`` for the 'train' or 'test' runs: (column, values) or None."""
-        from .events import parse_sample_events
+        from bids_decode.inputs.events import parse_sample_events
 
         return parse_sample_events(self.sample_events).get(split)
 
     @property
     def test_session_glob(self) -> str:
         """--test-session, else the task's default (perceptionTest*, imageryTest*, *)."""
-        from .layout import task_defaults
+        from bids_decode.inputs.layout import task_defaults
 
         return self.test_session or task_defaults(self.task)["session"]
 
@@ -458,7 +469,7 @@ class RunConfig:
     def check_device(self) -> None:
         """Refuse --device cuda where no GPU is visible, and a bad BIDS_DECODE_LAPACK (before
         any work is done)."""
-        from .backends import resolve_backend
+        from bids_decode.backends import resolve_backend
 
         resolve_backend(self.device).check_available()
 

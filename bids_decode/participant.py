@@ -14,23 +14,25 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from . import decoding, derivatives, evaluation, outputs, resources
-from .bold_sources import resolve_bold_source
-from .config import RunConfig
-from .errors import DataError, MissingInputError
-from .feature_store import FeatureStore, TestTargets
-from .featurefile import FeatureFile
-from .grid import UNIT_BLOCK, shard_range
-from .inputs import BoldSource, SubjectInputs
-from .progress import progress_bar
-from .samples import EventSpec, load_run_timeseries, read_blocks
-from .shards import work_file_complete as _complete
-from .shards import work_folder
-from .units import UnitSample
+from bids_decode import decoding, evaluation, resources
+from bids_decode.config import RunConfig
+from bids_decode.errors import DataError, MissingInputError
+from bids_decode.features.h5file import FeatureFile
+from bids_decode.features.store import FeatureStore, TestTargets
+from bids_decode.features.units import UnitSample
+from bids_decode.inputs.alignment import resolve_bold_source
+from bids_decode.inputs.samples import EventSpec, load_run_timeseries, read_blocks
+from bids_decode.inputs.sources import BoldSource, SubjectInputs
+from bids_decode.outputs import derivatives
+from bids_decode.outputs import schema as outputs
+from bids_decode.outputs.work_files import work_file_complete as _complete
+from bids_decode.outputs.work_files import work_folder
+from bids_decode.utils.grid import UNIT_BLOCK, shard_range
+from bids_decode.utils.progress import progress_bar
 
 LOGGER = logging.getLogger(__name__)
 
-#: Columns of ``*_decoding.tsv`` (declared in :data:`bids_decode.outputs.SUBJECT_SUMMARY`).
+#: Columns of ``*_decoding.tsv`` (declared in :data:`bids_decode.outputs.schema.SUBJECT_SUMMARY`).
 SUMMARY_COLUMNS = outputs.SUBJECT_SUMMARY.names
 
 
@@ -63,6 +65,26 @@ def zscore_train(X_train, X_test):
     return ((X_train - mu) / sd).astype(np.float32), ((X_test - mu) / sd).astype(np.float32)
 
 
+def stimulus_folder(config: RunConfig) -> Path:
+    """The images features are extracted from without --features (default BIDS_DIR/stimuli)."""
+    return Path(config.stimuli_dir or Path(config.bids_dir) / "stimuli")
+
+
+def feature_files(config: RunConfig) -> list[Path]:
+    """The files step 4 reads (``--list-inputs``, the annex check): ``--features``, else the
+    stimulus images (and the ``--weights`` file) the features are extracted from."""
+    if config.features:
+        return [Path(config.features)]
+    stimuli, files = stimulus_folder(config), []
+    if stimuli.is_dir():  # (features imports torch: only where there are images)
+        from bids_decode.features import extract as feat
+
+        files = feat.discover_images(stimuli)[0]
+    if config.weights and config.weights != "random":
+        files.append(Path(config.weights))
+    return files
+
+
 def _features_path(config: RunConfig) -> Path:
     """The features file: --features, or extracted once from every stimulus image.
 
@@ -73,9 +95,9 @@ def _features_path(config: RunConfig) -> Path:
         return Path(config.features)
     from filelock import FileLock
 
-    from . import features as feat
+    from bids_decode.features import extract as feat
 
-    stimuli = Path(config.stimuli_dir or Path(config.bids_dir) / "stimuli")
+    stimuli = stimulus_folder(config)
     if not stimuli.is_dir():
         raise MissingInputError(
             f"No --features file was given and the stimulus folder {stimuli} does not exist. "
@@ -154,7 +176,7 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
         bar = progress_bar(total=n_chunks, desc=f"{roi.name}/{layer}", unit="chunk")
         for s, e, Ytr, Yte in _chunks(ff, layer, train_rows, targets, chunk, (lo, hi)):
             _check_finite(ff, layer, s, e, Ytr, Yte)
-            scale = evaluation.UnitScale.of(Ytr)
+            scale = decoding.UnitScale.of(Ytr)
             # the half averages' rows ride under X_test: the same decoders predict them
             P_all = decoding.predict_chunk(
                 design, scale.apply(Ytr), X_pred, config.n_voxels, n_jobs=config.nprocs or None,
@@ -202,7 +224,8 @@ def assemble_roi(config: RunConfig, subject: str, ff: FeatureFile, roi: RoiData,
     n_test = len(test_labels)
     size = sum((n_test + 11) * ff.n_units(layer) * 4 for layer in layers)
     attrs = {"roi": roi.name, "subject": subject, "task": config.task,
-             "n_voxels_roi": roi.n_voxels, "n_voxels_selected": n_selected(config, roi.n_voxels),
+             "n_voxels_roi": roi.n_voxels,
+             "n_voxels_selected": decoding.n_selected(config.n_voxels, roi.n_voxels),
              "alpha": config.alpha, "features_file": str(ff.path), "network": config.network}
     rows = []
     with outputs.decoding_writer(out, test_labels, attrs, size) as h5:
@@ -243,13 +266,6 @@ def _assemble_layer(config: RunConfig, h5, layer: str, shape: tuple[int, ...],
     result = evaluation.finalize_all(metrics)
     outputs.write_layer(g, shape, result)
     return result
-
-
-def n_selected(config: RunConfig, n_voxels_roi: int) -> int:
-    """Voxels each unit's decoder uses in an ROI of ``n_voxels_roi`` voxels."""
-    if config.n_voxels == 0 or config.n_voxels >= n_voxels_roi:
-        return n_voxels_roi
-    return config.n_voxels
 
 
 def prepare_roi(name: str, mask: np.ndarray, samples, files: list[Path]) -> RoiData:
@@ -384,8 +400,7 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
     # the network names the outputs (net-<N>): they sit beside other networks' outputs
     config = config.replace(network=network_name(config))
     outputs.check_network_free(config.output_dir, subject, config.task, config.network)
-    source = BoldSource.parse(config.bold_source, Path(config.bids_dir),
-                              config.derivative_paths, config.space)
+    source = BoldSource.of(config)
     # 1-3. layout, ROIs and samples, as the source's kind gives them (inputs.BOLD_SOURCES)
     inputs: SubjectInputs = source.subject_inputs(config, subject)
     samples, tr = inputs.samples, inputs.tr
@@ -424,7 +439,7 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
         if inputs.qc is not None:
             inputs.qc(collector.messages)
         # 7. the subject's visual report (from the outputs only)
-        from .report import write_subject_report
+        from bids_decode.reports import write_subject_report
 
         html = write_subject_report(Path(config.output_dir), subject, config.task,
                                     network=config.network)
@@ -443,7 +458,7 @@ def write_roi_sidecar(config: RunConfig, subject, roi: RoiData, ff: FeatureFile,
         "ROI": roi.name,
         "MaskFiles": roi.files,
         "NumberOfVoxels": roi.n_voxels,
-        "VoxelsSelectedPerUnit": n_selected(config, roi.n_voxels),
+        "VoxelsSelectedPerUnit": decoding.n_selected(config.n_voxels, roi.n_voxels),
         "RepetitionTime": tr,
         "FeaturesFile": str(ff.path),
         "FeaturesAttributes": {k: str(v) for k, v in ff.attrs.items()},
@@ -457,6 +472,7 @@ def write_run_config(config: RunConfig, subject: str, info: dict) -> Path:
     path = outputs.config_json(config.output_dir, subject, config.task, network=config.network)
     d = config.replace(participant_label=(subject,)).to_dict()
     d["provenance"] = derivatives.provenance() | {"samples": info,
-                                                  "resources": resources.record(config)}
+                                                  "resources": resources.record(config),
+                                                  "validation": config.extra.get("validation")}
     derivatives.write_json(path, d)
     return path

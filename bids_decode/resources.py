@@ -331,7 +331,7 @@ def memory_plan(*, n_train: int, n_rows: int, n_images: int, n_voxels: int, k: i
     # one chunk of targets as _chunk_units counts it (float64 rows and their z-scored copies)
     features = units * 8 * (n_images + 4 * n_rows)
     # the CPU decoder's own model (decoding.batch_size_for), its tasks within half the budget
-    from .backends import resolve_backend
+    from bids_decode.backends import resolve_backend
 
     per_unit, fixed = resolve_backend("cpu").memory_model(n_train, p, k, itemsize, nprocs)
     decoding = min(units * per_unit, int(mem_gb * 2**30 * 0.5)) + fixed
@@ -385,13 +385,14 @@ def log_run_plan(config, subject: str, ff, layers: list[str], n_train: int, n_ro
     """
     import numpy as np
 
-    from .participant import _chunk_units, n_selected, shard_range
+    from bids_decode.decoding import n_selected
+    from bids_decode.participant import _chunk_units, shard_range
 
     widths = [np.subtract(*shard_range(ff.n_units(la), config.unit_shard)[::-1])
               for la in layers]
     plan = memory_plan(
         n_train=n_train, n_rows=n_rows, n_images=len(ff.names), n_voxels=n_voxels,
-        k=n_selected(config, n_voxels), n_units=int(max(widths, default=1)),
+        k=n_selected(config.n_voxels, n_voxels), n_units=int(max(widths, default=1)),
         chunk_units=_chunk_units(config, n_rows, len(ff.names)),
         nprocs=config.nprocs or affinity_cpus(), mem_gb=config.mem_gb,
         itemsize=np.dtype(config.dtype).itemsize)

@@ -19,7 +19,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .errors import EXIT_OK, MissingInputError, OutputError, UsageError
+from bids_decode.errors import EXIT_OK, MissingInputError, OutputError, UsageError
 
 CONTAINER_DATA, CONTAINER_OUT = "/data", "/out"
 #: the variables bids_decode.resources reads, passed into an Apptainer container

@@ -7,7 +7,8 @@
 # The result mimics the official debian:<suite>-<date>-slim image: a minbase system with the
 # suite, -updates and -security sources, no apt lists, no docs. Where Docker Hub can be
 # reached, pulling the tag (pinned by digest, see the Dockerfile) is the better choice.
-# Environment: DEBIAN_MIRROR (default: the mirror apt uses on this machine), DOCKER (client).
+# Environment: DEBIAN_MIRROR and DEBIAN_SECURITY (default: the archives in this machine's apt
+# sources; there is no built-in mirror), DOCKER (client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,14 +17,40 @@ TAG=${1:-$(sed -n 's/^ARG BASE_IMAGE=//p' Dockerfile | head -n 1)}
 SUITE=$(printf '%s\n' "$TAG" | sed -n 's/^debian:\([a-z]*\).*/\1/p')
 if [ -z "$TAG" ] || [ -z "$SUITE" ]; then echo "make-base: cannot tell the Debian suite of '$TAG'" >&2; exit 64; fi
 
-mirror_from_apt() {  # first Debian archive URI in this machine's apt sources, if any
-    { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'
-      grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | awk '{print $2}'
-    } | grep -E '/debian/?$' | head -n 1 || true
+apt_sources() {  # "URI SUITE" for every Debian source of this machine's apt configuration
+    # deb822 stanzas (/etc/apt/sources.list.d/*.sources): one line per URI and suite
+    awk 'FNR == 1 || NF == 0 { flush() }
+         $1 == "URIs:" { uris = ""; for (i = 2; i <= NF; i++) uris = uris " " $i }
+         $1 == "Suites:" { suites = ""; for (i = 2; i <= NF; i++) suites = suites " " $i }
+         function flush(  u, s, nu, ns, i, j) {
+             nu = split(uris, u, " "); ns = split(suites, s, " ")
+             for (i = 1; i <= nu; i++) for (j = 1; j <= ns; j++) print u[i], s[j]
+             uris = ""; suites = "" }
+         END { flush() }' /etc/apt/sources.list.d/*.sources 2>/dev/null
+    # one-line format (/etc/apt/sources.list, *.list): deb [options] URI SUITE COMPONENTS...
+    sed -n 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]\+\)[[:space:]]\+\([^[:space:]]\+\).*/\2 \3/p' \
+        /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null
 }
-MIRROR=${DEBIAN_MIRROR:-$(mirror_from_apt)}
-MIRROR=${MIRROR:-http://deb.debian.org/debian}
-SECURITY=${MIRROR%/debian}/debian-security
+# the archive: the first source of any suite of this machine's Debian (SUITE, SUITE-updates...)
+# that is not SUITE-security; the security archive: the source of a *-security suite.
+# DEBIAN_MIRROR / DEBIAN_SECURITY override both.
+SOURCES=$(apt_sources)
+HOST_SUITE=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+pick() {  # pick security|archive: the URI of the first matching source line
+    printf '%s\n' "$SOURCES" | awk -v want="$1" -v suite="$SUITE" -v host="$HOST_SUITE" '
+        NF != 2 { next }
+        { base = $2; sub(/-[a-z]+$/, "", base); sec = ($2 ~ /-security$/) }
+        (base == suite || base == host) && ((want == "security") == sec) { print $1; exit }'
+}
+MIRROR=${DEBIAN_MIRROR:-$(pick archive)}
+SECURITY=${DEBIAN_SECURITY:-$(pick security)}
+if [ -z "$MIRROR" ]; then
+    echo "make-base: no Debian archive in this machine's apt sources (/etc/apt/sources.list," \
+         "/etc/apt/sources.list.d/): set DEBIAN_MIRROR to the Debian mirror to bootstrap from" \
+         "(and DEBIAN_SECURITY to its security archive)." >&2
+    exit 64
+fi
+SECURITY=${SECURITY:-${MIRROR%/debian}/debian-security}
 
 if "$DOCKER" image inspect "$TAG" > /dev/null 2>&1; then
     echo "make-base: $TAG is already there"

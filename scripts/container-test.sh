@@ -10,7 +10,8 @@
 # cached: a rebuild after a code change reinstalls only the package); run `--version`, then
 # `simulate`, the participant level and the group level (which must work both outside and
 # inside) inside the container with --network none --read-only --tmpfs /tmp --user UID:GID (and
-# --gpus all where the host has an NVIDIA GPU); the same with the .venv outside; compare the
+# --gpus all where the host has an NVIDIA GPU); the same with the .venv outside; both levels
+# again through the Boutiques descriptor (`bosh exec launch`, the .venv's bosh); compare the
 # per-unit accuracies of every sub-*/func/*_desc-*_decoding.h5 (/<layer>/accuracy) to 1e-6.
 #
 # Environment: IMAGE (default bids_decode:<version>), PYTHON (outside run, default .venv/bin/python),
@@ -141,8 +142,40 @@ drun "$WORK/in:/data:ro" /data/ds /out group > "$WORK/cont-group.log" 2>&1 \
 GROUP="ran inside and outside"
 say "group level: $GROUP"
 
+# ------------------------------------------------------------------ 4b. through Boutiques
+# boutiques/bids_decode.json run as pipeline platforms run it: `bosh exec launch` (docker run
+# of the image with the inputs mounted at their own paths) on the same dataset, participant
+# and group levels; its outputs are compared below like the container's. The descriptor names
+# bids_decode:<version>; a copy names $IMAGE.
+BOSH=${BOSH:-$(dirname "$PYTHON")/bosh}
+[ -x "$BOSH" ] || fail "no bosh at $BOSH (boutiques is in the test extras: make install)"
+mkdir -p "$WORK/bosh"
+"$PYTHON" - "$REPO/boutiques/bids_decode.json" "$IMAGE" "$WORK/bosh" "$WORK/host/ds" <<'PY' \
+    || fail "cannot write the Boutiques invocations"
+import json
+import sys
+from pathlib import Path
+
+desc, image, work, ds = sys.argv[1:5]
+d = json.loads(Path(desc).read_text())
+d["container-image"]["image"] = image
+Path(work, "descriptor.json").write_text(json.dumps(d, indent=2))
+for level in ("participant", "group"):
+    inv = {"bids_dir": ds, "output_dir": f"{work}/out", "analysis_level": level}
+    if level == "participant":
+        inv.update(features=f"{ds}/stimuli/features_simulated.h5", n_voxels=100)
+    Path(work, f"{level}.json").write_text(json.dumps(inv, indent=2))
+PY
+for level in participant group; do
+    (cd "$WORK/bosh" && "$BOSH" exec launch --no-pull descriptor.json "$level.json") \
+        > "$WORK/bosh-$level.log" 2>&1 \
+        || { tail -n 20 "$WORK/bosh-$level.log"; fail "bosh exec launch, $level level"; }
+done
+say "bosh exec launch: participant and group levels ran in $IMAGE"
+
 # ------------------------------------------------------------------ 5. compare
-"$PYTHON" - "$WORK/host/out" "$WORK/cont" "$IMAGE" <<'PY' || fail "outputs differ (see above)"
+compare() {  # $1 = outputs made in the container (docker run, or bosh exec launch)
+"$PYTHON" - "$WORK/host/out" "$1" "$IMAGE" <<'PY'
 import json
 import sys
 from pathlib import Path
@@ -206,5 +239,8 @@ if not problems:
           f"{len(tables)} group tables equal to 1e-6")
 sys.exit(1 if problems else 0)
 PY
+}
+compare "$WORK/cont" || fail "outputs differ (see above)"
+compare "$WORK/bosh/out" || fail "outputs of bosh exec launch differ (see above)"
 
 say "PASS ($IMAGE, build ${BUILD_S} s, ${SIZE}, group level ${GROUP}, total $(( $(date +%s) - T0 )) s)"

@@ -4,7 +4,7 @@
     python scripts/mutants.py                 # every mutant, its killing tests
     python scripts/mutants.py --list          # the mutants and the tests named for each
     python scripts/mutants.py no_voxel_selection shift_ignored
-    python scripts/mutants.py --tests tests/test_participant.py no_voxel_selection
+    python scripts/mutants.py --tests tests/e2e/test_participant.py no_voxel_selection
 
 For each mutant the script copies the package and the tests (``bids_decode/``, ``tests/``,
 ``pyproject.toml``) into a scratch folder, applies one small source edit there (the working tree
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-REF = "tests/test_reference_pipeline.py"
-PLANTED = "tests/test_planted_structure.py"
+REF = "tests/e2e/test_reference_pipeline.py"
+PLANTED = "tests/e2e/test_planted_structure.py"
 #: (file, old, new): the test features z-scored with their own statistics (two mutants use it)
 TEST_Y_OWN_ZSCORE = ("bids_decode/participant.py",
                      "Zte = scale.apply(Yte, zero_constant=False)",
@@ -65,10 +65,10 @@ MUTANTS = [
            "decoding.prepare_design(roi.X_train, config.alpha,",
            "decoding.prepare_design(roi.X_train, 100.0,", (REF,)),
     Mutant("alpha_ignored_in_solver", "the Gram matrix gets no ridge penalty",
-           "bids_decode/solvers.py",
+           "bids_decode/decoding/design.py",
            "design = Design(X=Xb, xz=xz, alpha=float(alpha),",
            "design = Design(X=Xb, xz=xz, alpha=float(alpha) * 0.0,",
-           ("tests/test_decoding.py",)),
+           ("tests/decoding/test_decoding.py",)),
     Mutant("test_set_zscoring", "test X and test Y z-scored with their own statistics",
            "bids_decode/participant.py",
            "return ((X_train - mu) / sd).astype(np.float32), "
@@ -84,36 +84,36 @@ MUTANTS = [
            "dec[:, s - lo:e - lo] = np.broadcast_to(scale.mean, P.shape).astype(np.float32)",
            (REF,)),
     Mutant("hemisphere_dropped", "built-in ROIs use the left hemisphere only",
-           "bids_decode/rois.py",
+           "bids_decode/inputs/rois.py",
            'HEMISPHERES = ("LH", "RH")', 'HEMISPHERES = ("LH",)',
            (REF, f"{PLANTED}::test_both_hemispheres_beat_either")),
     Mutant("hemispheres_swapped", "masks flipped left-right (a wrong orientation)",
-           "bids_decode/rois.py",
+           "bids_decode/inputs/rois.py",
            "return spec.select(np.asarray(data)), False",
            "return spec.select(np.asarray(data))[::-1], False", (REF,)),
     Mutant("identification_ties_lost", "identification counts ties as losses",
-           "bids_decode/evaluation.py",
+           "bids_decode/evaluation/correlation.py",
            "ties = (diag == corr) & off", "ties = np.zeros_like(off)",
-           ("tests/test_evaluation.py",)),
+           ("tests/evaluation/test_correlation.py",)),
     Mutant("identification_ties_won", "identification counts ties as wins",
-           "bids_decode/evaluation.py",
+           "bids_decode/evaluation/correlation.py",
            "wins = (diag > corr) & off", "wins = (diag >= corr) & off",
-           ("tests/test_evaluation.py",)),
+           ("tests/evaluation/test_correlation.py",)),
     Mutant("group_pair_labels_swapped", "group pair rows carry another pair's subject labels",
-           "bids_decode/group_stats.py",
+           "bids_decode/group/stats.py",
            'pairs.append({"subject_a": a, "subject_b": b,',
            'pairs.append({"subject_a": subs[-1 - subs.index(a)], '
            '"subject_b": subs[-1 - subs.index(b)],',
-           ("tests/test_group.py::test_between_subject_r_matches_participant_files",)),
+           ("tests/group/test_stats.py::test_between_subject_r_matches_participant_files",)),
     Mutant("shift_ignored", "the haemodynamic shift is not applied (0 s)",
-           "bids_decode/inputs.py",
+           "bids_decode/inputs/sources.py",
            "shift=config.hrf_shift,", "shift=0.0,",
-           (REF, "tests/test_participant.py::test_accuracy_tracks_planted_decodability")),
+           (REF, "tests/e2e/test_participant.py::test_accuracy_tracks_planted_decodability")),
     Mutant("repeats_kept", "one-back repeats are kept as samples",
-           "bids_decode/samples.py",
+           "bids_decode/inputs/samples.py",
            "if conv.one_back and names[i] == names[i - 1]:",
            "if False and names[i] == names[i - 1]:",
-           ("tests/test_samples.py", REF)),
+           ("tests/inputs/test_samples.py", REF)),
 ]
 
 

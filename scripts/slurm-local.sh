@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A one-node SLURM cluster on this machine, for the tests (tests/test_slurm.py) and for trying
+# A one-node SLURM cluster on this machine, for the tests (tests/e2e/test_slurm.py) and for trying
 # the HPC recipes of docs/hpc.md without a cluster. Everything (munge key and socket, slurm.conf,
 # state, spool, logs) lives in DIR, on ports picked free at start; nothing under /etc or /var
 # is used, and `stop` ends only the daemons whose pids `start` wrote into DIR.

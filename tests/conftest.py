@@ -20,7 +20,7 @@ def real_events_dir() -> Path:
 @pytest.fixture(scope="session")
 def sim(tmp_path_factory):
     """2 subjects, 20 training + 4 test runs each, real events, planted decodability."""
-    from bids_decode.simulate import simulate_dataset
+    from bids_decode.simulate.dataset import simulate_dataset
 
     return simulate_dataset(tmp_path_factory.mktemp("sim") / "ds", n_subjects=2,
                             n_train_runs=20, n_test_runs=4, seed=1)
@@ -68,17 +68,17 @@ def bdpy_python() -> Path:
 @pytest.fixture
 def lapack_choice(monkeypatch):
     """Switch the CPU kernel's LAPACK for one test (the choice is cached per process)."""
-    from bids_decode import _backends
+    from bids_decode.backends import lapack
 
     def use(name):
-        monkeypatch.setenv(_backends.LAPACK_ENV, name)
-        _backends.lapack_provider.cache_clear()
-        _backends._kernel_routines.cache_clear()
+        monkeypatch.setenv(lapack.LAPACK_ENV, name)
+        lapack.lapack_provider.cache_clear()
+        lapack.kernel_routines.cache_clear()
 
     yield use
-    monkeypatch.delenv(_backends.LAPACK_ENV, raising=False)
-    _backends.lapack_provider.cache_clear()
-    _backends._kernel_routines.cache_clear()
+    monkeypatch.delenv(lapack.LAPACK_ENV, raising=False)
+    lapack.lapack_provider.cache_clear()
+    lapack.kernel_routines.cache_clear()
 
 
 # ------------------------------------------------------------------ skipped tests in CI

@@ -115,3 +115,34 @@ def test_every_module_logs_through_LOGGER_named_after_it():
                     and node.func.attr in ROOT_LOGGER_CALLS):
                 bad.append(f"{rel}:{node.lineno} logs on the root logger: {ast.unparse(node)}")
     assert not bad, "expected LOGGER = logging.getLogger(__name__):\n" + "\n".join(bad)
+
+
+#: a module longer than this holds more than one topic, unless a ``# long: <reason>`` comment
+#: among its first :data:`HEADER_LINES` lines says why it reads best as one file
+MAX_MODULE_LINES = 400
+HEADER_LINES = 40
+
+
+def long_module(source: str, max_lines: int = MAX_MODULE_LINES) -> int | None:
+    """The number of lines of ``source`` when it is over ``max_lines`` and does not say why."""
+    n_lines = len(source.splitlines())
+    header = source.splitlines()[:HEADER_LINES]
+    if n_lines <= max_lines or any(LONG_COMMENT.search(line) for line in header):
+        return None
+    return n_lines
+
+
+def test_long_modules_are_found_and_a_long_comment_excuses_them():
+    source = "".join(f"x{i} = {i}\n" for i in range(401))
+    assert long_module(source) == 401 and long_module(source, max_lines=401) is None
+    assert long_module("# long: every parameter is declared here, once\n" + source) is None
+    assert long_module("\n" * 45 + "# long: too far down, after the header\n" + source) == 447
+
+
+def test_package_modules_hold_one_topic_or_say_why():
+    offenders = [f"{path.relative_to(PKG)} ({n} lines)" for path in _modules()
+                 if (n := long_module(path.read_text()))]
+    assert not offenders, (
+        f"modules over {MAX_MODULE_LINES} lines: split them by topic, or say why they read best "
+        f"as one file with a '# long: <reason>' comment in their first {HEADER_LINES} lines:\n"
+        + "\n".join(offenders))

@@ -1,6 +1,6 @@
 """Resources from the allocation (SLURM variables, cgroup limits), the group level's check of
 missing unit shards, and the SLURM job files written by ``bids_decode slurm`` (no scheduler
-needed here; tests/test_slurm.py runs them on one)."""
+needed here; tests/e2e/test_slurm.py runs them on one)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import h5py
 import numpy as np
 import pytest
 
-from bids_decode import resources, shards
+from bids_decode import resources
 from bids_decode.cli import main, parse_args
 from bids_decode.errors import EXIT_NOINPUT, MissingInputError
+from bids_decode.outputs import work_files as shards
 from bids_decode.resources import resolve
 
 NO_CGROUP = Path("/nonexistent-proc")  # no cgroup files: limits unknown

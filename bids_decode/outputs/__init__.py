@@ -1,0 +1,1 @@
+"""Stage 5, outputs: the schema of every derivative file, paths, provenance and work files."""

@@ -1,0 +1,1 @@
+"""Shared utilities of every stage: docstring fragments, progress bars, the unit grid."""

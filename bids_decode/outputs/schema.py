@@ -25,6 +25,9 @@ a file that exists but cannot be parsed is a :class:`~bids_decode.errors.DataErr
 naming the file and the fix (rerun the level that wrote it), never silently empty.
 """
 
+# long: the one output schema: every file name, table and dataset is declared here, so a new
+# output is one declaration in one place (its paths, reader and writer beside it)
+
 from __future__ import annotations
 
 import contextlib

@@ -187,10 +187,9 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
                      n_test_runs: int = 4, n_imagery_runs: int = 0,
                      preproc_spm: bool = False, fmriprep: bool = False,
                      stimulus_images: bool = False, photos: list | None = None,
-                     layers: dict | None = None, n_latent: int = 12,
+                     layers: dict | None = None, n_latent: int = 12, hierarchy: bool = False,
                      snr: float = 1.0, seed: int = 0, grid=GRID, motion: bool = False,
-                     null_fraction: float = 0.0, layout: str = "ds001246",
-                     hierarchy: bool = False) -> dict:
+                     null_fraction: float = 0.0, layout: str = "ds001246") -> dict:
     """Write the dataset and its features; return the paths and the planted truth.
 
     Parameters
@@ -231,7 +230,7 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
         Real dataset whose events, sessions and TR are used (ds001506: sub-01's events, TR 2 s;
         ``n_test_runs`` runs of each of the natural-image, artificial-shape and letter tests).
     hierarchy : bool
-        A planted brain hierarchy (:mod:`bids_decode.planted_hierarchy`): each of V1, V2, V3,
+        A planted brain hierarchy (:mod:`bids_decode.simulate.hierarchy`): each of V1, V2, V3,
         V4 and HVC carries its own latent block, and two more features files,
         ``stimuli/features_hierarchical.h5`` and ``stimuli/features_mixed.h5`` (networks
         ``hierarchical`` and ``mixed``), hold units planted on those ROIs layer by layer.
@@ -255,16 +254,13 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     plan = _subject_plans(layout, subjects, n_train_runs, n_test_runs, n_imagery_runs)
     images = _images_named(plan, src, layout)
     n_img = len(images)
-    if hierarchy:
-        n_latent = planted_hierarchy.N_LATENT
-    Z = rng.standard_normal((n_img, n_latent))
+    Z = rng.standard_normal((n_img, planted_hierarchy.N_LATENT if hierarchy else n_latent))
     truth, feats = _plant_features(layers, Z, rng, null_rng, null_fraction)
     _write_dataset_files(out, src, layout, subjects, n_imagery_runs)
     affine = np.diag([3.0, 3.0, 3.0, 1.0])
     affine[:3, 3] = -np.array(grid) * 1.5
     masks = _roi_layout(grid, rng)
     roi_any = np.logical_or.reduce(list(masks.values()))
-    voxel_rois = planted_hierarchy.voxel_rois(masks, roi_any) if hierarchy else None
     hrf = _hrf(tr)
     img_index, cat_index = _image_indices(images)
     preproc_spm = preproc_spm or motion
@@ -273,8 +269,7 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
         _write_fmriprep_description(out / "derivatives" / "fmriprep")
     for sub, (tmpl, runs) in plan.items():
         _write_masks(out / "sourcedata" / f"sub-{sub}" / "anat", sub, masks, affine)
-        A = (_sparse_loadings(n_latent, roi_any, rng) if voxel_rois is None
-             else planted_hierarchy.roi_loadings(voxel_rois, SIGNAL_SHARE, rng))
+        A = _loadings(Z.shape[1], masks, roi_any, hierarchy, rng)
         for ses, fname in runs:
             ev = read_template_events(src / f"sub-{tmpl}" / ses / "func" / fname, layout)
             func = out / f"sub-{sub}" / ses / "func"
@@ -295,23 +290,37 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     features = stim / "features_simulated.h5"
     _write_features(features, images, feats, cat_index if n_imagery_runs else None)
     _write_truth(stim / "truth_simulated.h5", truth, moved,
-                 {"seed": seed, "snr": snr, "n_latent": n_latent})
+                 {"seed": seed, "snr": snr, "n_latent": Z.shape[1]})
     LOGGER.info("simulated %d subjects, %d images, layers %s in %s", n_subjects, n_img,
                 list(layers), out)
-    res = {"bids_dir": out, "features": features, "truth": truth, "images": images}
-    if hierarchy:
-        res["networks"], res["planted"] = {}, {}
-        nets = planted_hierarchy.plant_networks(Z, np.random.default_rng([seed, 11]))
-        for net, (feats_n, rho_n, planted_n) in nets.items():
-            res["networks"][net] = stim / f"features_{net}.h5"
-            _write_features(res["networks"][net], images, feats_n, None, network=net)
-            _write_truth(stim / f"truth_{net}.h5", rho_n, None,
-                         {"seed": seed, "network": net, "rois": list(planted_hierarchy.BH_ROIS)})
-            with h5py.File(stim / f"truth_{net}.h5", "a") as f:
-                for layer, roi in planted_n.items():
-                    f.create_dataset(f"planted_roi/{layer}", data=roi)
-            res["planted"][net] = planted_n
-    return res
+    return {"bids_dir": out, "features": features, "truth": truth, "images": images,
+            **(_write_hierarchy_networks(stim, images, Z, seed) if hierarchy else {})}
+
+
+def _loadings(n_latent: int, masks: dict, roi_any: np.ndarray, hierarchy: bool, rng):
+    """One subject's voxel loadings, shape (n_latent, n_roi_voxels): sparse and
+    hemisphere-specific, or with ``hierarchy`` one latent block per ROI."""
+    if not hierarchy:
+        return _sparse_loadings(n_latent, roi_any, rng)
+    rois = planted_hierarchy.voxel_rois(masks, roi_any)
+    return planted_hierarchy.roi_loadings(rois, SIGNAL_SHARE, rng)
+
+
+def _write_hierarchy_networks(stim: Path, images: list[str], Z: np.ndarray, seed: int) -> dict:
+    """``--hierarchy``: the two planted networks' features and truth files (their own random
+    stream ``[seed, 11]``); ``{"networks": {net: path}, "planted": {net: {layer: roi}}}``."""
+    out: dict = {"networks": {}, "planted": {}}
+    nets = planted_hierarchy.plant_networks(Z, np.random.default_rng([seed, 11]))
+    for net, (feats, rho, planted) in nets.items():
+        out["networks"][net] = stim / f"features_{net}.h5"
+        _write_features(out["networks"][net], images, feats, None, network=net)
+        _write_truth(stim / f"truth_{net}.h5", rho, None,
+                     {"seed": seed, "network": net, "rois": list(planted_hierarchy.BH_ROIS)})
+        with h5py.File(stim / f"truth_{net}.h5", "a") as f:
+            for layer, roi in planted.items():
+                f.create_dataset(f"planted_roi/{layer}", data=roi)
+        out["planted"][net] = planted
+    return out
 
 
 def _new_folder(out_dir, n_subjects: int, n_train_runs: int, n_test_runs: int,

@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_decode import outputs
 from bids_decode.cli import main
-from bids_decode.validation import find_validator, validator_issues
+from bids_decode.inputs.validation import find_validator, validator_issues
+from bids_decode.outputs import schema as outputs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ROIS = ["V1", "V2", "V3", "V4", "HVC"]
 TASK = "perception"
 
@@ -40,7 +40,7 @@ def _participant(ds, out, network, *extra):
 def runs(tmp_path_factory):
     """``hierarchical`` alone (sub-01, 02, 03), and ``hierarchical`` then ``mixed`` (sub-01,
     02 only for mixed) into one OUTPUT_DIR."""
-    from bids_decode.simulate import simulate_dataset
+    from bids_decode.simulate.dataset import simulate_dataset
 
     tmp = tmp_path_factory.mktemp("nets")
     ds = simulate_dataset(tmp / "ds", n_subjects=3, n_train_runs=8, n_test_runs=2, seed=3,
@@ -214,7 +214,7 @@ np.savez(out, **res)
 
 @pytest.mark.slow
 def test_unit_sample_is_the_same_units_everywhere(runs, tmp_path):
-    from bids_decode.units import sample_units
+    from bids_decode.features.units import sample_units
 
     ds, out = runs["ds"], tmp_path / "sample"
     assert _participant(ds, out, "hierarchical", "--participant-label", "01", "--units-per-layer",

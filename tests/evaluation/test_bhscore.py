@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bids_decode import bhscore
-from bids_decode.network_comparison import kept_units
-from bids_decode.units import sample_units
+from bids_decode.evaluation import bhscore
+from bids_decode.features.units import sample_units
+from bids_decode.group.networks import kept_units
 
 N_IMAGES = 50
 

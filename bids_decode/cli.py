@@ -131,7 +131,7 @@ def setup_logging(verbosity: int, log_file: Path | None = None) -> None:
 
 
 def _log_file(config: RunConfig) -> Path | None:
-    from bids_decode.outputs.derivatives import ensure_dir
+    from bids_decode.utils.files import ensure_dir
 
     logs = ensure_dir(Path(config.output_dir) / "logs")
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -156,12 +156,12 @@ def _limit_threads(nprocs: int):
 def run(config: RunConfig) -> int:
     """Run one BIDS-App invocation from its configuration."""
     from bids_decode.inputs import layout
-    from bids_decode.outputs import derivatives
+    from bids_decode.outputs.paths import check_output_dir, init_output_dir
 
     bids_dir, out_dir = Path(config.bids_dir), Path(config.output_dir)
     layout.check_bids_dir(bids_dir)
-    derivatives.check_output_dir(out_dir, bids_dir)
-    derivatives.init_output_dir(out_dir, bids_dir)
+    check_output_dir(out_dir, bids_dir)
+    init_output_dir(out_dir, bids_dir)
     setup_logging(config.verbosity, _log_file(config))
     LOGGER.info("bids_decode %s, %s level, %s -> %s", __version__, config.analysis_level,
                 bids_dir, out_dir)
@@ -216,7 +216,7 @@ def _print_summary(res: dict) -> None:
 def _subcommand(argv: list[str]) -> int:
     name = argv[0]
     if name == "simulate":
-        from bids_decode.simulate import dataset as mod
+        from bids_decode.simulate import command as mod
         desc = "Write a small ds001246-shaped dataset with a planted ground truth."
     elif name == "slurm":
         from bids_decode import slurm as mod

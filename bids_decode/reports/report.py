@@ -21,11 +21,11 @@ import pandas as pd
 
 from bids_decode._version import __version__
 from bids_decode.errors import MissingInputError
-from bids_decode.outputs import derivatives
 from bids_decode.outputs import schema as outputs
 from bids_decode.outputs.schema import SubjectOutputs, as_str
 from bids_decode.reports import figures
 from bids_decode.reports.figures import ReportFigure
+from bids_decode.utils.files import write_text
 
 LOGGER = logging.getLogger(__name__)
 
@@ -497,7 +497,7 @@ def write_subject_report(output_dir: Path, subject: str, task: str) -> Path:
                      "parameters and software versions of this run.</p>"
                      f'<p class="cite">{esc(citation(sf.config, sf.first_sidecar, sf.layers, list(sf.h5), n_units))}</p>'))  # noqa: E501
     path = output_dir / f"sub-{subject}.html"
-    derivatives.write_text(path, page(f"bids_decode report: sub-{subject}",
+    write_text(path, page(f"bids_decode report: sub-{subject}",
                                       f"task {task} · {_stamp()}", sections))
     return path
 
@@ -553,7 +553,7 @@ def write_group_report(output_dir: Path, task: str, *, plan, summary: pd.DataFra
     sections.append(("citation", "Methods boilerplate",
                      f'<p class="cite">{esc(_group_methods(plan))}</p>'))
     path = gdir / "report.html"
-    derivatives.write_text(path, page(f"bids_decode group report: task {task}", _stamp(),
+    write_text(path, page(f"bids_decode group report: task {task}", _stamp(),
                                       sections))
     return path
 

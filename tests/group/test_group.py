@@ -18,9 +18,9 @@ from filelock import FileLock
 from bids_decode import cli
 from bids_decode.features.h5file import FeatureFile
 from bids_decode.group import steps as group
-from bids_decode.outputs import derivatives
+from bids_decode.outputs.paths import func_path
 from bids_decode.reports import figures
-from bids_decode.simulate.dataset import simulate_dataset
+from bids_decode.simulate import simulate_dataset
 
 LAYERS = {"conv1": (5, 4, 6), "fc6": (64,), "fc8": (41,)}
 ROIS = ["VC", "LVC"]
@@ -60,7 +60,7 @@ def _gpath(out: Path, desc: str, suffix: str) -> Path:
 
 
 def _accuracy(out: Path, sub: str, roi: str, layer: str) -> np.ndarray:
-    path = derivatives.func_path(out, sub, TASK, desc=roi, suffix="decoding", ext=".h5")
+    path = func_path(out, sub, TASK, desc=roi, suffix="decoding", ext=".h5")
     with h5py.File(path, "r") as f:
         return f[layer]["accuracy"][()].astype(np.float64).ravel()
 
@@ -119,13 +119,13 @@ def test_summary_and_rank_consistency(outputs):
 @pytest.mark.slow
 def test_averaged_subject_follows_planted_truth(outputs):
     out, avg = outputs["out"], outputs["out"] / "group"
-    summary = pd.read_csv(derivatives.func_path(avg, "Averaged", TASK, suffix="decoding",
+    summary = pd.read_csv(func_path(avg, "Averaged", TASK, suffix="decoding",
                                                 ext=".tsv"), sep="\t", na_values="n/a")
     assert list(zip(summary.roi, summary.layer)) == [(r, la) for r in ROIS for la in LAYERS]
     with h5py.File(outputs["truth"], "r") as t:
         truth = {la: t["decodability"][la][()].ravel() for la in LAYERS}
     for roi in ROIS:
-        path = derivatives.func_path(avg, "Averaged", TASK, desc=roi, suffix="decoding",
+        path = func_path(avg, "Averaged", TASK, desc=roi, suffix="decoding",
                                      ext=".h5")
         with h5py.File(path, "r") as f:
             assert f.attrs["subject"] == "Averaged"
@@ -148,7 +148,7 @@ def test_averaged_subject_follows_planted_truth(outputs):
 def test_averaging_one_subject_reproduces_its_scores(outputs):
     """The Averaged scoring path applied to one subject gives back its participant scores."""
     out = outputs["out"]
-    path = derivatives.func_path(out, "01", TASK, desc="VC", suffix="decoding", ext=".h5")
+    path = func_path(out, "01", TASK, desc="VC", suffix="decoding", ext=".h5")
     with h5py.File(path, "r") as f, FeatureFile(outputs["features"]) as ff:
         names = [n.decode() if isinstance(n, bytes) else n for n in f["stimulus_name"][()]]
         test_rows = ff.rows_for(names)
@@ -253,7 +253,7 @@ def test_fewer_than_two_subjects_is_a_clear_error(outputs, tmp_path, capsys):
 @pytest.mark.slow
 def test_mismatched_parameters_are_a_clear_error(outputs, tmp_path, capsys):
     odd = _copy_outputs(outputs["out"], tmp_path / "odd", ["01", "02"])
-    side = derivatives.func_path(odd, "02", TASK, desc="LVC", suffix="decoding", ext=".json")
+    side = func_path(odd, "02", TASK, desc="LVC", suffix="decoding", ext=".json")
     d = json.loads(side.read_text())
     d["Alpha"] = 10.0
     side.write_text(json.dumps(d))
@@ -261,7 +261,7 @@ def test_mismatched_parameters_are_a_clear_error(outputs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Alpha" in err and "sub-01=100.0" in err and "sub-02=10.0" in err
     assert "--participant-label" in err
-    derivatives.func_path(odd, "02", TASK, desc="VC", suffix="decoding", ext=".h5").unlink()
+    func_path(odd, "02", TASK, desc="VC", suffix="decoding", ext=".h5").unlink()
     assert cli.main([str(outputs["bids"]), str(odd), "group", "-q"]) == 65
     assert "ROIs" in capsys.readouterr().err
     assert not (odd / "group" / f"task-{TASK}_desc-crosssubject_correlation.tsv").exists()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bids_decode.errors import MissingInputError
-from bids_decode.outputs import derivatives
+from bids_decode.outputs.paths import func_path
 from bids_decode.reports import report
 from tests.group.test_group import LAYERS, ROIS, TASK, build_group_outputs  # shared session outputs
 
@@ -27,7 +27,7 @@ def outputs(tmp_path_factory):
 
 def write_qc(out, subject: str) -> None:
     """A small ``*_qc.h5`` as the participant level will write it (format: docs/outputs.md)."""
-    path = derivatives.func_path(out, subject, TASK, suffix="qc", ext=".h5")
+    path = func_path(out, subject, TASK, suffix="qc", ext=".h5")
     rng = np.random.default_rng(1)
     n_vols, tr = 60, 3.0
     onsets = np.arange(8) * 21.0 + 24.0
@@ -103,7 +103,7 @@ def test_subject_report_reads_the_participant_qc_file(reports):
 def test_subject_report_without_qc_file_says_so(outputs, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(outputs["out"] / "sub-02", out / "sub-02")
-    derivatives.func_path(out, "02", TASK, suffix="qc", ext=".h5").unlink()
+    func_path(out, "02", TASK, suffix="qc", ext=".h5").unlink()
     html = report.write_subject_report(out, "02", TASK).read_text()
     assert "No sample-quality file (sub-02_task-perception_qc.h5)" in html
     assert len(_images(html)) == 2 + 2 + len(ROIS)

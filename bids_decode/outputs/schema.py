@@ -162,8 +162,7 @@ GROUP_TABLES = {("crosssubject", "correlation"): GROUP_PAIRS,
 # ------------------------------------------------------------------------------------ paths
 
 def decoding_h5(output_dir: Path, subject: str, task: str, roi: str) -> Path:
-    return func_path(output_dir, subject, task, desc=roi, suffix="decoding",
-                                 ext=".h5")
+    return func_path(output_dir, subject, task, desc=roi, suffix="decoding", ext=".h5")
 
 
 def roi_sidecar(output_dir: Path, subject: str, task: str, roi: str) -> Path:

@@ -498,7 +498,7 @@ def write_subject_report(output_dir: Path, subject: str, task: str) -> Path:
                      f'<p class="cite">{esc(citation(sf.config, sf.first_sidecar, sf.layers, list(sf.h5), n_units))}</p>'))  # noqa: E501
     path = output_dir / f"sub-{subject}.html"
     write_text(path, page(f"bids_decode report: sub-{subject}",
-                                      f"task {task} · {_stamp()}", sections))
+                          f"task {task} · {_stamp()}", sections))
     return path
 
 
@@ -553,8 +553,7 @@ def write_group_report(output_dir: Path, task: str, *, plan, summary: pd.DataFra
     sections.append(("citation", "Methods boilerplate",
                      f'<p class="cite">{esc(_group_methods(plan))}</p>'))
     path = gdir / "report.html"
-    write_text(path, page(f"bids_decode group report: task {task}", _stamp(),
-                                      sections))
+    write_text(path, page(f"bids_decode group report: task {task}", _stamp(), sections))
     return path
 
 

@@ -119,14 +119,13 @@ def test_summary_and_rank_consistency(outputs):
 @pytest.mark.slow
 def test_averaged_subject_follows_planted_truth(outputs):
     out, avg = outputs["out"], outputs["out"] / "group"
-    summary = pd.read_csv(func_path(avg, "Averaged", TASK, suffix="decoding",
-                                                ext=".tsv"), sep="\t", na_values="n/a")
+    summary = pd.read_csv(func_path(avg, "Averaged", TASK, suffix="decoding", ext=".tsv"),
+                          sep="\t", na_values="n/a")
     assert list(zip(summary.roi, summary.layer)) == [(r, la) for r in ROIS for la in LAYERS]
     with h5py.File(outputs["truth"], "r") as t:
         truth = {la: t["decodability"][la][()].ravel() for la in LAYERS}
     for roi in ROIS:
-        path = func_path(avg, "Averaged", TASK, desc=roi, suffix="decoding",
-                                     ext=".h5")
+        path = func_path(avg, "Averaged", TASK, desc=roi, suffix="decoding", ext=".h5")
         with h5py.File(path, "r") as f:
             assert f.attrs["subject"] == "Averaged"
             for layer, shape in LAYERS.items():

@@ -60,7 +60,7 @@ from bids_decode.features.networks import (
     node_of,
     resolve_layers,
 )
-from bids_decode.outputs import derivatives
+from bids_decode.utils.files import atomic_path
 from bids_decode.utils.progress import progress_bar
 
 LOGGER = logging.getLogger(__name__)
@@ -435,7 +435,7 @@ def extract_features(
     # 4.-6. stream into a temporary file, then rename (nothing half-written is left behind)
     model.to(torch_device)
     capture = make_capture(spec, model, layer_names)
-    with derivatives.atomic_path(out_path) as tmp_path:
+    with atomic_path(out_path) as tmp_path:
         _write_features(tmp_path, capture, spec, prep, layer_names, image_paths, names, attrs,
                         torch_device, batch_size)
     LOGGER.info("Wrote %s: %d images x %d layers of %s.", out_path, len(names),

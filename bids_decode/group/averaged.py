@@ -17,9 +17,9 @@ import numpy as np
 from bids_decode import decoding, evaluation
 from bids_decode.config import quoted, sidecar_entries
 from bids_decode.features.h5file import FeatureFile
-from bids_decode.outputs import derivatives
 from bids_decode.outputs import schema as outputs
 from bids_decode.outputs.schema import AVERAGED
+from bids_decode.utils.files import write_json
 
 
 @dataclass
@@ -177,7 +177,7 @@ def finish_averaged(out_dir: Path, task: str, plan, averaged: dict, ref_desc: st
             rows.append({"roi": roi, "layer": layer, "n_test_images": len(plan.test_names),
                          **{k: v for k, v in av.items() if k in outputs.SUBJECT_SUMMARY.columns}})
         side = plan.subjects[0].sidecars[roi]
-        derivatives.write_json(outputs.roi_sidecar(averaged_dir(out_dir), AVERAGED, task, roi), {
+        write_json(outputs.roi_sidecar(averaged_dir(out_dir), AVERAGED, task, roi), {
             "Description": "Decoded features averaged over subjects, scored like one subject "
                            "(bids_decode group level).",
             "ROI": roi, "Subjects": [s.label for s in plan.subjects],

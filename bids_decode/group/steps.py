@@ -39,11 +39,11 @@ from bids_decode.group.stats import (
     reliability_columns,
     summary_row,
 )
-from bids_decode.outputs import derivatives
 from bids_decode.outputs import schema as outputs
 from bids_decode.outputs.schema import AVERAGED, group_dir
 from bids_decode.outputs.work_files import check_shards_complete
 from bids_decode.reports import figures, write_group_report
+from bids_decode.utils.files import atomic_path, lock
 
 LOGGER = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def run_group(config: RunConfig) -> int:
     labels = [s.label for s in plan.subjects]
     LOGGER.info("group: %d subjects (%s), ROIs %s, layers %s", len(labels),
                 ", ".join(f"sub-{x}" for x in labels), plan.rois, plan.layers)
-    with derivatives.lock(out_dir, "group"):
+    with lock(out_dir, "group"):
         # 3-5. statistics and the Averaged subject
         results = _compute(config, plan)
         # 6. tables
@@ -108,7 +108,7 @@ def _write_figures_and_report(out_dir: Path, task: str, plan: GroupPlan,
         figs += averaged_decoded_figure(out_dir, task, plan.rois[0])
     fig_dir = group_dir(out_dir) / "figures"
     for fig in figs:
-        with derivatives.atomic_path(fig_dir / fig.name) as tmp:
+        with atomic_path(fig_dir / fig.name) as tmp:
             tmp.write_bytes(fig.png)
     summary = outputs.Table.read(outputs.group_table(out_dir, task, "crosssubject", "summary"))
     write_group_report(out_dir, task, plan=plan, summary=summary, figures=figs)

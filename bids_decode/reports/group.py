@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bids_decode.outputs import derivatives
 from bids_decode.reports.html import esc, figure_html, note, page, stamp, table
 from bids_decode.reports.methods import group_methods
+from bids_decode.utils.files import write_text
 
 LOGGER = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def write_group_report(output_dir: Path, task: str, *, plan, summary: pd.DataFra
     sections.append(("citation", "Methods boilerplate",
                      f'<p class="cite">{esc(group_methods(plan))}</p>'))
     path = gdir / "report.html"
-    derivatives.write_text(path, page(f"bids_decode group report: task {task}", stamp(),
+    write_text(path, page(f"bids_decode group report: task {task}", stamp(),
                                       sections))
     return path
 

@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from bids_decode.config import RunConfig, group_keys
-from bids_decode.features.h5file import FeatureFile
+from bids_decode.features import FeatureFile
 from bids_decode.group.averaged import (
     AveragedSubject,
     average_layer,

@@ -300,7 +300,7 @@ def decoded_true_figures(sf: SubjectFiles, rois: Sequence[str] | None = None
 
     Returns (figures, notes); ``rois`` restricts the ROIs drawn (default all).
     """
-    from bids_decode.features.h5file import FeatureFile
+    from bids_decode.features import FeatureFile
 
     feat = sf.first_sidecar.get("FeaturesFile") or sf.config.get("features")
     if not feat or not Path(feat).is_file():

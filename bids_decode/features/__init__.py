@@ -8,15 +8,16 @@ The true features come from a store (no torch needed, imported here):
   :class:`FeatureStore`, and :class:`~.h5file.FeatureFileWriter`, which writes it.
 
 The features are computed from the images by ``bids_decode features`` (or the participant
-level without ``--features``); these modules need torch and are imported where used:
+level without ``--features``); these modules (all but :mod:`.stimuli` need torch) are
+imported where used:
 
 - :mod:`.stimuli`: finding and naming the stimulus images;
-- :mod:`.preprocessing`: image -> input tensor;
+- :mod:`.image_preprocessing`: image -> input tensor;
 - :mod:`.networks`: the registry ``NETWORKS`` and :func:`~.networks.get_network` (torchvision
   models, callables, TorchScript files), with :mod:`.zoo` (torchvision's families and default
   layers) and :mod:`.caffe_alexnet` (the paper's network);
-- :mod:`.weights`: loading and hashing a network's weights;
-- :mod:`.layers`: layer names, order and unit shapes; :mod:`.graphs`: capturing them in one
+- :mod:`.network_weights`: loading and hashing a network's weights;
+- :mod:`.network_layers`: layer names, order and unit shapes; :mod:`.graphs`: capturing them in one
   streamed forward pass (torch.fx);
 - :mod:`.extract`: images -> features file; :mod:`.command`: the ``bids_decode features``
   subcommand.

@@ -5,7 +5,7 @@ local response normalisation. This one has Caffe's 96/256/384/384/256 filters, t
 conv2/4/5 and LRN, hence the paper's unit counts (290,400 in conv1; 659,272 in all), and
 Caffe's layer names, so that converted ``.caffemodel`` weights load one to one (see
 docs/features.md). It expects Caffe's 227 x 227 input and preprocessing
-(:data:`bids_decode.features.preprocessing.CAFFE_PREPROCESSING`).
+(:data:`bids_decode.features.image_preprocessing.CAFFE_PREPROCESSING`).
 """
 
 from __future__ import annotations

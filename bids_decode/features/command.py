@@ -15,9 +15,9 @@ from pathlib import Path
 from bids_decode.backends import resolve_backend
 from bids_decode.errors import UsageError
 from bids_decode.features.extract import extract_features
-from bids_decode.features.layers import list_layers, resolve_layers
+from bids_decode.features.image_preprocessing import PREPROCESSING_CHOICES
+from bids_decode.features.network_layers import list_layers, resolve_layers
 from bids_decode.features.networks import get_network, get_preprocessing
-from bids_decode.features.preprocessing import PREPROCESSING_CHOICES
 from bids_decode.features.stimuli import discover_images, find_images, read_names
 
 LOGGER = logging.getLogger(__name__)

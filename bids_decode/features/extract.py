@@ -3,7 +3,7 @@
 Steps of :func:`extract_features`:
 
 1. check the arguments (network, layers, preprocessing, names, device);
-2. build the network with its weights (:func:`bids_decode.features.weights.load_network`);
+2. build the network with its weights (:func:`bids_decode.features.network_weights.load_network`);
 3. reuse ``out_path`` if it is a complete file made with the same network, weights,
    preprocessing, layers and images (:func:`bids_decode.features.h5file.reuse_mismatch`);
 4. trace the network once (:mod:`bids_decode.features.graphs`) and open a temporary file next to
@@ -41,15 +41,15 @@ from bids_decode._version import __version__
 from bids_decode.backends import resolve_backend
 from bids_decode.errors import MissingInputError, UsageError
 from bids_decode.features.h5file import FeatureFileWriter, reuse_mismatch
-from bids_decode.features.layers import make_capture, node_of, resolve_layers
-from bids_decode.features.networks import NetworkSpec, get_network, get_preprocessing
-from bids_decode.features.preprocessing import (
+from bids_decode.features.image_preprocessing import (
     Preprocessing,
     TorchvisionPreprocessing,
     preprocess_image,
 )
+from bids_decode.features.network_layers import make_capture, node_of, resolve_layers
+from bids_decode.features.network_weights import WeightsInfo, load_network
+from bids_decode.features.networks import NetworkSpec, get_network, get_preprocessing
 from bids_decode.features.stimuli import images_sha256
-from bids_decode.features.weights import WeightsInfo, load_network
 from bids_decode.outputs import derivatives
 from bids_decode.utils.progress import progress_bar
 

@@ -28,11 +28,11 @@ filters, two groups in conv2/4/5, local response normalisation): the paper's uni
 (290,400 in conv1; 659,272 in all) come from it. Its 55 x 55 conv1 maps need Caffe's
 227 x 227 input, and weights converted from Caffe expect Caffe's preprocessing (BGR,
 0-255, mean pixel subtracted); see
-:data:`bids_decode.features.preprocessing.CAFFE_PREPROCESSING`.
+:data:`bids_decode.features.image_preprocessing.CAFFE_PREPROCESSING`.
 
 This module says what a network is (:class:`NetworkSpec`) and finds it by name
-(:func:`get_network`); its weights are loaded by :mod:`bids_decode.features.weights`, its
-layers named and shaped by :mod:`bids_decode.features.layers`.
+(:func:`get_network`); its weights are loaded by :mod:`bids_decode.features.network_weights`, its
+layers named and shaped by :mod:`bids_decode.features.network_layers`.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from torch import nn
 from bids_decode.errors import DataError, MissingInputError, UsageError
 from bids_decode.features import graphs, zoo
 from bids_decode.features.caffe_alexnet import CaffeAlexNet
-from bids_decode.features.preprocessing import (
+from bids_decode.features.image_preprocessing import (
     CAFFE_PREPROCESSING,
     IMAGENET_PREPROCESSING,
     PREPROCESSING_CHOICES,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bids_decode.features.layers import unit_shapes
+from bids_decode.features.network_layers import unit_shapes
 from bids_decode.features.networks import NETWORKS
 
 

@@ -12,10 +12,10 @@ import torch
 
 from bids_decode.errors import DataError, MissingInputError, UsageError
 from bids_decode.features.extract import extract_features
-from bids_decode.features.layers import unit_shapes
+from bids_decode.features.image_preprocessing import preprocess_image
+from bids_decode.features.network_layers import unit_shapes
+from bids_decode.features.network_weights import load_network
 from bids_decode.features.networks import NETWORKS
-from bids_decode.features.preprocessing import preprocess_image
-from bids_decode.features.weights import load_network
 from tests.features.helpers import read_features
 
 

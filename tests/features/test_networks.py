@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from bids_decode.errors import UsageError
-from bids_decode.features.layers import unit_shapes
+from bids_decode.features.network_layers import unit_shapes
+from bids_decode.features.network_weights import load_network
 from bids_decode.features.networks import NETWORKS, get_network
-from bids_decode.features.weights import load_network
 
 VGG19_CONV = [
     ("conv1_1", 64, 224), ("conv1_2", 64, 224),

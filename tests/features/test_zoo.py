@@ -21,8 +21,8 @@ from bids_decode.cli import main
 from bids_decode.errors import EXIT_DATAERR, EXIT_NOINPUT, EXIT_OK, EXIT_USAGE
 from bids_decode.features import networks, zoo
 from bids_decode.features.extract import extract_features
-from bids_decode.features.layers import default_layer_names, resolve_layers, unit_shapes
-from bids_decode.features.weights import load_network
+from bids_decode.features.network_layers import default_layer_names, resolve_layers, unit_shapes
+from bids_decode.features.network_weights import load_network
 
 ACCEPTANCE = {
     "resnet18": ["layer1", "layer3.1.relu_1", "avgpool", "fc"],

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from bids_decode.errors import DataError
-from bids_decode.features.preprocessing import (
+from bids_decode.features.image_preprocessing import (
     CAFFE_PREPROCESSING,
     IMAGENET_PREPROCESSING,
     preprocess_image,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bids_decode.errors import DataError, MissingInputError
-from bids_decode.features.weights import load_network
+from bids_decode.features.network_weights import load_network
 
 
 @pytest.mark.slow

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from bids_decode.errors import UsageError
-from bids_decode.features.layers import resolve_layers, run_layers
+from bids_decode.features.network_layers import resolve_layers, run_layers
+from bids_decode.features.network_weights import load_network
 from bids_decode.features.networks import NETWORKS
-from bids_decode.features.weights import load_network
 from tests.features.test_networks import EXPECTED_SHAPES
 
 

@@ -172,6 +172,8 @@ def _file_attrs(
     spec: NetworkSpec, info: WeightsInfo, layers: list[str], stimuli_sha256: str,
     preprocessing: Preprocessing | TorchvisionPreprocessing, choice: str,
 ) -> dict:
+    """Root attributes of the features file (docs/formats.md): what made it, for provenance
+    and for :func:`~bids_decode.features.h5file.reuse_mismatch`."""
     attrs = {
         "network": spec.name,
         "weights": info.name,

@@ -259,7 +259,7 @@ def _subcommand(argv: list[str]) -> int:
         from bids_decode import slurm as mod
         desc = "Write SLURM job files (array + afterok group job) for a dataset (docs/hpc.md)."
     else:
-        from bids_decode.features import extract as mod
+        from bids_decode.features import command as mod
         desc = "Compute DNN features of stimulus images into an HDF5 file."
     p = _Parser(prog=f"bids_decode {name}", description=desc, epilog=EPILOG)
     mod.add_arguments(p)

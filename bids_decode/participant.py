@@ -20,12 +20,13 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from filelock import FileLock
 
 from bids_decode import decoding, evaluation, resources
 from bids_decode.config import RunConfig
 from bids_decode.errors import DataError, MissingInputError
-from bids_decode.features.h5file import FeatureFile
-from bids_decode.features.store import FeatureStore, TestTargets
+from bids_decode.features import FeatureFile, FeatureStore, TestTargets
+from bids_decode.features.stimuli import discover_images
 from bids_decode.inputs.alignment import resolve_bold_source
 from bids_decode.inputs.samples import EventSpec, load_run_timeseries, read_blocks
 from bids_decode.inputs.sources import BoldSource, SubjectInputs
@@ -83,10 +84,8 @@ def feature_files(config: RunConfig) -> list[Path]:
     if config.features:
         return [Path(config.features)]
     stimuli, files = stimulus_folder(config), []
-    if stimuli.is_dir():  # (features imports torch: only where there are images)
-        from bids_decode.features import extract as feat
-
-        files = feat.discover_images(stimuli)[0]
+    if stimuli.is_dir():
+        files = discover_images(stimuli)[0]
     if config.weights and config.weights != "random":
         files.append(Path(config.weights))
     return files
@@ -100,9 +99,7 @@ def _features_path(config: RunConfig) -> Path:
     """
     if config.features:
         return Path(config.features)
-    from filelock import FileLock
-
-    from bids_decode.features import extract as feat
+    from bids_decode.features.extract import extract_features  # (torch: only to extract)
 
     stimuli = stimulus_folder(config)
     if not stimuli.is_dir():
@@ -110,11 +107,11 @@ def _features_path(config: RunConfig) -> Path:
             f"No --features file was given and the stimulus folder {stimuli} does not exist. "
             "Give precomputed features with --features FILE, or the images with --stimuli-dir."
         )
-    paths, names = feat.discover_images(stimuli)
+    paths, names = discover_images(stimuli)
     folder = ensure_dir(config.work_path / "features")
     out = folder / f"{safe_name(config.network)}_{safe_name(str(config.weights or 'cache'))}.h5"
     with FileLock(str(out) + ".lock", timeout=-1):
-        return feat.extract_features(
+        return extract_features(
             paths, names, out, network=config.network, layers=list(config.layers) or None,
             weights=config.weights, device=config.device, preprocessing=config.preprocessing,
         )
@@ -163,7 +160,7 @@ def layer_metrics(config: RunConfig, lo: int, hi: int, n_test: int, *, halves: b
             for m in outputs.METRICS]
 
 
-def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
+def decode_layer(config: RunConfig, ff: FeatureStore, layer: str, roi: RoiData,
                  design, train_rows, targets, work_file: Path) -> None:
     """Decode one shard of one layer from one ROI into a work file (atomically)."""
     n_units = ff.n_units(layer)
@@ -207,7 +204,7 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
         w.attrs.update({"lo": lo, "hi": hi, "complete": True})
 
 
-def _check_finite(ff: FeatureFile, layer: str, s: int, e: int, Ytr, Yte) -> None:
+def _check_finite(ff: FeatureStore, layer: str, s: int, e: int, Ytr, Yte) -> None:
     if not (np.isfinite(Ytr).all() and np.isfinite(Yte).all()):
         raise DataError(
             f"Layer '{layer}' of the features file {ff.path} has NaN or infinite values "
@@ -216,7 +213,7 @@ def _check_finite(ff: FeatureFile, layer: str, s: int, e: int, Ytr, Yte) -> None
         )
 
 
-def assemble_roi(config: RunConfig, subject: str, ff: FeatureFile, roi: RoiData,
+def assemble_roi(config: RunConfig, subject: str, ff: FeatureStore, roi: RoiData,
                  layers: list[str], shard_files: dict, test_labels: list[str],
                  n_train: int) -> list[dict]:
     """Merge the work files of one ROI into its output HDF5; return summary rows."""

@@ -45,7 +45,7 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
     from PIL import Image
 
-    from bids_decode.features import extract as features
+    from bids_decode.features.extract import extract_features
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -60,7 +60,7 @@ def worker(args: argparse.Namespace) -> dict:
         names = [p.stem for p in paths]
         rss_before = _rss_mib()
         start = time.perf_counter()
-        out = features.extract_features(
+        out = extract_features(
             paths, names, tmp / "features.h5", network=args.network, layers=args.layers,
             weights="random", device=args.device, batch_size=args.batch_size,
         )

@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bids_decode import cli, evaluation  # noqa: E402
-from bids_decode.outputs import derivatives  # noqa: E402
+from bids_decode.outputs.paths import func_path  # noqa: E402
+from bids_decode.utils.files import write_json  # noqa: E402
 
 #: Caffe AlexNet as used by Horikawa & Kamitani (conv1 96 x 55 x 55 = 290,400 units).
 ALEXNET = {
@@ -72,7 +73,7 @@ def write_participant(out: Path, features: Path, n_subjects: int, rois, n_test: 
         func.mkdir(parents=True)
         rows = []
         for roi in rois:
-            h5 = derivatives.func_path(out, sub, TASK, desc=roi, suffix="decoding", ext=".h5")
+            h5 = func_path(out, sub, TASK, desc=roi, suffix="decoding", ext=".h5")
             with h5py.File(h5, "w") as f:
                 f.create_dataset("stimulus_name", data=np.array(test_names, dtype=object),
                                  dtype=h5py.string_dtype("utf-8"))
@@ -95,7 +96,7 @@ def write_participant(out: Path, features: Path, n_subjects: int, rois, n_test: 
                                     "identification_accuracy": 0.8})
                     rows.append(f"{roi}\t{la}\t{n}\t2000\t500\t0\t{acc.mean():.4f}\t"
                                 f"{np.median(acc):.4f}\t0.3\t0.8\t6000\t{n_test}")
-            derivatives.write_json(h5.with_suffix(".json"), {
+            write_json(h5.with_suffix(".json"), {
                 "ROI": roi, "NumberOfVoxels": 2000, "VoxelsSelectedPerUnit": 500,
                 "Alpha": 100.0, "HaemodynamicShift": 3.0, "RepetitionTime": 3.0,
                 "TrainSession": "perceptionTraining*", "TestSession": "perceptionTest*",

@@ -50,7 +50,7 @@ def make_subject(root: Path, n_runs: int, layout: str = "ds001246", seed: int = 
     import nibabel as nib
     import pandas as pd
 
-    from bids_decode.simulate.dataset import _data_root, template_runs
+    from bids_decode.simulate.templates import data_root, template_runs
 
     lay = LAYOUTS[layout]
     grid, vox, tr = lay["grid"], lay["voxel"], lay["tr"]
@@ -58,7 +58,7 @@ def make_subject(root: Path, n_runs: int, layout: str = "ds001246", seed: int = 
     n_train = max(1, round(n_runs * lay["train_share"]))
     runs = (template_runs("01", lay["train"], layout)[:n_train]
             + template_runs("01", lay["test"], layout)[:max(1, n_runs - n_train)])
-    src = _data_root(layout)
+    src = data_root(layout)
     (root / "dataset_description.json").write_text(json.dumps(
         {"Name": "bench", "BIDSVersion": "1.9.0"}))
     (root / "task-perception_bold.json").write_text(json.dumps(

@@ -28,8 +28,9 @@ from bids_decode.errors import (
 )
 from bids_decode.inputs import annex, input_list, layout
 from bids_decode.inputs.validation import validate_bids
-from bids_decode.outputs.derivatives import ensure_dir, write_text
+from bids_decode.outputs.paths import check_output_dir, init_output_dir
 from bids_decode.participant import feature_files
+from bids_decode.utils.files import ensure_dir, write_text
 
 LOGGER = logging.getLogger(__name__)
 
@@ -196,14 +197,12 @@ def _limit_threads(nprocs: int):
 
 def run(config: RunConfig) -> int:
     """Run one BIDS-App invocation from its configuration."""
-    from bids_decode.outputs import derivatives
-
     bids_dir, out_dir = Path(config.bids_dir), Path(config.output_dir)
     layout.check_bids_dir(bids_dir)
     if config.list_inputs:
         return _list_inputs(config)
-    derivatives.check_output_dir(out_dir, bids_dir)
-    derivatives.init_output_dir(out_dir, bids_dir)
+    check_output_dir(out_dir, bids_dir)
+    init_output_dir(out_dir, bids_dir)
     setup_logging(config.verbosity, _log_file(config))
     LOGGER.info("bids_decode %s, %s level, %s -> %s", __version__, config.analysis_level,
                 bids_dir, out_dir)
@@ -258,7 +257,7 @@ def _print_summary(res: dict) -> None:
 def _subcommand(argv: list[str]) -> int:
     name = argv[0]
     if name == "simulate":
-        from bids_decode.simulate import dataset as mod
+        from bids_decode.simulate import command as mod
         desc = "Write a small ds001246-shaped dataset with a planted ground truth."
     elif name == "slurm":
         from bids_decode import slurm as mod
@@ -268,7 +267,7 @@ def _subcommand(argv: list[str]) -> int:
         desc = ("Write decoded features and accuracies in the layouts of bdpy's DecodedFeatures "
                 "and KamitaniLab/BHscore (docs/formats.md).")
     else:
-        from bids_decode.features import extract as mod
+        from bids_decode.features import command as mod
         desc = "Compute DNN features of stimulus images into an HDF5 file."
     p = _Parser(prog=f"bids_decode {name}", description=desc, epilog=EPILOG)
     mod.add_arguments(p)

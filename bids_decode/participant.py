@@ -1,43 +1,56 @@
-"""One subject: layout -> samples -> features -> decoding -> evaluation -> derivatives."""
+"""One subject, as numbered steps (:func:`run_participant`, :func:`_run`):
+
+1-3. inputs: the BOLD source's runs, ROI masks and samples (:mod:`bids_decode.inputs.sources`);
+4. features: the features file (:func:`_features_path`) and the run's memory plan
+   (:func:`log_run_plan`);
+5. decoding, per ROI (:func:`prepare_roi`) and layer: this job's unit shard into a work file
+   (:func:`decode_roi`, :func:`decode_layer`; finished work files are reused);
+6. evaluation and outputs, once every shard is finished: the work files merged into the ROI's
+   output (:func:`assemble_roi`), its sidecar, the summary table, the run configuration;
+7. the QC file and the subject's report (from the outputs only).
+"""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
-import pandas as pd
+from filelock import FileLock
 
 from bids_decode import decoding, evaluation, resources
 from bids_decode.config import RunConfig
 from bids_decode.errors import DataError, MissingInputError
-from bids_decode.features.h5file import FeatureFile
-from bids_decode.features.store import FeatureStore, TestTargets
+from bids_decode.features import FeatureFile, FeatureStore, TestTargets
+from bids_decode.features.stimuli import discover_images
 from bids_decode.features.units import UnitSample
 from bids_decode.inputs.alignment import resolve_bold_source
 from bids_decode.inputs.samples import EventSpec, load_run_timeseries, read_blocks
 from bids_decode.inputs.sources import BoldSource, SubjectInputs
-from bids_decode.outputs import derivatives
 from bids_decode.outputs import schema as outputs
-from bids_decode.outputs.work_files import work_file_complete as _complete
-from bids_decode.outputs.work_files import work_folder
+from bids_decode.outputs.provenance import provenance
+from bids_decode.outputs.work_files import (
+    read_layer,
+    shard_work_files,
+    work_file_complete,
+    work_file_path,
+)
+from bids_decode.utils.files import (
+    atomic_path,
+    check_free_space,
+    ensure_dir,
+    lock,
+    safe_name,
+    write_json,
+)
 from bids_decode.utils.grid import UNIT_BLOCK, shard_range
 from bids_decode.utils.progress import progress_bar
 
 LOGGER = logging.getLogger(__name__)
-
-#: Columns of ``*_decoding.tsv`` (declared in :data:`bids_decode.outputs.schema.SUBJECT_SUMMARY`).
-SUMMARY_COLUMNS = outputs.SUBJECT_SUMMARY.names
-
-
-#: Version of the work files' layout (pattern sums as exact integer limbs since 2).
-WORK_FORMAT = 2
 
 
 @dataclass
@@ -51,10 +64,6 @@ class RoiData:
     files: list[str]
     digest: str
     X_test_halves: np.ndarray | None = None  # (2 * n_test, n_vox): odd, then even presentations
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "", name) or "x"
 
 
 def zscore_train(X_train, X_test):
@@ -76,10 +85,8 @@ def feature_files(config: RunConfig) -> list[Path]:
     if config.features:
         return [Path(config.features)]
     stimuli, files = stimulus_folder(config), []
-    if stimuli.is_dir():  # (features imports torch: only where there are images)
-        from bids_decode.features import extract as feat
-
-        files = feat.discover_images(stimuli)[0]
+    if stimuli.is_dir():
+        files = discover_images(stimuli)[0]
     if config.weights and config.weights != "random":
         files.append(Path(config.weights))
     return files
@@ -93,9 +100,7 @@ def _features_path(config: RunConfig) -> Path:
     """
     if config.features:
         return Path(config.features)
-    from filelock import FileLock
-
-    from bids_decode.features import extract as feat
+    from bids_decode.features.extract import extract_features  # (torch: only to extract)
 
     stimuli = stimulus_folder(config)
     if not stimuli.is_dir():
@@ -103,11 +108,11 @@ def _features_path(config: RunConfig) -> Path:
             f"No --features file was given and the stimulus folder {stimuli} does not exist. "
             "Give precomputed features with --features FILE, or the images with --stimuli-dir."
         )
-    paths, names = feat.discover_images(stimuli)
-    folder = derivatives.ensure_dir(config.work_path / "features")
-    out = folder / f"{_safe(config.network)}_{_safe(str(config.weights or 'cache'))}.h5"
+    paths, names = discover_images(stimuli)
+    folder = ensure_dir(config.work_path / "features")
+    out = folder / f"{safe_name(config.network)}_{safe_name(str(config.weights or 'cache'))}.h5"
     with FileLock(str(out) + ".lock", timeout=-1):
-        return feat.extract_features(
+        return extract_features(
             paths, names, out, network=config.network, layers=list(config.layers) or None,
             weights=config.weights, device=config.device, preprocessing=config.preprocessing,
         )
@@ -134,6 +139,25 @@ def _chunk_units(config: RunConfig, n_rows: int, n_images: int) -> int:
     return units // UNIT_BLOCK * UNIT_BLOCK
 
 
+def log_run_plan(config: RunConfig, subject: str, ff: FeatureFile, layers: list[str],
+                 n_train: int, n_rows: int, n_voxels: int) -> dict:
+    """Log the memory plan of one subject's run (:func:`resources.memory_plan`); return it
+    (bytes). ``ff`` is the open features file; ``n_train`` the training samples; ``n_rows``
+    the feature rows read per unit (training samples + test blocks); ``n_voxels`` the voxels
+    of the ROI union (an upper bound of every ROI's)."""
+    widths = [np.subtract(*shard_range(ff.n_units(la), config.unit_shard)[::-1])
+              for la in layers]
+    plan = resources.memory_plan(
+        n_train=n_train, n_rows=n_rows, n_images=len(ff.names), n_voxels=n_voxels,
+        k=decoding.n_selected(config.n_voxels, n_voxels), n_units=int(max(widths, default=1)),
+        chunk_units=_chunk_units(config, n_rows, len(ff.names)),
+        nprocs=config.nprocs or resources.affinity_cpus(), mem_gb=config.mem_gb,
+        itemsize=np.dtype(config.dtype).itemsize)
+    resources.log_memory_plan(f"sub-{subject}", plan,
+                              config.extra.get("resources", {}).get("allocated_gb"))
+    return plan
+
+
 def _chunks(ff: FeatureStore, layer: str, train_rows, targets: TestTargets, chunk: int,
             unit_range):
     """Yield (start, stop, Y_train, Y_test) unit chunks; test targets averaged per label
@@ -151,7 +175,7 @@ def layer_metrics(config: RunConfig, lo: int, hi: int, n_test: int, *, halves: b
             for m in outputs.METRICS]
 
 
-def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
+def decode_layer(config: RunConfig, ff: FeatureStore, layer: str, roi: RoiData,
                  design, train_rows, targets, work_file: Path) -> None:
     """Decode one shard of one layer from one ROI into a work file (atomically)."""
     n_units = ff.n_units(layer)
@@ -164,10 +188,10 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
     metrics = layer_metrics(
         config, lo, hi, n_test, halves=roi.X_test_halves is not None, device=config.device,
         n_jobs=config.nprocs or None, mem_bytes=int(min(256 * 2**20, config.mem_gb * 2**30 * 0.1)))
-    derivatives.check_free_space(work_file.parent, (n_test + 2) * (hi - lo) * 4,
-                                 f"the work file {work_file.name}")
+    check_free_space(work_file.parent, (n_test + 2) * (hi - lo) * 4,
+                     f"the work file {work_file.name}")
     n_chunks = max(1, -(-(hi - lo) // chunk))
-    with derivatives.atomic_path(work_file) as tmp, h5py.File(tmp, "w") as w:
+    with atomic_path(work_file) as tmp, h5py.File(tmp, "w") as w:
         # one image row per HDF5 chunk, as wide as a unit chunk: each write below covers
         # whole chunks, and assemble_roi's image-by-image read touches each chunk once
         # (chunks of all images re-read every chunk once per image: 10x slower at 300k units)
@@ -195,7 +219,7 @@ def decode_layer(config: RunConfig, ff: FeatureFile, layer: str, roi: RoiData,
         w.attrs.update({"lo": lo, "hi": hi, "complete": True})
 
 
-def _check_finite(ff: FeatureFile, layer: str, s: int, e: int, Ytr, Yte) -> None:
+def _check_finite(ff: FeatureStore, layer: str, s: int, e: int, Ytr, Yte) -> None:
     if not (np.isfinite(Ytr).all() and np.isfinite(Yte).all()):
         raise DataError(
             f"Layer '{layer}' of the features file {ff.path} has NaN or infinite values "
@@ -204,18 +228,7 @@ def _check_finite(ff: FeatureFile, layer: str, s: int, e: int, Ytr, Yte) -> None
         )
 
 
-def _work_file(config: RunConfig, subject: str, roi: RoiData, layer: str, shard, ff) -> Path:
-    key = json.dumps({
-        "format": WORK_FORMAT, "params": config.decoding_fingerprint(), "roi": roi.digest,
-        "layer": layer,
-        "features": [str(ff.path.resolve()), ff.path.stat().st_size, ff.path.stat().st_mtime_ns],
-    }, sort_keys=True, default=str)
-    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-    name = f"roi-{roi.name}_layer-{_safe(layer)}_shard-{shard[0]}of{shard[1]}_{digest}.h5"
-    return work_folder(config.work_path, subject, config.task, config.network) / name
-
-
-def assemble_roi(config: RunConfig, subject: str, ff: FeatureFile, roi: RoiData,
+def assemble_roi(config: RunConfig, subject: str, ff: FeatureStore, roi: RoiData,
                  layers: list[str], shard_files: dict, test_labels: list[str],
                  n_train: int) -> list[dict]:
     """Merge the work files of one ROI into its output HDF5; return summary rows."""
@@ -249,20 +262,7 @@ def _assemble_layer(config: RunConfig, h5, layer: str, shape: tuple[int, ...],
     n_units = int(np.prod(shape))
     metrics = layer_metrics(config, 0, n_units, n_test, halves=True)
     g, dec = outputs.new_layer(h5, layer, n_test, shape)
-    handles = [h5py.File(wf, "r") for wf in work_files]
-    try:
-        spans = [(int(w.attrs["lo"]), int(w.attrs["hi"])) for w in handles]
-        for w, (lo, hi) in zip(handles, spans):
-            for m in metrics:
-                m.load(w, lo, hi)
-        flat = np.empty(n_units, dtype=np.float32)
-        for i in range(n_test):  # one image at a time: memory ~ one layer row
-            for w, (lo, hi) in zip(handles, spans):
-                flat[lo:hi] = w["decoded"][i, :]
-            dec[i] = flat.reshape(shape)
-    finally:
-        for w in handles:
-            w.close()
+    read_layer(work_files, metrics, dec)
     result = evaluation.finalize_all(metrics)
     outputs.write_layer(g, shape, result)
     return result
@@ -287,22 +287,6 @@ def prepare_roi(name: str, mask: np.ndarray, samples, files: list[Path]) -> RoiD
                    halves)
 
 
-def write_summary(config: RunConfig, subject: str, rows: list[dict]) -> Path:
-    """Merge rows into ``sub-<L>_task-<T>_decoding.tsv`` (replacing the same roi/layer)."""
-    path = outputs.summary_tsv(config.output_dir, subject, config.task, network=config.network)
-    new = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    if path.is_file():
-        old = outputs.Table.read(path)
-        keys = set(zip(new["roi"], new["layer"]))
-        old = old[[(r, lay) not in keys for r, lay in zip(old["roi"], old["layer"])]]
-        new = pd.concat([old, new], ignore_index=True) if len(old) else new
-    return outputs.SUBJECT_SUMMARY.write(path, new)
-
-
-#: Column descriptions of ``*_decoding.tsv`` (its JSON sidecar).
-SUMMARY_SIDECAR = outputs.SUBJECT_SUMMARY.sidecar
-
-
 class WarningCollector(logging.Handler):
     """Keeps the warnings logged during a run, for the report."""
 
@@ -319,7 +303,7 @@ def write_qc(config: RunConfig, subject: str, run, union, masks, ref_shape, samp
     """Small QC file for the report: ROI time courses of one run, sample counts, warnings."""
     path = outputs.qc_h5(config.output_dir, subject, config.task, network=config.network)
     str_dt = h5py.string_dtype("utf-8")
-    with derivatives.atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         outputs.stamp(h5)
         h5.attrs["network"] = config.network
         if run is not None:  # None: samples without runs (BData), no time course
@@ -373,17 +357,15 @@ def decode_roi(config: RunConfig, subject: str, ff: FeatureStore, roi: RoiData,
                                      device=config.device)
     shard_files = {}
     for layer in layers:
-        wf = _work_file(config, subject, roi, layer, config.unit_shard, ff)
-        if _complete(wf):
+        wf = work_file_path(config, subject, roi, layer, config.unit_shard, ff.path)
+        if work_file_complete(wf):
             LOGGER.info("sub-%s %s/%s: reusing %s", subject, roi.name, layer, wf.name)
         else:
             t1 = time.time()
             decode_layer(config, ff, layer, roi, design, train_rows, targets, wf)
             LOGGER.info("sub-%s %s/%s: %d units decoded in %.1f s", subject, roi.name, layer,
                         ff.n_units(layer), time.time() - t1)
-        n = config.unit_shard[1]
-        shard_files[layer] = [_work_file(config, subject, roi, layer, (i, n), ff)
-                              for i in range(1, n + 1)]
+        shard_files[layer] = shard_work_files(config, subject, roi, layer, ff.path)
     return shard_files
 
 
@@ -415,24 +397,25 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
         layers = ff.check_layers(config.layers)
         train_rows = ff.rows_for(samples.train_labels, what="training stimuli")
         targets = ff.targets(samples.test_labels)
-        resources.log_run_plan(config, subject, ff, layers, len(train_rows),
-                               len(train_rows) + targets.n_rows, samples.X_train.shape[1])
+        log_run_plan(config, subject, ff, layers, len(train_rows),
+                     len(train_rows) + targets.n_rows, samples.X_train.shape[1])
         rows, complete = [], True
         # 5. decoding, ROI by ROI, layer by layer (resumable: finished work files are reused)
         for name, mask in inputs.masks.items():
             roi = prepare_roi(name, mask, samples, inputs.files[name])
             shard_files = decode_roi(config, subject, ff, roi, layers, train_rows, targets)
-            if not all(_complete(f) for fs in shard_files.values() for f in fs):
+            if not all(work_file_complete(f) for fs in shard_files.values() for f in fs):
                 complete = False
                 LOGGER.info("sub-%s %s: shard %d/%d done; outputs are written by the job that "
                             "finishes the last shard", subject, roi.name, *config.unit_shard)
                 continue
             # 6. evaluation + derivatives
-            with derivatives.lock(config.output_dir, f"sub-{subject}"):
+            with lock(config.output_dir, f"sub-{subject}"):
                 roi_rows = assemble_roi(config, subject, ff, roi, layers, shard_files,
                                         samples.test_labels, samples.X_train.shape[0])
                 write_roi_sidecar(config, subject, roi, ff, samples, tr)
-                write_summary(config, subject, roi_rows)
+                outputs.write_subject_summary(config.output_dir, subject, config.task, roi_rows,
+                                              network=config.network)
             rows.extend(roi_rows)
     write_run_config(config, subject, samples.info)
     if complete:
@@ -452,7 +435,7 @@ def write_roi_sidecar(config: RunConfig, subject, roi: RoiData, ff: FeatureFile,
                       tr: float) -> None:
     path = outputs.roi_sidecar(config.output_dir, subject, config.task, roi.name,
                                network=config.network)
-    derivatives.write_json(path, {
+    write_json(path, {
         "Description": "Per-unit decoding accuracy, ranks and decoded features "
                        "(voxel-selecting ridge regression).",
         "ROI": roi.name,
@@ -471,8 +454,7 @@ def write_roi_sidecar(config: RunConfig, subject, roi: RoiData, ff: FeatureFile,
 def write_run_config(config: RunConfig, subject: str, info: dict) -> Path:
     path = outputs.config_json(config.output_dir, subject, config.task, network=config.network)
     d = config.replace(participant_label=(subject,)).to_dict()
-    d["provenance"] = derivatives.provenance() | {"samples": info,
-                                                  "resources": resources.record(config),
-                                                  "validation": config.extra.get("validation")}
-    derivatives.write_json(path, d)
+    d["provenance"] = provenance() | {"samples": info, "resources": resources.record(config),
+                                      "validation": config.extra.get("validation")}
+    write_json(path, d)
     return path

@@ -362,45 +362,6 @@ def log_memory_plan(label: str, plan: dict, allocated_gb: float | None) -> None:
         LOGGER.info("%s.", msg)
 
 
-def log_run_plan(config, subject: str, ff, layers: list[str], n_train: int, n_rows: int,
-                 n_voxels: int) -> dict:
-    """Log the memory plan of one subject's participant run (see :func:`memory_plan`).
-
-    Parameters
-    ----------
-    config : RunConfig
-    subject : str
-    ff : FeatureFile
-        The open features file.
-    layers : list of str
-    n_train, n_rows : int
-        Training samples; feature rows read per unit (training samples + test blocks).
-    n_voxels : int
-        Voxels of the ROI union (an upper bound of every ROI's).
-
-    Returns
-    -------
-    dict
-        The plan (bytes).
-    """
-    import numpy as np
-
-    from bids_decode.decoding import n_selected
-    from bids_decode.participant import _chunk_units, shard_range
-
-    widths = [np.subtract(*shard_range(ff.n_units(la), config.unit_shard)[::-1])
-              for la in layers]
-    plan = memory_plan(
-        n_train=n_train, n_rows=n_rows, n_images=len(ff.names), n_voxels=n_voxels,
-        k=n_selected(config.n_voxels, n_voxels), n_units=int(max(widths, default=1)),
-        chunk_units=_chunk_units(config, n_rows, len(ff.names)),
-        nprocs=config.nprocs or affinity_cpus(), mem_gb=config.mem_gb,
-        itemsize=np.dtype(config.dtype).itemsize)
-    log_memory_plan(f"sub-{subject}", plan,
-                    config.extra.get("resources", {}).get("allocated_gb"))
-    return plan
-
-
 def record(config) -> dict:
     """``provenance.resources`` of a run: as resolved by the command line, else the config's
     own values (``nprocs`` 0 counted as the CPUs this process may use)."""

@@ -26,10 +26,11 @@ apt_sources() {  # "URI SUITE" for every Debian source of this machine's apt con
              nu = split(uris, u, " "); ns = split(suites, s, " ")
              for (i = 1; i <= nu; i++) for (j = 1; j <= ns; j++) print u[i], s[j]
              uris = ""; suites = "" }
-         END { flush() }' /etc/apt/sources.list.d/*.sources 2>/dev/null
+         END { flush() }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true
     # one-line format (/etc/apt/sources.list, *.list): deb [options] URI SUITE COMPONENTS...
     sed -n 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]\+\)[[:space:]]\+\([^[:space:]]\+\).*/\2 \3/p' \
         /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null
+    return 0  # (a missing sources file is no error: the lists above are what was found)
 }
 # the archive: the first source of any suite of this machine's Debian (SUITE, SUITE-updates...)
 # that is not SUITE-security; the security archive: the source of a *-security suite.

@@ -20,7 +20,7 @@ def real_events_dir() -> Path:
 @pytest.fixture(scope="session")
 def sim(tmp_path_factory):
     """2 subjects, 20 training + 4 test runs each, real events, planted decodability."""
-    from bids_decode.simulate.dataset import simulate_dataset
+    from bids_decode.simulate import simulate_dataset
 
     return simulate_dataset(tmp_path_factory.mktemp("sim") / "ds", n_subjects=2,
                             n_train_runs=20, n_test_runs=4, seed=1)

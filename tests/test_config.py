@@ -24,6 +24,7 @@ from bids_decode.config import (
     parse_shard,
 )
 from bids_decode.errors import UsageError
+from bids_decode.outputs.work_files import work_file_path
 
 #: The fingerprint keys before the declarations existed: existing work files are keyed by them,
 #: so none may leave (a new parameter may join).
@@ -81,8 +82,7 @@ def _work_name(cfg: RunConfig, tmp_path: Path) -> str:
     if not feats.exists():  # its size and time stamp enter the key too
         feats.touch()
     roi = SimpleNamespace(name="VC", digest="0123456789ab")
-    return participant._work_file(cfg, "01", roi, "fc8", (1, 1),
-                                  SimpleNamespace(path=feats)).name
+    return work_file_path(cfg, "01", roi, "fc8", (1, 1), feats).name
 
 
 @pytest.mark.parametrize("p", PARAMS, ids=lambda p: p.name)

@@ -1,6 +1,6 @@
-"""Resources from the allocation (SLURM variables, cgroup limits), the group level's check of
-missing unit shards, and the SLURM job files written by ``bids_decode slurm`` (no scheduler
-needed here; tests/e2e/test_slurm.py runs them on one)."""
+"""Resources from the allocation (SLURM variables, cgroup limits), the memory plan, and the
+SLURM job files written by ``bids_decode slurm`` (no scheduler needed here;
+tests/e2e/test_slurm.py runs them on one)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ import os
 import subprocess
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
 from bids_decode import resources
 from bids_decode.cli import main, parse_args
-from bids_decode.errors import EXIT_NOINPUT, MissingInputError
-from bids_decode.outputs import work_files as shards
+from bids_decode.errors import EXIT_NOINPUT
 from bids_decode.resources import resolve
 
 NO_CGROUP = Path("/nonexistent-proc")  # no cgroup files: limits unknown
@@ -155,63 +153,6 @@ def test_memory_plan_parts_and_request():
                                                    "report"))
     assert resources.request_gb(plan["total"]) == int(np.ceil(plan["total"] * 1.2 / 2**30))
     assert resources.request_gb(100) == 2
-
-
-# ---------------------------------------------------------------------- missing unit shards
-
-def _work(tmp_path, sub, roi, layer, i, n, complete=True, digest="0123456789ab"):
-    d = tmp_path / "out" / ".bids_decode_work" / f"sub-{sub}" / "task-perception"
-    d.mkdir(parents=True, exist_ok=True)
-    with h5py.File(d / f"roi-{roi}_layer-{layer}_shard-{i}of{n}_{digest}.h5", "w") as f:
-        f.attrs["complete"] = complete
-
-
-def _config(tmp_path, sub, shard):
-    d = tmp_path / "out" / f"sub-{sub}"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / f"sub-{sub}_task-perception_net-simulated_config.json").write_text(
-        json.dumps({"unit_shard": list(shard), "work_dir": None}))
-
-
-def test_missing_shards_named(tmp_path):
-    _config(tmp_path, "01", (3, 3))
-    for layer in ("conv1", "fc6"):
-        _work(tmp_path, "01", "VC", layer, 1, 3)
-        _work(tmp_path, "01", "VC", layer, 3, 3)
-    _work(tmp_path, "01", "VC", "conv1", 2, 3)
-    _work(tmp_path, "01", "VC", "fc6", 2, 3, complete=False)  # killed while writing
-    _config(tmp_path, "02", (1, 1))
-    assert shards.missing_shards(tmp_path / "out", "perception") == {
-        "01": {"VC": ["2/3 (fc6)"]}}
-    assert shards.missing_shards(tmp_path / "out", "perception", ["02"]) == {}
-    with pytest.raises(MissingInputError, match=r"sub-01 ROI VC: shard\(s\) 2/3 \(fc6\)"):
-        shards.check_shards_complete(tmp_path / "out", "perception")
-    # the group level refuses, exit 66, before reading any output
-    (tmp_path / "bids").mkdir()
-    (tmp_path / "bids" / "dataset_description.json").write_text(
-        json.dumps({"Name": "x", "BIDSVersion": "1.8.0"}))
-    assert main([str(tmp_path / "bids"), str(tmp_path / "out"), "group"]) == EXIT_NOINPUT
-    # once the subject's outputs are assembled (newer than the work files) nothing is missing
-    out = tmp_path / "out" / "sub-01" / "func" / ("sub-01_task-perception"
-                                                  "_net-simulated_desc-VC_decoding.h5")
-    out.parent.mkdir()
-    out.write_bytes(b"")
-    assert shards.missing_shards(tmp_path / "out", "perception") == {}
-
-
-def test_work_file_names_match_participant():
-    """The group level parses the names participant._work_file writes."""
-    from types import SimpleNamespace
-
-    from bids_decode.config import RunConfig
-    from bids_decode.participant import _work_file
-
-    cfg = RunConfig(bids_dir="/d", output_dir="/o", analysis_level="participant")
-    ff = SimpleNamespace(path=Path(__file__))
-    roi = SimpleNamespace(name="VC", digest="abc")
-    name = _work_file(cfg, "01", roi, "fc6", (2, 3), ff).name
-    m = shards.WORK_FILE_RE.match(name)
-    assert m and (m["roi"], m["layer"], m["i"], m["n"]) == ("VC", "fc6", "2", "3")
 
 
 # ------------------------------------------------------------------------ job file generator

@@ -18,6 +18,7 @@ the same for a TorchScript module, whose named outputs are its layers.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ import torchvision
 from torch import fx, nn
 
 from bids_decode.errors import UsageError
+
+LOGGER = logging.getLogger(__name__)
 
 
 class _Done(Exception):
@@ -194,6 +197,21 @@ def script_outputs(value) -> dict[str, object]:
     if isinstance(value, (tuple, list)):
         return {f"output.{i}": v for i, v in enumerate(value)}
     return {"output": value}
+
+
+def unit_shape_of(value) -> tuple | None:
+    """Shape of one image's units in a layer's value (``value.shape[1:]``); None where the
+    value is no tensor (shapes, sizes: not a layer)."""
+    return tuple(value.shape[1:]) if isinstance(value, torch.Tensor) and value.ndim >= 1 else None
+
+
+def script_shapes(model: nn.Module, size: tuple[int, int]) -> dict[str, tuple | None]:
+    """Output name -> :func:`unit_shape_of` of a TorchScript module, from one forward pass of
+    a blank image of ``size`` (height, width)."""
+    height, width = size
+    with torch.inference_mode():
+        outputs = script_outputs(model(torch.zeros(1, 3, height, width)))
+    return {name: unit_shape_of(v) for name, v in outputs.items()}
 
 
 def near_names_hint(missing: list[str], names: list[str], modules: Iterable[str]) -> str:

@@ -1,18 +1,29 @@
-"""The stimulus-features HDF5 file (format: docs/formats.md): the HDF5 :class:`FeatureStore`."""
+"""The stimulus-features HDF5 file (format: docs/formats.md): its reader and its writer.
+
+:class:`FeatureFile` reads it: the HDF5 implementation of the
+:class:`~bids_decode.features.store.FeatureStore` interface. :class:`FeatureFileWriter` writes
+it, a batch of images at a time (for :func:`bids_decode.features.extract.extract_features`),
+with the chunk layout of :func:`chunk_shape`; :func:`reuse_mismatch` says whether an existing
+file stands for the one about to be written.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import logging
+import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from bids_decode.errors import DataError, MissingInputError
-from bids_decode.features.store import CATEGORIES, IMAGES, FeatureStore, TestTargets, stimulus_key
+from bids_decode.features.store import CATEGORIES, IMAGES, FeatureStore
 
-__all__ = ["FeatureFile", "FeatureStore", "H5Reader", "TestTargets", "stimulus_key"]
+__all__ = ["FeatureFile", "FeatureFileWriter", "H5Reader"]
+
+LOGGER = logging.getLogger(__name__)
 
 #: HDF5 group of each :attr:`TestTargets.source`
 GROUPS = {IMAGES: "layers", CATEGORIES: "category_layers"}
@@ -217,3 +228,142 @@ class FeatureFile(H5Reader, FeatureStore):
             carry = sel[:, n_out:] if n_out < sel.shape[1] else None
             start += n_out
             a = b
+
+
+# --------------------------------------------------------------------------- writing
+MAX_CHUNK_BYTES = 8 << 20
+"""Upper bound of one HDF5 chunk: whole images (rows) of one layer while one image fits,
+else one image and a slab of the layer's first unit axis."""
+
+REUSE_KEYS = ("network", "weights", "seed", "weights_sha256", "preprocessing", "layers",
+              "stimuli_sha256")
+"""Attributes that must be equal for an existing file to be reused (versions need not);
+``preprocessing`` (JSON) differs between the ``preprocessing_choice`` values."""
+
+
+def chunk_rows(batch_size: int, n_images: int, row_bytes: int) -> int:
+    """Images per HDF5 chunk: a divisor of ``batch_size`` (batches write whole chunks),
+    at most ``n_images``, and a chunk of at most :data:`MAX_CHUNK_BYTES` where one image
+    fits (an image larger than that is one chunk)."""
+    limit = max(1, min(batch_size, n_images, MAX_CHUNK_BYTES // max(row_bytes, 1)))
+    return max(d for d in range(1, limit + 1) if batch_size % d == 0)
+
+
+def chunk_shape(batch_size: int, n_images: int, unit_shape: tuple[int, ...]) -> tuple:
+    """HDF5 chunk of a layer: :func:`chunk_rows` images, and where one image's layer is
+    larger than :data:`MAX_CHUNK_BYTES`, one image and a slab of the first unit axis (so big
+    layers are written, and read back by unit chunks, slab by slab).
+
+    Returns
+    -------
+    tuple of int
+        ``(rows, *unit_chunk)``, of length ``1 + len(unit_shape)``.
+    """
+    row_bytes = 4 * math.prod(unit_shape)
+    rows = chunk_rows(batch_size, n_images, row_bytes)
+    if row_bytes <= MAX_CHUNK_BYTES or not unit_shape:
+        return (rows, *unit_shape)
+    per_index = 4 * math.prod(unit_shape[1:])  # bytes of one index of the first unit axis
+    first = max(1, min(unit_shape[0], MAX_CHUNK_BYTES // max(per_index, 1)))
+    return (1, first, *unit_shape[1:])
+
+
+def reuse_mismatch(path: Path, attrs: dict, names: list[str]) -> str | None:
+    """Why the features file ``path`` is not the one :class:`FeatureFileWriter` would write
+    with ``attrs`` and ``names`` (None when it is: complete, and :data:`REUSE_KEYS` and the
+    stimulus names equal)."""
+    try:
+        with h5py.File(path, "r") as f:
+            if not bool(f.attrs.get("complete", False)):
+                return "it is incomplete (complete is not True)"
+            for key in REUSE_KEYS:
+                have = f.attrs.get(key)
+                have = have.item() if isinstance(have, np.generic) else have
+                if have != attrs.get(key):
+                    return f"{key} differs (file: {have!r}, now: {attrs.get(key)!r})"
+            stored = [s.decode() if isinstance(s, bytes) else s for s in f["stimulus_name"][()]]
+            if stored != list(names):
+                return "its stimulus names differ"
+    except (OSError, KeyError) as err:
+        return f"it cannot be read as a features file ({err})"
+    return None
+
+
+class FeatureFileWriter:
+    """Writes a features file a batch of images at a time; use it with ``with``.
+
+    The file gets ``attrs``, ``complete`` False and ``/stimulus_name`` at once; each layer's
+    float32 dataset ``/layers/<layer>`` of shape (n_images, *unit_shape) is created at its
+    first batch, chunked by :func:`chunk_shape`; :meth:`finish` sets ``complete``. Write to a
+    temporary path and rename it when finished, so that no half-written file stands at the
+    final path.
+
+    Parameters
+    ----------
+    path : Path
+        The file to create (replaced if it exists).
+    names : list of str, length n_images
+        Stimulus names, in row order.
+    attrs : dict
+        File attributes (network, weights, preprocessing, layers ...; docs/formats.md).
+    batch_size : int
+        Images per :meth:`write` call but the last (a chunk holds a divisor of it).
+    modules : dict of str to str
+        Layer name -> the node or module whose output it is (the dataset's ``module``
+        attribute).
+    to_numpy : callable (values) -> ndarray of float32
+        Brings a slab of a layer's values into memory as a float32 array (a tensor from any
+        device).
+    """
+
+    def __init__(self, path: Path, names: list[str], attrs: dict, batch_size: int,
+                 modules: dict[str, str], to_numpy: Callable[[object], np.ndarray]) -> None:
+        self.path, self.n_images, self.batch_size = Path(path), len(names), batch_size
+        self.modules, self.to_numpy = modules, to_numpy
+        self._h5 = h5py.File(self.path, "w")
+        self._h5.attrs.update(attrs)
+        self._h5.attrs["complete"] = False
+        self._h5.create_dataset("stimulus_name", data=names, dtype=h5py.string_dtype("utf-8"))
+        self._group = self._h5.create_group("layers")
+        self._datasets: dict[str, h5py.Dataset] = {}
+
+    def write(self, layer: str, start: int, values) -> None:
+        """Write ``values`` into rows ``start:start + len(values)`` of ``layer``.
+
+        A layer larger than :data:`MAX_CHUNK_BYTES` per image is brought into memory (and
+        written) one slab of chunks of its first unit axis at a time.
+
+        Parameters
+        ----------
+        layer : str
+        start : int
+            Row of the batch's first image.
+        values : tensor or array of shape (n_batch, *unit_shape), at least 2-D
+        """
+        if layer not in self._datasets:
+            shape = tuple(values.shape[1:])
+            self._datasets[layer] = self._group.create_dataset(
+                layer, shape=(self.n_images, *shape), dtype="float32",
+                chunks=chunk_shape(self.batch_size, self.n_images, shape))
+            self._datasets[layer].attrs["module"] = self.modules[layer]
+        ds = self._datasets[layer]
+        stop = start + values.shape[0]
+        step = ds.chunks[1] if len(ds.chunks) > 1 else 1
+        if values.ndim == 2 or step >= values.shape[1]:
+            ds[start:stop] = self.to_numpy(values)
+            return
+        for a in range(0, values.shape[1], step):  # one slab of chunks at a time
+            ds[start:stop, a:a + step] = self.to_numpy(values[:, a:a + step])
+
+    def finish(self) -> None:
+        """Mark the file complete (every row of every layer is written)."""
+        self._h5.attrs["complete"] = True
+
+    def close(self) -> None:
+        self._h5.close()
+
+    def __enter__(self) -> FeatureFileWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

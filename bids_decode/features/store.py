@@ -5,13 +5,14 @@ features, for imagery) and streams a layer in chunks of flattened units. The par
 asks it three things: the rows of the training stimuli (:meth:`FeatureStore.rows_for`), where
 the target of each test label comes from (:meth:`FeatureStore.targets`), and the training and
 test values of a range of units (:meth:`FeatureStore.iter_train_test_chunks`). How the values
-are stored stays inside the store: the HDF5 features file (:class:`featurefile.FeatureFile`,
-docs/formats.md) is today's implementation. A new store is one subclass implementing the four
-abstract members.
+are stored stays inside the store: the HDF5 features file
+(:class:`bids_decode.features.h5file.FeatureFile`, docs/formats.md) is today's implementation.
+A new store is one subclass implementing the four abstract members.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -22,6 +23,8 @@ from typing import NamedTuple
 import numpy as np
 
 from bids_decode.errors import DataError, UsageError
+
+LOGGER = logging.getLogger(__name__)
 
 #: :attr:`TestTargets.source` of targets read from the image features
 IMAGES = "images"

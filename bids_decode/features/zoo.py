@@ -15,6 +15,7 @@ modules (:func:`resolution_stages`), for the others it is listed.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 
 import torchvision
 from torch import nn
+
+LOGGER = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=1)

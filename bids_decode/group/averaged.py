@@ -16,10 +16,10 @@ import numpy as np
 
 from bids_decode import decoding, evaluation
 from bids_decode.config import quoted, sidecar_entries
-from bids_decode.features.h5file import FeatureFile
-from bids_decode.outputs import derivatives
+from bids_decode.features import FeatureStore
 from bids_decode.outputs import schema as outputs
 from bids_decode.outputs.schema import AVERAGED
+from bids_decode.utils.files import write_json
 
 
 @dataclass
@@ -45,7 +45,7 @@ def averaged_dir(output_dir: Path) -> Path:
     return outputs.group_dir(output_dir)
 
 
-def reference_rows(ff: FeatureFile, test_rows: np.ndarray) -> tuple[np.ndarray, str]:
+def reference_rows(ff: FeatureStore, test_rows: np.ndarray) -> tuple[np.ndarray, str]:
     """Rows whose statistics z-score the features: every image that is not a test image.
 
     The participant level z-scores with its training samples; the group level does not know
@@ -61,7 +61,7 @@ def reference_rows(ff: FeatureFile, test_rows: np.ndarray) -> tuple[np.ndarray, 
 
 
 
-def read_true_layer(ff: FeatureFile, layer: str, test_rows: np.ndarray, ref_rows: np.ndarray,
+def read_true_layer(ff: FeatureStore, layer: str, test_rows: np.ndarray, ref_rows: np.ndarray,
                     mem_gb: float) -> TrueLayer:
     """Stream one layer of the features file into a :class:`TrueLayer`."""
     n_units = ff.n_units(layer)
@@ -178,8 +178,8 @@ def finish_averaged(out_dir: Path, task: str, plan, averaged: dict, ref_desc: st
             rows.append({"roi": roi, "layer": layer, "n_test_images": len(plan.test_names),
                          **{k: v for k, v in av.items() if k in outputs.SUBJECT_SUMMARY.columns}})
         side = plan.subjects[0].sidecars[roi]
-        derivatives.write_json(outputs.roi_sidecar(averaged_dir(out_dir), AVERAGED, task, roi,
-                                                   network=plan.network), {
+        write_json(outputs.roi_sidecar(averaged_dir(out_dir), AVERAGED, task, roi,
+                                       network=plan.network), {
             "Description": "Decoded features averaged over subjects, scored like one subject "
                            "(bids_decode group level).",
             "ROI": roi, "Subjects": [s.label for s in plan.subjects],
@@ -202,7 +202,7 @@ class AveragedSubject:
     Parameters
     ----------
     stack : contextlib.ExitStack
-    ff : FeatureFile
+    ff : FeatureStore
         The true features; its test targets must be single images.
     out_dir : Path
     task : str
@@ -210,7 +210,7 @@ class AveragedSubject:
     mem_gb : float
     """
 
-    def __init__(self, stack: contextlib.ExitStack, ff: FeatureFile, out_dir: Path, task: str,
+    def __init__(self, stack: contextlib.ExitStack, ff: FeatureStore, out_dir: Path, task: str,
                  plan, test_rows: np.ndarray, mem_gb: float):
         self.ff, self.out_dir, self.task, self.plan, self.mem_gb = ff, out_dir, task, plan, mem_gb
         self.test_rows = test_rows

@@ -28,10 +28,10 @@ from bids_decode.errors import DataError
 from bids_decode.evaluation import bhscore
 from bids_decode.features.units import sample_units
 from bids_decode.group.io import GroupPlan
-from bids_decode.outputs import derivatives
 from bids_decode.outputs import schema as outputs
 from bids_decode.reports import figures, write_networks_report
 from bids_decode.reports.figures import ReportFigure
+from bids_decode.utils.files import atomic_path
 
 LOGGER = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def write_network_comparison(config: RunConfig, plans: dict[str, GroupPlan]) -> 
         figs.append(preferred_roi_figure(scores, task))
     fig_dir = outputs.group_dir(out_dir) / "figures"
     for fig in figs:
-        with derivatives.atomic_path(fig_dir / fig.name) as tmp:
+        with atomic_path(fig_dir / fig.name) as tmp:
             tmp.write_bytes(fig.png)
     _print_scores(scores, config.bh_test)
     return write_networks_report(out_dir, task, plans=plans, figures=figs, notes=notes)

@@ -42,11 +42,11 @@ from bids_decode.group.stats import (
     reliability_columns,
     summary_row,
 )
-from bids_decode.outputs import derivatives
 from bids_decode.outputs import schema as outputs
 from bids_decode.outputs.schema import AVERAGED, group_dir
 from bids_decode.outputs.work_files import check_shards_complete
 from bids_decode.reports import figures, write_group_report
+from bids_decode.utils.files import atomic_path, lock
 
 LOGGER = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def run_group(config: RunConfig) -> int:
     # 2. check that each network's subjects can be compared, every network before any work
     plans = {network: _plan(config, network)
              for network in _networks(out_dir, task, config.participant_label)}
-    with derivatives.lock(out_dir, "group"):
+    with lock(out_dir, "group"):
         for plan in plans.values():
             _print_summary(plan, _run_network(config, plan))
         # 8. across networks: the comparison table and figure, the brain hierarchy score
@@ -151,7 +151,7 @@ def _write_figures_and_report(out_dir: Path, task: str, plan: GroupPlan,
         figs += averaged_decoded_figure(out_dir, task, plan.rois[0], plan.network)
     fig_dir = group_dir(out_dir) / "figures"
     for fig in figs:
-        with derivatives.atomic_path(fig_dir / fig.name) as tmp:
+        with atomic_path(fig_dir / fig.name) as tmp:
             tmp.write_bytes(fig.png)
     summary = outputs.Table.read(outputs.group_table(out_dir, task, "crosssubject", "summary",
                                                      network=plan.network))

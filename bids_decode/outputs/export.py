@@ -34,8 +34,8 @@ import numpy as np
 
 from bids_decode.errors import MissingInputError, UsageError
 from bids_decode.features.store import stimulus_key
-from bids_decode.outputs import derivatives
 from bids_decode.outputs import schema as outputs
+from bids_decode.utils.files import atomic_path
 
 LOGGER = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def save_mat(path: Path, key: str, array: np.ndarray) -> None:
     """One variable in a MATLAB 5 ``.mat`` file (atomic)."""
     from scipy.io import savemat
 
-    with derivatives.atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         savemat(fh, {key: array}, do_compression=False)
 
 

@@ -45,7 +45,8 @@ from bids_decode.evaluation.bhscore import BH_ROIS
 from bids_decode.evaluation.metric import Output, Result
 from bids_decode.evaluation.metrics import PatternIdentification, ProfileCorrelation
 from bids_decode.evaluation.unit_statistics import UnitStatistics
-from bids_decode.outputs import derivatives
+from bids_decode.outputs.paths import bids_name, func_path, subject_dir
+from bids_decode.utils.files import atomic_path, check_free_space, write_json, write_tsv
 
 #: Version of the layout below, stored as the root attribute :data:`FORMAT_ATTR` of HDF5 outputs.
 FORMAT_VERSION = 1
@@ -86,8 +87,8 @@ class Table:
     def write(self, path: Path, rows) -> Path:
         """Write ``rows`` (dicts or a DataFrame) as TSV and the sidecar beside it (atomic)."""
         df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=self.names)
-        derivatives.write_tsv(path, df[self.names])
-        derivatives.write_json(Path(path).with_suffix(".json"), self.sidecar)
+        write_tsv(path, df[self.names])
+        write_json(Path(path).with_suffix(".json"), self.sidecar)
         return Path(path)
 
     @staticmethod
@@ -238,8 +239,8 @@ def network_label(network: str) -> str:
 
 
 def decoding_h5(output_dir: Path, subject: str, task: str, roi: str, *, network: str) -> Path:
-    return derivatives.func_path(output_dir, subject, task, net=network_label(network), desc=roi,
-                                 suffix="decoding", ext=".h5")
+    return func_path(output_dir, subject, task, net=network_label(network), desc=roi,
+                     suffix="decoding", ext=".h5")
 
 
 def roi_sidecar(output_dir: Path, subject: str, task: str, roi: str, *, network: str) -> Path:
@@ -247,19 +248,18 @@ def roi_sidecar(output_dir: Path, subject: str, task: str, roi: str, *, network:
 
 
 def summary_tsv(output_dir: Path, subject: str, task: str, *, network: str) -> Path:
-    return derivatives.func_path(output_dir, subject, task, net=network_label(network),
-                                 suffix="decoding", ext=".tsv")
+    return func_path(output_dir, subject, task, net=network_label(network), suffix="decoding",
+                     ext=".tsv")
 
 
 def qc_h5(output_dir: Path, subject: str, task: str, *, network: str) -> Path:
-    return derivatives.func_path(output_dir, subject, task, net=network_label(network),
-                                 suffix="qc", ext=".h5")
+    return func_path(output_dir, subject, task, net=network_label(network), suffix="qc",
+                     ext=".h5")
 
 
 def config_json(output_dir: Path, subject: str, task: str, *, network: str) -> Path:
-    name = derivatives.bids_name(subject, task, net=network_label(network), suffix="config",
-                                 ext=".json")
-    return derivatives.subject_dir(output_dir, subject) / name
+    name = bids_name(subject, task, net=network_label(network), suffix="config", ext=".json")
+    return subject_dir(output_dir, subject) / name
 
 
 def subject_report(output_dir: Path, subject: str, *, network: str) -> Path:
@@ -276,7 +276,7 @@ def group_table(output_dir: Path, task: str, desc: str, suffix: str, *,
     """``OUTPUT_DIR/group/task-<T>[_net-<N>]_desc-<D>_<suffix>.tsv`` (no ``net``: a table
     across networks)."""
     net = network_label(network) if network is not None else None
-    name = derivatives.bids_name("x", task, net=net, desc=desc, suffix=suffix, ext=".tsv")
+    name = bids_name("x", task, net=net, desc=desc, suffix=suffix, ext=".tsv")
     return group_dir(output_dir) / name.split("_", 1)[1]
 
 
@@ -479,13 +479,27 @@ def decoding_writer(path: Path, test_names, attrs: dict, size_bytes: int | None 
         Expected size; the free space is checked first.
     """
     if size_bytes is not None:
-        derivatives.check_free_space(Path(path).parent, size_bytes, Path(path).name)
-    with derivatives.atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        check_free_space(Path(path).parent, size_bytes, Path(path).name)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         h5.create_dataset("stimulus_name", data=np.array(list(test_names), dtype=object),
                           dtype=h5py.string_dtype("utf-8"))
         h5.attrs.update(attrs)
         stamp(h5)
         yield h5
+
+
+def write_subject_summary(output_dir: Path, subject: str, task: str, rows: list[dict], *,
+                          network: str) -> Path:
+    """Merge ``rows`` into ``sub-<L>_task-<T>_net-<N>_decoding.tsv`` (:data:`SUBJECT_SUMMARY`):
+    the rows of the same (roi, layer) are replaced, the others kept."""
+    path = summary_tsv(output_dir, subject, task, network=network)
+    new = pd.DataFrame(rows, columns=SUBJECT_SUMMARY.names)
+    if path.is_file():
+        old = Table.read(path)
+        keys = set(zip(new["roi"], new["layer"]))
+        old = old[[(r, lay) not in keys for r, lay in zip(old["roi"], old["layer"])]]
+        new = pd.concat([old, new], ignore_index=True) if len(old) else new
+    return SUBJECT_SUMMARY.write(path, new)
 
 
 def new_layer(h5: h5py.File, layer: str, n_images: int, shape: tuple[int, ...]):

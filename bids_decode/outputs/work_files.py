@@ -1,23 +1,39 @@
-"""Unit shards still missing: read by the group level before it starts.
+"""Work files: one per unit shard of a layer decoded from an ROI, merged into the outputs.
 
-A subject decoded in unit shards (``--unit-shard i/N``, one SLURM array task each) gets its
-outputs only when the task that finishes its last shard assembles them. Until then the subject
-has a run configuration (each finished shard task writes it) and shard work files, but no
-``_decoding.h5``: the group level must not run without it, and it says which shards to redo.
+The participant level decodes each layer's units of this job's shard (``--unit-shard i/N``)
+into a work file (:func:`work_file_path` names it; ``decoded`` and the metrics' partial state,
+attributes ``lo``, ``hi`` and ``complete``), reuses finished ones on a rerun, and merges a
+layer's shards into the ROI's output once all of them are finished (:func:`read_layer`).
+
+A subject decoded in unit shards (one SLURM array task each) gets its outputs only when the
+task that finishes its last shard assembles them. Until then the subject has a run
+configuration (each finished shard task writes it) and shard work files, but no
+``_decoding.h5``: the group level must not run without it, and it says which shards to redo
+(:func:`check_shards_complete`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import re
 from pathlib import Path
 
 import h5py
+import numpy as np
 
+from bids_decode.config import RunConfig
 from bids_decode.errors import MissingInputError
 from bids_decode.outputs import schema as outputs
+from bids_decode.utils.files import safe_name
 
-#: Work file names written by :func:`bids_decode.participant._work_file`.
+LOGGER = logging.getLogger(__name__)
+
+#: Version of the work files' layout (pattern sums as exact integer limbs since 2).
+WORK_FORMAT = 2
+
+#: Work file names written by :func:`work_file_path`.
 WORK_FILE_RE = re.compile(
     r"^roi-(?P<roi>.+?)_layer-(?P<layer>[A-Za-z0-9]+)_shard-(?P<i>\d+)of(?P<n>\d+)_"
     r"(?P<digest>[0-9a-f]+)\.h5$")
@@ -27,6 +43,82 @@ def work_folder(work_path: Path, subject: str, task: str, network: str) -> Path:
     """``WORK_DIR/sub-<L>/task-<T>/net-<N>``: one network's work files of a subject."""
     return (Path(work_path) / f"sub-{subject}" / f"task-{task}"
             / f"net-{outputs.network_label(network)}")
+
+
+def work_file_path(config: RunConfig, subject: str, roi, layer: str, shard: tuple[int, int],
+                   features: Path) -> Path:
+    """The work file of shard ``shard`` of a layer decoded from an ROI.
+
+    Its name carries a digest of what its content depends on: the work-file format, the keyed
+    decoding parameters (:meth:`RunConfig.decoding_fingerprint`), the ROI's voxels, the layer
+    and the features file (path, size, time stamp); a rerun reuses only a file it would write
+    again.
+
+    Parameters
+    ----------
+    config : RunConfig
+    subject : str
+    roi : participant.RoiData
+        The ROI (its ``name`` and its voxels' ``digest``).
+    layer : str
+    shard : tuple of int
+        ``(i, n)``: shard ``i`` of ``n`` (1-based).
+    features : Path
+        The features file.
+
+    Returns
+    -------
+    Path
+        ``WORK/sub-<L>/task-<T>/net-<N>/roi-<R>_layer-<layer>_shard-<i>of<n>_<digest>.h5``
+        (:data:`WORK_FILE_RE`).
+    """
+    key = json.dumps({
+        "format": WORK_FORMAT, "params": config.decoding_fingerprint(), "roi": roi.digest,
+        "layer": layer,
+        "features": [str(features.resolve()), features.stat().st_size, features.stat().st_mtime_ns],
+    }, sort_keys=True, default=str)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    name = f"roi-{roi.name}_layer-{safe_name(layer)}_shard-{shard[0]}of{shard[1]}_{digest}.h5"
+    return work_folder(config.work_path, subject, config.task, config.network) / name
+
+
+def shard_work_files(config: RunConfig, subject: str, roi, layer: str,
+                     features: Path) -> list[Path]:
+    """The work files of every unit shard of a layer (:func:`work_file_path`), this job's and the
+    others' (which may not exist yet), in shard order."""
+    n = config.unit_shard[1]
+    return [work_file_path(config, subject, roi, layer, (i, n), features) for i in range(1, n + 1)]
+
+
+def read_layer(work_files: list[Path], metrics: list, decoded: h5py.Dataset) -> None:
+    """Merge one layer's finished work files: the metrics' partial state, then the decoded
+    features image by image (memory: about one row of the layer).
+
+    Parameters
+    ----------
+    work_files : list of Path
+        Every shard's work file (:func:`shard_work_files`).
+    metrics : list of evaluation.Metric
+        Metrics of all the layer's units; each loads its units' state from every work file.
+    decoded : h5py.Dataset of shape (n_test, *unit_shape)
+        The output's decoded features, written here.
+    """
+    shape = decoded.shape[1:]
+    n_units = int(np.prod(shape))
+    handles = [h5py.File(wf, "r") for wf in work_files]
+    try:
+        spans = [(int(w.attrs["lo"]), int(w.attrs["hi"])) for w in handles]
+        for w, (lo, hi) in zip(handles, spans):
+            for m in metrics:
+                m.load(w, lo, hi)
+        flat = np.empty(n_units, dtype=np.float32)
+        for i in range(decoded.shape[0]):  # one image at a time: memory ~ one layer row
+            for w, (lo, hi) in zip(handles, spans):
+                flat[lo:hi] = w["decoded"][i, :]
+            decoded[i] = flat.reshape(shape)
+    finally:
+        for w in handles:
+            w.close()
 
 
 def work_file_complete(path: Path) -> bool:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from bids_decode.outputs import derivatives
 from bids_decode.outputs import schema as outputs
 from bids_decode.reports.html import esc, figure_html, note, page, stamp, table
 from bids_decode.reports.methods import group_methods
+from bids_decode.utils.files import write_text
 
 LOGGER = logging.getLogger(__name__)
 
@@ -73,8 +73,8 @@ def write_group_report(output_dir: Path, task: str, *, plan, summary: pd.DataFra
     sections.append(("citation", "Methods boilerplate",
                      f'<p class="cite">{esc(group_methods(plan))}</p>'))
     path = outputs.group_report(output_dir, plan.network)
-    derivatives.write_text(path, page(f"bids_decode group report: task {task}, {plan.network}",
-                                      stamp(), sections))
+    write_text(path, page(f"bids_decode group report: task {task}, {plan.network}", stamp(),
+                          sections))
     return path
 
 
@@ -104,7 +104,6 @@ def write_networks_report(output_dir: Path, task: str, *, plans: Mapping, figure
     sections.append(("comparison", "Networks side by side", table(summary)))
     sections.append(("figures", "Figures", "".join(figure_html(f) for f in figures)))
     path = outputs.group_report(output_dir)
-    derivatives.write_text(path, page(f"bids_decode group report: task {task}", stamp(),
-                                      sections))
+    write_text(path, page(f"bids_decode group report: task {task}", stamp(), sections))
     return path
 

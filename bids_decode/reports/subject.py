@@ -18,13 +18,13 @@ import numpy as np
 
 from bids_decode.errors import MissingInputError
 from bids_decode.features.h5file import FeatureFile
-from bids_decode.outputs import derivatives
 from bids_decode.outputs import schema as outputs
 from bids_decode.outputs.schema import SubjectOutputs, as_str
 from bids_decode.reports import figures
 from bids_decode.reports.figures import ReportFigure
 from bids_decode.reports.html import esc, figure_html, kv_table, note, page, stamp, table
 from bids_decode.reports.methods import citation
+from bids_decode.utils.files import write_text
 
 LOGGER = logging.getLogger(__name__)
 
@@ -335,7 +335,6 @@ def write_subject_report(output_dir: Path, subject: str, task: str, *, network: 
                      "parameters and software versions of this run.</p>"
                      f'<p class="cite">{esc(citation(sf.config, sf.first_sidecar, sf.layers, list(sf.h5), n_units))}</p>'))  # noqa: E501
     path = outputs.subject_report(output_dir, subject, network=network)
-    derivatives.write_text(path, page(f"bids_decode report: sub-{subject}, {network}",
-                                      f"task {task} · network {network} · {stamp()}",
-                                      sections))
+    write_text(path, page(f"bids_decode report: sub-{subject}, {network}",
+                          f"task {task} · network {network} · {stamp()}", sections))
     return path

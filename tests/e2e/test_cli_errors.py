@@ -22,7 +22,7 @@ from bids_decode.inputs.validation import find_validator
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    from bids_decode.simulate.dataset import simulate_dataset
+    from bids_decode.simulate import simulate_dataset
 
     return simulate_dataset(tmp_path_factory.mktemp("small") / "ds", n_subjects=1,
                             n_train_runs=3, n_test_runs=1, seed=3)
@@ -273,7 +273,7 @@ def test_partial_features_file(capsys, ds, tmp_path):
 @pytest.mark.slow
 def test_stimulus_without_features_or_image(capsys, ds, tmp_path):
     """No --features: images are needed; a missing one is named with the folder."""
-    from bids_decode.simulate.dataset import write_images
+    from bids_decode.simulate.writers import write_images
 
     stim = tmp_path / "stimuli"
     stim.mkdir()

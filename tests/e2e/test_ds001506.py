@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow  # the module's dataset takes ~40 s to simulate
 def ds1506(tmp_path_factory):
     """sub-01 on ds001506's real layout: all 120 training runs (15 sessions), the 24 natural-
     image test runs, the 20 artificial-shape runs, the 12 letter runs and 4 imagery runs."""
-    from bids_decode.simulate.dataset import simulate_dataset
+    from bids_decode.simulate import simulate_dataset
 
     return simulate_dataset(tmp_path_factory.mktemp("ds1506") / "ds", n_subjects=1,
                             n_train_runs=120, n_test_runs=24, n_imagery_runs=4,

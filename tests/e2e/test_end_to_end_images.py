@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow  # images -> features -> participant -> group thro
 def with_images(tmp_path_factory):
     """Real photographs (scikit-image's samples) with the latent pattern blended in."""
     data = pytest.importorskip("skimage.data")
-    from bids_decode.simulate.dataset import simulate_dataset
+    from bids_decode.simulate import simulate_dataset
 
     photos = [getattr(data, n)() for n in ("astronaut", "coffee", "chelsea", "rocket",
                                            "hubble_deep_field", "immunohistochemistry")]

@@ -41,7 +41,7 @@ def _figure_texts(monkeypatch) -> list[str]:
 @pytest.mark.slow
 def test_units_of_any_shape_are_decoded_ranked_reported_and_compared(
         tmp_path_factory, tmp_path, monkeypatch):
-    from bids_decode.simulate.dataset import simulate_dataset
+    from bids_decode.simulate import simulate_dataset
 
     sim = simulate_dataset(tmp_path_factory.mktemp("shapes") / "ds", n_subjects=2,
                            n_train_runs=12, n_test_runs=3, layers=SHAPED, seed=2)
@@ -79,7 +79,7 @@ def test_units_of_any_shape_are_decoded_ranked_reported_and_compared(
 @pytest.fixture(scope="module")
 def with_images(tmp_path_factory):
     data = pytest.importorskip("skimage.data")
-    from bids_decode.simulate.dataset import simulate_dataset
+    from bids_decode.simulate import simulate_dataset
 
     photos = [getattr(data, n)() for n in ("astronaut", "coffee", "chelsea", "rocket")]
     return simulate_dataset(tmp_path_factory.mktemp("rn") / "ds", n_subjects=2,

@@ -2,7 +2,7 @@
 hemispheres matter.
 
 The simulated signal is voxel-sparse (half of the ROI voxels) and hemisphere-specific (each
-hemisphere carries two thirds of the latent dimensions; ``bids_decode.simulate.dataset``). So,
+hemisphere carries two thirds of the latent dimensions; ``bids_decode.simulate``). So,
 unit by unit, decoding from the selected voxels beats decoding from all voxels, and decoding from
 both hemispheres beats either hemisphere alone (over the decodable units). A pipeline that ignores
 ``--n-voxels`` or loads one hemisphere of a built-in ROI gives equal accuracies and fails here.

@@ -34,7 +34,7 @@ TOL = 1e-5
 @pytest.fixture(scope="module")
 def app_run(tmp_path_factory):
     from bids_decode.cli import main
-    from bids_decode.simulate.dataset import simulate_dataset
+    from bids_decode.simulate import simulate_dataset
 
     root = tmp_path_factory.mktemp("refpipe")
     sim = simulate_dataset(root / "ds", n_subjects=1, n_train_runs=6, n_test_runs=2,

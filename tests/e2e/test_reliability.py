@@ -23,7 +23,7 @@ ROIS = ["VC", "LVC", "HVC", "V1"]
 
 @pytest.fixture(scope="module")
 def ds4(tmp_path_factory):
-    from bids_decode.simulate.dataset import simulate_dataset
+    from bids_decode.simulate import simulate_dataset
 
     # layers of 1 to 5 grid blocks (64 units), so three unit shards split most of them
     return simulate_dataset(tmp_path_factory.mktemp("rel") / "ds", n_subjects=4,

@@ -92,7 +92,7 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hpc(tmp_path_factory):
     """A simulated dataset (2 subjects) and its plain run: participant and group levels."""
-    from bids_decode.simulate.dataset import simulate_dataset
+    from bids_decode.simulate import simulate_dataset
 
     assert APP.is_file(), f"the installed app {APP} is missing (pip install -e .)"
     root = tmp_path_factory.mktemp("hpc")

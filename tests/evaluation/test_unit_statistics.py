@@ -15,7 +15,7 @@ from bids_decode.evaluation.reliability import split_half_reliability
 def heldout(tmp_path_factory):
     """3 held-out subjects (seed 21), 30% of units planted exactly null; default options."""
     from bids_decode.cli import main
-    from bids_decode.simulate.dataset import simulate_dataset
+    from bids_decode.simulate import simulate_dataset
 
     root = tmp_path_factory.mktemp("stats")
     sim = simulate_dataset(root / "ds", n_subjects=3, n_train_runs=20, n_test_runs=4, seed=21,
@@ -149,7 +149,7 @@ def test_statistics_off_and_bad_option(tmp_path, capsys):
 
     from bids_decode.cli import main
     from bids_decode.errors import EXIT_USAGE
-    from bids_decode.simulate.dataset import simulate_dataset
+    from bids_decode.simulate import simulate_dataset
 
     sim = simulate_dataset(tmp_path / "ds", n_subjects=1, n_train_runs=3, n_test_runs=2,
                            seed=3, layers={"fc8": (9,)})

@@ -20,6 +20,9 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from bids_decode.cli import main
 from bids_decode.errors import EXIT_DATAERR, EXIT_NOINPUT, EXIT_OK, EXIT_USAGE
 from bids_decode.features import networks, zoo
+from bids_decode.features.extract import extract_features
+from bids_decode.features.network_layers import default_layer_names, resolve_layers, unit_shapes
+from bids_decode.features.network_weights import load_network
 
 ACCEPTANCE = {
     "resnet18": ["layer1", "layer3.1.relu_1", "avgpool", "fc"],
@@ -156,8 +159,8 @@ def test_default_layers_resolve_for_every_model():
         if name.startswith("regnet_") and name not in ("regnet_x_400mf", "regnet_y_400mf"):
             continue
         spec = networks.get_network(name)
-        defaults = networks.default_layer_names(spec)
-        assert networks.resolve_layers(spec, defaults) == defaults, name
+        defaults = default_layer_names(spec)
+        assert resolve_layers(spec, defaults) == defaults, name
         assert len(defaults) >= 4, name
 
 
@@ -165,9 +168,9 @@ def test_default_layers_resolve_for_every_model():
 @pytest.mark.parametrize("name", sorted({f.example for f in zoo.FAMILIES}))
 def test_family_defaults_resolve_to_distinct_tensors(name):
     spec = networks.get_network(name)
-    shapes = networks.unit_shapes(spec)
+    shapes = unit_shapes(spec)
     layers = list(shapes)
-    assert layers == networks.default_layer_names(spec)
+    assert layers == default_layer_names(spec)
     assert len(layers) >= 4 and all(len(s) >= 1 for s in shapes.values())
     assert shapes[layers[-1]] == (1000,)  # logits
     assert len(shapes[layers[-2]]) in (1, 2, 3)  # penultimate
@@ -176,7 +179,7 @@ def test_family_defaults_resolve_to_distinct_tensors(name):
 def test_unknown_node_names_suggest_near_ones_and_list_layers(tmp_path):
     with pytest.raises(Exception, match=r"'layer3\.1\.relu2'.*did you mean layer3\.1\.relu, "
                                         r"layer3\.1\.relu_1.*--list-layers"):
-        networks.resolve_layers(networks.get_network("resnet18"), ["layer3.1.relu2"])
+        resolve_layers(networks.get_network("resnet18"), ["layer3.1.relu2"])
     code = main(["features", str(tmp_path), str(tmp_path / "o.h5"), "--network", "resnet999"])
     assert code == EXIT_USAGE
 
@@ -197,7 +200,7 @@ def test_missing_pretrained_weights_name_the_file(tmp_path, monkeypatch, capsys,
 @pytest.mark.slow
 def test_torchvision_cache_and_old_densenet_keys(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    model, _ = networks.load_network("densenet121", "random", seed=1)
+    model, _ = load_network("densenet121", "random", seed=1)
     state = model.state_dict()
     old = {k.replace("norm1", "norm.1").replace("conv2", "conv.2"): v  # as published (2017)
            for k, v in state.items() if not k.endswith("num_batches_tracked")}
@@ -205,7 +208,7 @@ def test_torchvision_cache_and_old_densenet_keys(tmp_path, monkeypatch):
     cache = tmp_path / "hub" / "checkpoints" / "densenet121-a639ec97.pth"
     cache.parent.mkdir(parents=True)
     torch.save(old, cache)
-    loaded, info = networks.load_network("densenet121", None)
+    loaded, info = load_network("densenet121", None)
     assert info.name == cache.name
     for key, value in state.items():
         assert torch.equal(loaded.state_dict()[key], value), key
@@ -213,9 +216,7 @@ def test_torchvision_cache_and_old_densenet_keys(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_torchvision_preprocessing_is_the_weights_transforms(images, tmp_path):
-    from bids_decode.features import extract as features
-
-    out = features.extract_features(
+    out = extract_features(
         sorted(images.glob("*.png")), ["a", "b", "c"], tmp_path / "t.h5", network="resnet18",
         layers=["conv1"], weights="random", preprocessing="torchvision")
     got, attrs, _ = _read_layers(out)
@@ -223,7 +224,7 @@ def test_torchvision_preprocessing_is_the_weights_transforms(images, tmp_path):
     assert attrs["preprocessing_choice"] == "torchvision"
     assert prep["kind"] == "torchvision" and prep["weights"] == "ResNet18_Weights.IMAGENET1K_V1"
     assert prep["resize_size"] == [256] and prep["crop_size"] == [224]
-    model, _ = networks.load_network("resnet18", "random", seed=0)
+    model, _ = load_network("resnet18", "random", seed=0)
     transform = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()
     with Image.open(images / "b.png") as im:
         x = transform(im.convert("RGB"))[None]
@@ -231,31 +232,20 @@ def test_torchvision_preprocessing_is_the_weights_transforms(images, tmp_path):
         expected = model.conv1(x)
     np.testing.assert_allclose(got["conv1"][1], expected[0].numpy(), rtol=1e-4, atol=1e-5)
     with pytest.raises(Exception, match=r"--preprocessing torchvision needs a torchvision"):
-        features.extract_features(sorted(images.glob("*.png")), ["a", "b", "c"],
-                                  tmp_path / "c.h5", network="caffe-alexnet", layers=None,
-                                  weights="random", preprocessing="torchvision")
+        extract_features(sorted(images.glob("*.png")), ["a", "b", "c"],
+                         tmp_path / "c.h5", network="caffe-alexnet", layers=None,
+                         weights="random", preprocessing="torchvision")
 
 
 @pytest.mark.slow
 def test_node_names_of_the_registry_networks_equal_their_paper_layers(images, tmp_path):
-    from bids_decode.features import extract as features
-
-    out = features.extract_features(
+    out = extract_features(
         sorted(images.glob("*.png")), ["a", "b", "c"], tmp_path / "a.h5", network="alexnet",
         layers=["conv2", "features.4", "classifier.6", "features.3"], weights="random")
     got, attrs, _ = _read_layers(out)
     assert json.loads(attrs["layers"]) == ["features.3", "conv2", "features.4", "classifier.6"]
     np.testing.assert_array_equal(got["conv2"], got["features.4"])
     assert (got["features.3"] < 0).any() and (got["conv2"] >= 0).all()  # conv, then its ReLU
-
-
-def test_big_layers_are_chunked_by_units():
-    from bids_decode.features.extract import MAX_CHUNK_BYTES, chunk_shape
-
-    assert chunk_shape(16, 1250, (64, 224, 224)) == (1, 41, 224, 224)
-    assert 41 * 224 * 224 * 4 <= MAX_CHUNK_BYTES < 42 * 224 * 224 * 4
-    assert chunk_shape(16, 1250, (197, 768)) == (8, 197, 768)
-    assert chunk_shape(16, 3, (1000,)) == (2, 1000)
 
 
 # --------------------------------------------------------------------------- own networks

@@ -13,8 +13,8 @@ import numpy as np
 from filelock import FileLock
 
 from bids_decode import cli
-from bids_decode.outputs import derivatives
-from bids_decode.simulate.dataset import simulate_dataset
+from bids_decode.outputs.paths import func_path
+from bids_decode.simulate import simulate_dataset
 
 LAYERS = {"conv1": (5, 4, 6), "fc6": (64,), "fc8": (41,)}
 ROIS = ["VC", "LVC"]
@@ -49,8 +49,7 @@ def gpath(out: Path, desc: str, suffix: str) -> Path:
 
 
 def accuracy(out: Path, sub: str, roi: str, layer: str) -> np.ndarray:
-    path = derivatives.func_path(out, sub, TASK, net="simulated", desc=roi, suffix="decoding",
-                                 ext=".h5")
+    path = func_path(out, sub, TASK, net="simulated", desc=roi, suffix="decoding", ext=".h5")
     with h5py.File(path, "r") as f:
         return f[layer]["accuracy"][()].astype(np.float64).ravel()
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from bids_decode import cli
-from bids_decode.outputs import derivatives
+from bids_decode.outputs.paths import func_path
 from tests.group.simulated import TASK, copy_outputs
 
 
@@ -28,8 +28,8 @@ def test_fewer_than_two_subjects_is_a_clear_error(outputs, tmp_path, capsys):
 @pytest.mark.slow
 def test_mismatched_parameters_are_a_clear_error(outputs, tmp_path, capsys):
     odd = copy_outputs(outputs["out"], tmp_path / "odd", ["01", "02"])
-    side = derivatives.func_path(odd, "02", TASK, net="simulated", desc="LVC", suffix="decoding",
-                                 ext=".json")
+    side = func_path(odd, "02", TASK, net="simulated", desc="LVC", suffix="decoding",
+                     ext=".json")
     d = json.loads(side.read_text())
     d["Alpha"] = 10.0
     side.write_text(json.dumps(d))
@@ -37,8 +37,7 @@ def test_mismatched_parameters_are_a_clear_error(outputs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Alpha" in err and "sub-01=100.0" in err and "sub-02=10.0" in err
     assert "--participant-label" in err
-    derivatives.func_path(odd, "02", TASK, net="simulated", desc="VC", suffix="decoding",
-                          ext=".h5").unlink()
+    func_path(odd, "02", TASK, net="simulated", desc="VC", suffix="decoding", ext=".h5").unlink()
     assert cli.main([str(outputs["bids"]), str(odd), "group", "-q"]) == 65
     assert "ROIs" in capsys.readouterr().err
     assert not (odd / "group"

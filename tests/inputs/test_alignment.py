@@ -142,7 +142,7 @@ def test_motion_parameters_round_trip_through_itk_files(tmp_path):
 @pytest.fixture(scope="module")
 def moving(tmp_path_factory):
     """A held-out subject with motion, and the aligned data of the same seed."""
-    from bids_decode.simulate.dataset import simulate_dataset
+    from bids_decode.simulate import simulate_dataset
 
     root = tmp_path_factory.mktemp("motion")
     kw = dict(n_subjects=1, n_train_runs=10, n_test_runs=2, seed=23)

@@ -48,7 +48,7 @@ def test_bdata_file_from_bdpy_gives_the_bids_accuracies(tmp_path, bdpy_python):
     from bids_decode.inputs.layout import find_runs, make_layout
     from bids_decode.inputs.samples import EventSpec, build_samples
     from bids_decode.inputs.sources import RawRuns
-    from bids_decode.simulate.dataset import simulate_dataset
+    from bids_decode.simulate import simulate_dataset
 
     py = bdpy_python
     ds = simulate_dataset(tmp_path / "ds", n_subjects=1, n_train_runs=8, n_test_runs=2,
@@ -128,7 +128,7 @@ def test_bdata_file_from_bdpy_gives_the_bids_accuracies(tmp_path, bdpy_python):
 @pytest.mark.slow
 def test_bdata_errors_are_clean(tmp_path, capsys):
     from bids_decode.errors import EXIT_DATAERR, EXIT_NOINPUT
-    from bids_decode.simulate.dataset import simulate_dataset
+    from bids_decode.simulate import simulate_dataset
 
     ds = simulate_dataset(tmp_path / "ds", n_subjects=1, n_train_runs=1, n_test_runs=1, seed=2)
     base = [str(ds["bids_dir"]), str(tmp_path / "out"), "participant", "--features",

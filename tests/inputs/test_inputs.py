@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow  # each test runs the participant level on a simul
 
 @pytest.fixture(scope="module")
 def rich(tmp_path_factory):
-    from bids_decode.simulate.dataset import simulate_dataset
+    from bids_decode.simulate import simulate_dataset
 
     return simulate_dataset(tmp_path_factory.mktemp("rich") / "ds", n_subjects=1,
                             n_train_runs=14, n_test_runs=3, n_imagery_runs=4,
@@ -171,7 +171,7 @@ def test_atlas_with_labels(rich, tmp_path):
 
 def test_imagery_group_level(tmp_path):
     """The group level runs on imagery outputs (the Averaged subject needs image features)."""
-    from bids_decode.simulate.dataset import simulate_dataset
+    from bids_decode.simulate import simulate_dataset
 
     ds = simulate_dataset(tmp_path / "ds", n_subjects=2, n_train_runs=8, n_test_runs=1,
                           n_imagery_runs=2, seed=12)

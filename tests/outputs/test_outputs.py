@@ -13,8 +13,8 @@ from scipy.stats import pearsonr, rankdata
 from bids_decode import evaluation
 from bids_decode.errors import DataError
 from bids_decode.evaluation.unit_statistics import UnitStatistics
-from bids_decode.outputs import derivatives
 from bids_decode.outputs import schema as outputs
+from bids_decode.utils.files import write_json
 from bids_decode.utils.grid import UNIT_BLOCK
 
 N_IMAGES = 9
@@ -137,8 +137,8 @@ def test_writer_and_reader_round_trip(data, tmp_path):
                 g, dec = outputs.new_layer(h5, layer, N_IMAGES, SHAPE)
                 dec[...] = data[0].reshape(N_IMAGES, *SHAPE)
                 outputs.write_layer(g, SHAPE, res)
-        derivatives.write_json(path.with_suffix(".json"), {"Layers": layers, "ROI": roi})
-    derivatives.write_json(outputs.config_json(out, "01", "t", network="n"), {"roi": rois})
+        write_json(path.with_suffix(".json"), {"Layers": layers, "ROI": roi})
+    write_json(outputs.config_json(out, "01", "t", network="n"), {"roi": rois})
     rows = [{"roi": r, "layer": la, "n_units": N_UNITS, **res.columns}
             for r in rois for la in layers]
     outputs.SUBJECT_SUMMARY.write(outputs.summary_tsv(out, "01", "t", network="n"), rows)

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from bids_decode.outputs import derivatives
+from bids_decode.outputs.paths import func_path
 from bids_decode.reports import write_subject_report
 from tests.group.simulated import ROIS, TASK, build_group_outputs
 
@@ -18,7 +18,7 @@ def outputs(tmp_path_factory):
 
 def write_qc(out, subject: str) -> None:
     """A small ``*_qc.h5`` as the participant level will write it (format: docs/outputs.md)."""
-    path = derivatives.func_path(out, subject, TASK, net="simulated", suffix="qc", ext=".h5")
+    path = func_path(out, subject, TASK, net="simulated", suffix="qc", ext=".h5")
     rng = np.random.default_rng(1)
     n_vols, tr = 60, 3.0
     onsets = np.arange(8) * 21.0 + 24.0

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from bids_decode.errors import MissingInputError
-from bids_decode.outputs import derivatives
+from bids_decode.outputs.paths import func_path
 from bids_decode.reports import write_subject_report
 from tests.group.simulated import ROIS, TASK
 from tests.reports.pngs import page_images
@@ -49,7 +49,7 @@ def test_subject_report_reads_the_participant_qc_file(reports):
 def test_subject_report_without_qc_file_says_so(outputs, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(outputs["out"] / "sub-02", out / "sub-02")
-    derivatives.func_path(out, "02", TASK, net="simulated", suffix="qc", ext=".h5").unlink()
+    func_path(out, "02", TASK, net="simulated", suffix="qc", ext=".h5").unlink()
     html = write_subject_report(out, "02", TASK, network="simulated").read_text()
     assert "No sample-quality file (sub-02_task-perception_net-simulated_qc.h5)" in html
     assert len(page_images(html)) == 2 + 2 + len(ROIS)

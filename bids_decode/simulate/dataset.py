@@ -105,6 +105,8 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     with ``hierarchy``, ``networks`` (network -> features path) and ``planted`` (network ->
     layer -> planted preferred-ROI index of shape unit_shape).
     """
+    # long: the simulation in its order (events, latents, masks, runs per subject, features,
+    # truth, the planted networks); each step is a helper of signal, writers or hierarchy
     out = _new_folder(out_dir, n_subjects, n_train_runs, n_test_runs, null_fraction)
     layers = dict(layers or DEFAULT_LAYERS)
     rng = np.random.default_rng(seed)

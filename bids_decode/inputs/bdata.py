@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from bids_decode.errors import DataError, UsageError
-from bids_decode.features.h5file import H5Reader
+from bids_decode.utils.h5 import H5Reader
 from bids_decode.inputs.events import canonical
 
 LOGGER = logging.getLogger(__name__)

@@ -186,15 +186,8 @@ def run(config: RunConfig) -> int:
         from bids_decode.inputs.validation import validate_bids
 
         validate_bids(bids_dir)
-    from bids_decode.inputs.alignment import resolve_bold_source
     from bids_decode.participant import run_participant
 
-    source = resolve_bold_source(config.bold_source, bids_dir, config.derivative_paths)
-    if source != config.bold_source:
-        LOGGER.info("BOLD source: %s (--bold-source %s: %s)", source, config.bold_source,
-                    "the dataset has derivatives/preproc-spm" if source == "preproc-spm"
-                    else "no derivatives/preproc-spm in the dataset")
-        config = config.replace(bold_source=source)
     with _limit_threads(config.nprocs):
         for sub in subjects:
             res = run_participant(config.replace(participant_label=(sub,)), sub)

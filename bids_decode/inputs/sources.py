@@ -2,8 +2,10 @@
 
 :data:`BOLD_SOURCES` maps each kind to its class; :meth:`BoldSource.parse` turns the option's
 value into an instance, and :meth:`BoldSource.subject_inputs` gives the participant level what
-it decodes (:class:`SubjectInputs`: samples, ROI masks, TR, QC writer), so the participant level
-never asks which kind it has. The kinds of today:
+it decodes (:class:`samples.SubjectInputs`: samples, ROI masks, TR, QC data), so the
+participant level never asks which kind it has. ``auto`` (the default) is resolved here, once
+(:func:`resolve_bold_source`), and the source records the value it stands for
+(:attr:`BoldSource.option`). The kinds of today:
 
 ``raw``
     The dataset's own runs (:class:`RawRuns`).
@@ -16,65 +18,85 @@ never asks which kind it has. The kinds of today:
 
 Adding a kind is one subclass of :class:`BoldSource` (or, for BOLD runs next to the dataset's
 events, of :class:`BidsRuns`) and one entry of :data:`BOLD_SOURCES`.
+
+The runs of a :class:`BidsRuns` kind, and so every file it reads for them (image, events,
+confounds, transforms: :class:`layout.Run`), come from its own methods:
+:meth:`BidsRuns.subject_runs` (training and test runs of a run configuration) ->
+:meth:`BidsRuns.find_runs` (one task and session pattern) -> :meth:`BidsRuns.run_of` (one
+events file) -> :meth:`BidsRuns.run_files` (where this kind keeps the run's files).
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 import numpy as np
 
 from bids_decode.errors import MissingInputError, UsageError
-from bids_decode.inputs.alignment import (
-    RunTransforms,
-    align_runs,
-    fmriprep_run,
-    preproc_spm_root,
-    resolve_bold_source,
-)
+from bids_decode.inputs import bdata
+from bids_decode.inputs.alignment import align_runs
+from bids_decode.inputs.bids_names import entities_of
+from bids_decode.inputs.events import EventSpec
+from bids_decode.inputs.fmriprep import RunTransforms, fmriprep_run
 from bids_decode.inputs.layout import (
     Run,
     check_trs,
+    events_files,
     events_stem,
     find_nifti,
-    find_runs,
     first_sorted,
     make_layout,
     missing_volumes,
+    repetition_time,
 )
 from bids_decode.inputs.rois import RoiSpec, load_roi, mask_files, read_atlas_labels
-from bids_decode.inputs.samples import EventSpec, build_samples
+from bids_decode.inputs.samples import InputQc, SubjectInputs, build_samples
 from bids_decode.utils.progress import progress_bar
 
 LOGGER = logging.getLogger(__name__)
 
+#: default of --bold-source: preproc-spm where the dataset ships it, else raw
+AUTO = "auto"
 
-@dataclass
-class SubjectInputs:
-    """What decoding needs from one subject's inputs (BIDS runs, or a BData file).
 
-    Attributes
+def preproc_spm_root(bids_dir: Path, derivatives: dict[str, str]) -> Path:
+    """Where ds001246 keeps its SPM-preprocessed runs (``-d preproc-spm=PATH`` overrides)."""
+    return Path(derivatives.get("preproc-spm",
+                                Path(bids_dir) / "derivatives" / "preproc-spm" / "output"))
+
+
+def resolve_bold_source(text: str, bids_dir: Path, derivatives: dict[str, str]) -> str:
+    """The concrete ``--bold-source``: ``auto`` becomes ``preproc-spm`` or ``raw`` (logged).
+
+    Called by :meth:`BoldSource.parse` only, so ``auto`` is resolved once per participant run;
+    the result is recorded as the run's ``bold_source`` (:attr:`BoldSource.option`).
+
+    Parameters
     ----------
-    samples : Samples
-    masks : dict of str -> ndarray of bool
-        Each ROI's voxels, on the grid whose flat indices ``samples.voxels`` holds.
-    files : dict of str -> list
-        The files (or file#key) defining each ROI, for the sidecars.
-    tr : float or None
-        Repetition time of the runs (None when unknown).
-    qc : callable or None
-        ``qc(warnings)`` writes the sample-quality file of the report.
-    """
+    text : str
+        The option's value (``auto``, ``raw``, ``preproc-spm``, ``fmriprep`` or a path).
+    bids_dir : Path
+    derivatives : dict
+        ``-d NAME=PATH`` folders.
 
-    samples: object
-    masks: dict
-    files: dict
-    tr: float | None
-    qc: object = None
+    Returns
+    -------
+    str
+        ``text`` itself unless it is ``auto``.
+    """
+    if text != AUTO:
+        return text
+    source = "preproc-spm" if preproc_spm_root(bids_dir, derivatives).is_dir() else "raw"
+    LOGGER.info("BOLD source: %s (--bold-source %s: %s)", source, text,
+                "the dataset has derivatives/preproc-spm" if source == "preproc-spm"
+                else "no derivatives/preproc-spm in the dataset")
+    return source
+
+
 
 
 @dataclass(frozen=True)
@@ -87,6 +109,9 @@ class BoldSource(ABC):
         Folder (or file) of the source; None for the dataset's own runs.
     space : str
         Output space of the derivatives (fMRIPrep's ``space-<space>``).
+    option : str
+        The ``--bold-source`` value this source stands for, ``auto`` resolved (recorded as the
+        run's ``bold_source``); set by :meth:`parse`.
     kind : str
         The kind's name in :data:`BOLD_SOURCES` (class attribute).
     takes_path : bool
@@ -95,6 +120,7 @@ class BoldSource(ABC):
 
     root: Path | None = None
     space: str = "T1w"
+    option: str = field(default="", compare=False)
     kind: ClassVar[str] = ""
     takes_path: ClassVar[bool] = False
 
@@ -103,15 +129,17 @@ class BoldSource(ABC):
               space: str) -> BoldSource:
         """The source named by ``--bold-source``: a kind of :data:`BOLD_SOURCES` (``KIND``,
         or ``KIND=PATH`` for kinds that take a path), ``auto``
-        (:func:`bold_sources.resolve_bold_source`), or the PATH of a derivatives folder (its
+        (:func:`resolve_bold_source`), or the PATH of a derivatives folder (its
         kind is the first whose :meth:`detect` accepts it)."""
         text = resolve_bold_source(text, bids_dir, derivatives)
         kind, sep, path = text.partition("=")
         source = BOLD_SOURCES.get(kind if sep else text)
         if source is not None and source.takes_path == bool(sep):
-            return source.locate(Path(path) if sep else None, bids_dir, derivatives, space)
-        root = _checked_root(Path(text), "--bold-source")
-        return next(s for s in BOLD_SOURCES.values() if s.detect(root))(root, space)
+            found = source.locate(Path(path) if sep else None, bids_dir, derivatives, space)
+        else:
+            root = _checked_root(Path(text), "--bold-source")
+            found = next(s for s in BOLD_SOURCES.values() if s.detect(root))(root, space)
+        return replace(found, option=text)
 
     @classmethod
     def locate(cls, path: Path | None, bids_dir: Path, derivatives: dict[str, str],
@@ -157,7 +185,7 @@ class RunFiles(NamedTuple):
 
 @dataclass(frozen=True)
 class BidsRuns(BoldSource):
-    """BOLD runs matching the dataset's ``_events.tsv`` files (:func:`layout.find_runs`).
+    """BOLD runs matching the dataset's ``_events.tsv`` files (:meth:`find_runs`).
 
     A subclass says where a run's image is (:meth:`run_files`) and whether its runs are
     preprocessed (:attr:`preprocessed`).
@@ -167,7 +195,7 @@ class BidsRuns(BoldSource):
     preprocessed : bool
         Derivatives: motion-corrected runs in one space, which may lack volumes at their
         start (class attribute). Runs that are not are refused at other placements than the
-        masks' (:func:`bold_sources.align_runs`).
+        masks' (:func:`alignment.align_runs`).
     """
 
     preprocessed: ClassVar[bool] = True
@@ -190,7 +218,7 @@ class BidsRuns(BoldSource):
         bids_dir = Path(config.bids_dir)
         LOGGER.info("sub-%s: indexing %s", subject, bids_dir)
         # 1. layout
-        train_runs, test_runs, tr = self._runs(config, subject, bids_dir)
+        train_runs, test_runs, tr = self.subject_runs(config, subject)
         # 2. ROIs, on the reference grid (runs not in the masks' space are refused here)
         labels = read_atlas_labels(config.atlas_labels) if config.atlas_labels else None
         specs = [RoiSpec.parse(r, labels) for r in config.roi]
@@ -216,22 +244,23 @@ class BidsRuns(BoldSource):
             progress=lambda it: progress_bar(it, desc=f"sub-{subject} runs", unit="run"),
         )
         files = {s.name: mask_files(bids_dir, subject, s, roots, config.atlas) for s in specs}
+        return SubjectInputs(samples, masks, files, tr, InputQc(train_runs[0], union, ref.shape))
 
-        def qc(warnings):
-            from bids_decode.participant import write_qc
+    def subject_runs(self, config, subject: str) -> tuple[list[Run], list[Run], float]:
+        """Training runs, test runs (disjoint) and their common TR.
 
-            return write_qc(config, subject, train_runs[0], union, masks, ref.shape, samples,
-                            warnings)
-
-        return SubjectInputs(samples, masks, files, tr, qc)
-
-    def _runs(self, config, subject: str, bids_dir: Path) -> tuple[list[Run], list[Run], float]:
-        """Training runs, test runs (disjoint) and their common TR."""
-        layout = make_layout(bids_dir, [subject])
-        train_runs = find_runs(layout, subject, config.train_task, config.train_session,
-                               what="training", source=self)
-        test_runs = find_runs(layout, subject, config.task, config.test_session_glob,
-                              what="test", source=self)
+        Parameters
+        ----------
+        config : RunConfig
+            Its tasks and session patterns select the runs.
+        subject : str
+            Label without ``sub-``.
+        """
+        layout = make_layout(Path(config.bids_dir), [subject])
+        train_runs = self.find_runs(layout, subject, config.train_task, config.train_session,
+                                    what="training")
+        test_runs = self.find_runs(layout, subject, config.task, config.test_session_glob,
+                                   what="test")
         shared = sorted({r.bold.name for r in train_runs} & {r.bold.name for r in test_runs})
         if shared:
             raise UsageError(
@@ -244,6 +273,61 @@ class BidsRuns(BoldSource):
         LOGGER.info("sub-%s: %d training and %d test runs (TR %.3g s)", subject,
                     len(train_runs), len(test_runs), tr)
         return train_runs, test_runs, tr
+
+    def find_runs(self, layout, subject: str, task: str, session_glob: str, *,
+                  what: str) -> list[Run]:
+        """Runs of one subject, task and session pattern, with events, TR and this source's
+        image (and confounds, transforms) of each.
+
+        Parameters
+        ----------
+        layout : bids.BIDSLayout
+        subject : str
+            Label without ``sub-``.
+        task : str
+        session_glob : str
+            fnmatch pattern on the session label (:func:`layout.events_files`).
+        what : str
+            'training' or 'test' (for messages).
+
+        Returns
+        -------
+        list of Run, sorted by session and run.
+        """
+        bids_dir = Path(layout.root)
+        runs = [self.run_of(events, bids_dir, task)
+                for events in events_files(layout, subject, task, session_glob)]
+        runs.sort(key=lambda r: (r.session or "", r.run or "", r.bold.name))
+        offsets = sorted({r.volume_offset for r in runs})
+        if self.preprocessed and runs:
+            LOGGER.info("%d %s runs of sub-%s (%s): %s volume(s) missing at the start relative "
+                        "to the events (from the volume counts); events are aligned "
+                        "accordingly.", len(runs), what, subject, self.kind,
+                        "/".join(map(str, offsets)))
+        if not runs:
+            sessions = sorted({str(s) for s in layout.get_sessions(subject=subject)})
+            raise MissingInputError(
+                f"No {what} runs for sub-{subject}, task '{task}', sessions matching "
+                f"'{session_glob}' in {layout.root} (sessions present: {sessions or 'none'}). "
+                f"Fix --{'train' if what == 'training' else 'test'}-session or --task."
+            )
+        return runs
+
+    def run_of(self, events: Path, bids_dir: Path, task: str) -> Run:
+        """The :class:`layout.Run` of one events file: this source's image of it
+        (:meth:`run_files`), its TR and volume offset."""
+        ents = entities_of(events.name)
+        raw_bold = find_nifti(events.parent, events_stem(events) + "_bold")
+        bold, expected, confounds, xfm = self.run_files(events, bids_dir, raw_bold)
+        if bold is None:
+            raise MissingInputError(
+                f"No BOLD run for {events.name} (expected {expected}). "
+                + self.missing_hint()
+                + "or exclude its session with --train-session/--test-session."
+            )
+        tr = repetition_time(bids_dir, events, bold, task)
+        offset = self.volume_offset(events, bold, raw_bold, tr)
+        return Run(bold, events, ents.get("ses"), ents.get("run"), tr, offset, confounds, xfm)
 
 
 @dataclass(frozen=True)
@@ -284,7 +368,7 @@ class PreprocSpmRuns(BidsRuns):
 @dataclass(frozen=True)
 class FmriprepRuns(BidsRuns):
     """``fmriprep``: fMRIPrep's ``desc-preproc_bold`` runs and confounds, or, with its minimal
-    outputs, the raw runs and their transforms (:func:`bold_sources.fmriprep_run`). Any
+    outputs, the raw runs and their transforms (:func:`fmriprep.fmriprep_run`). Any
     ``--bold-source PATH`` folder that no other kind claims is taken to be fMRIPrep's."""
 
     kind: ClassVar[str] = "fmriprep"
@@ -318,9 +402,7 @@ class BDataSource(BoldSource):
     takes_path: ClassVar[bool] = True
 
     def subject_inputs(self, config, subject: str) -> SubjectInputs:
-        from bids_decode.inputs.bdata import subject_inputs
-
-        return subject_inputs(config, subject, self.root)
+        return bdata.subject_inputs(config, subject, self.root)
 
 
 #: ``--bold-source`` kind -> class; a ``--bold-source PATH`` folder is matched in this order.

@@ -26,6 +26,9 @@ confounds, transforms: :class:`layout.Run`), come from its own methods:
 events file) -> :meth:`BidsRuns.run_files` (where this kind keeps the run's files).
 """
 
+# long: the registry is one module (base classes, every kind and BOLD_SOURCES), so that a
+# reader finds every --bold-source kind and how it finds its runs in one place
+
 from __future__ import annotations
 
 import logging
@@ -281,12 +284,8 @@ class BidsRuns(BoldSource):
 
         Parameters
         ----------
-        layout : bids.BIDSLayout
-        subject : str
-            Label without ``sub-``.
-        task : str
-        session_glob : str
-            fnmatch pattern on the session label (:func:`layout.events_files`).
+        layout, subject, task, session_glob
+            As :func:`layout.events_files` (the runs are those of its events files).
         what : str
             'training' or 'test' (for messages).
 

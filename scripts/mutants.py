@@ -110,10 +110,10 @@ MUTANTS = [
            "shift=config.hrf_shift,", "shift=0.0,",
            (REF, "tests/e2e/test_participant.py::test_accuracy_tracks_planted_decodability")),
     Mutant("repeats_kept", "one-back repeats are kept as samples",
-           "bids_decode/inputs/samples.py",
+           "bids_decode/inputs/events.py",
            "if conv.one_back and names[i] == names[i - 1]:",
            "if False and names[i] == names[i - 1]:",
-           ("tests/inputs/test_samples.py", REF)),
+           ("tests/inputs/test_events.py", "tests/inputs/test_samples.py", REF)),
 ]
 
 

@@ -586,7 +586,7 @@ class MotionPlan:
     ----------
     params : dict
         Run stem -> simulated motion parameters, ndarray of shape (n_volumes, 6)
-        (:data:`bold_sources.MOTION6`).
+        (:data:`bids_decode.inputs.confounds.MOTION6`).
     """
 
     PAD = 3  # voxels of margin of the raw field of view around the aligned grid
@@ -598,7 +598,7 @@ class MotionPlan:
 
     def session(self, key):
         """(P, Q) of one session, drawn at its first run."""
-        from bids_decode.inputs.alignment import rigid_matrices
+        from bids_decode.inputs.confounds import rigid_matrices
 
         if key not in self.sessions:
             draw = lambda mm, deg: np.r_[self.rng.uniform(-mm, mm, 3),  # noqa: E731
@@ -648,7 +648,8 @@ def write_moved_run(plan: MotionPlan, vol: np.ndarray, affine: np.ndarray, tr: f
     import nitransforms as nt
     from scipy.ndimage import map_coordinates
 
-    from bids_decode.inputs.alignment import COREG_PATTERN, HMC_PATTERN, rigid_matrices
+    from bids_decode.inputs.confounds import rigid_matrices
+    from bids_decode.inputs.fmriprep import COREG_PATTERN, HMC_PATTERN
 
     P, Q = plan.session(session)
     pad = MotionPlan.PAD

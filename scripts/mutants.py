@@ -120,7 +120,8 @@ MUTANTS = [
 def _copy_tree(dst: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
     for name in ("bids_decode", "tests"):
-        shutil.copytree(ROOT / name, dst / name, ignore=ignore)
+        # symlinks=True: the annex trees in tests/data are links without content
+        shutil.copytree(ROOT / name, dst / name, ignore=ignore, symlinks=True)
     shutil.copy2(ROOT / "pyproject.toml", dst / "pyproject.toml")
 
 

@@ -27,9 +27,10 @@ from bids_decode.errors import (
     UsageError,
 )
 from bids_decode.inputs import annex, input_list, layout
+from bids_decode.inputs.sources import BoldSource
 from bids_decode.inputs.validation import validate_bids
 from bids_decode.outputs.paths import check_output_dir, init_output_dir
-from bids_decode.participant import feature_files
+from bids_decode.participant import feature_files, run_participant
 from bids_decode.utils.files import ensure_dir, write_text
 
 LOGGER = logging.getLogger(__name__)
@@ -153,20 +154,22 @@ def _list_inputs(config: RunConfig) -> int:
                          "level reads only the participant outputs.")
     setup_logging(config.verbosity)
     subjects = layout.resolve_subjects(Path(config.bids_dir), config.participant_label)
-    input_list.print_inputs(_run_files(config, subjects), Path(config.bids_dir))
+    source = BoldSource.of(config)
+    input_list.print_inputs(_run_files(config, subjects, source), Path(config.bids_dir))
     return EXIT_OK
 
 
-def _run_files(config: RunConfig, subjects: list[str]) -> list[Path]:
-    """Every file the participant level reads: steps 1-3 and the features step."""
-    return sorted({*input_list.run_inputs(config, subjects), *feature_files(config)})
+def _run_files(config: RunConfig, subjects: list[str], source: BoldSource) -> list[Path]:
+    """Every file the participant level reads: steps 1-3 (``source``'s) and the features
+    step."""
+    return sorted({*input_list.run_inputs(config, subjects, source), *feature_files(config)})
 
 
-def _check_inputs(config: RunConfig, subjects: list[str]) -> RunConfig:
+def _check_inputs(config: RunConfig, subjects: list[str], source: BoldSource) -> RunConfig:
     """Before any work: the run's files have content (exit 66), and the BIDS validator finds
     no error in them (exit 16); its other findings are recorded as warnings."""
     bids_dir, what = Path(config.bids_dir), "sub-" + "-".join(subjects)
-    files = _run_files(config, subjects)
+    files = _run_files(config, subjects, source)
     missing = annex.absent_files(files)
     if missing:
         listing = ensure_dir(Path(config.output_dir) / "logs") / \
@@ -222,19 +225,13 @@ def run(config: RunConfig) -> int:
                         write_subject_report(out_dir, sub, config.task))
         return EXIT_OK
     config.check_device()
-    from bids_decode.inputs.alignment import resolve_bold_source
-    from bids_decode.participant import run_participant
-
-    source = resolve_bold_source(config.bold_source, bids_dir, config.derivative_paths)
-    if source != config.bold_source:
-        LOGGER.info("BOLD source: %s (--bold-source %s: %s)", source, config.bold_source,
-                    "the dataset has derivatives/preproc-spm" if source == "preproc-spm"
-                    else "no derivatives/preproc-spm in the dataset")
-        config = config.replace(bold_source=source)
-    config = _check_inputs(config, subjects)
+    # --bold-source auto is resolved here, once (BoldSource.parse); the run records the
+    # source's option, and every subject's run uses this source
+    source = BoldSource.of(config)
+    config = _check_inputs(config.replace(bold_source=source.option), subjects, source)
     with _limit_threads(config.nprocs):
         for sub in subjects:
-            res = run_participant(config.replace(participant_label=(sub,)), sub)
+            res = run_participant(config.replace(participant_label=(sub,)), sub, source)
             _print_summary(res)
     return EXIT_OK
 

@@ -27,11 +27,11 @@ from bids_decode.config import RunConfig
 from bids_decode.errors import DataError, MissingInputError
 from bids_decode.features import FeatureFile, FeatureStore, TestTargets
 from bids_decode.features.stimuli import discover_images
-from bids_decode.inputs.alignment import resolve_bold_source
-from bids_decode.inputs.samples import EventSpec, load_run_timeseries, read_blocks
-from bids_decode.inputs.sources import BoldSource, SubjectInputs
+from bids_decode.inputs.samples import SubjectInputs
+from bids_decode.inputs.sources import BoldSource
 from bids_decode.outputs import schema as outputs
 from bids_decode.outputs.provenance import provenance
+from bids_decode.outputs.qc import write_qc
 from bids_decode.outputs.work_files import (
     read_layer,
     shard_work_files,
@@ -279,49 +279,19 @@ class WarningCollector(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def write_qc(config: RunConfig, subject: str, run, union, masks, ref_shape, samples,
-             warnings: list[str]) -> Path:
-    """Small QC file for the report: ROI time courses of one run, sample counts, warnings."""
-    path = outputs.qc_h5(config.output_dir, subject, config.task)
-    str_dt = h5py.string_dtype("utf-8")
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        outputs.stamp(h5)
-        if run is not None:  # None: samples without runs (BData), no time course
-            _write_qc_run(config, h5, run, union, masks, ref_shape)
-        names, counts = np.unique(np.array(samples.train_labels, dtype=object).astype(str),
-                                  return_counts=True)
-        h5.create_dataset("train_counts/name", data=names.astype(object), dtype=str_dt)
-        h5.create_dataset("train_counts/count", data=counts)
-        h5.create_dataset("test_counts/name", data=np.array(samples.test_labels, dtype=object),
-                          dtype=str_dt)
-        h5.create_dataset("test_counts/count", data=samples.test_counts)
-        h5.create_dataset("warnings", data=np.array(warnings, dtype=object), dtype=str_dt)
-    return path
+def run_participant(config: RunConfig, subject: str,
+                    source: BoldSource | None = None) -> dict:
+    """Decode every requested layer from every requested ROI of one subject (see _run).
 
-
-def _write_qc_run(config: RunConfig, h5, run, union, masks, ref_shape) -> None:
-    ts = load_run_timeseries(run, union, ref_shape)
-    union_flat = np.flatnonzero(union.ravel())
-    blocks = read_blocks(run.events, EventSpec.for_task(
-        config.train_task, config.stimulus_column, config.sample_events_for("train")))
-    h5.attrs.update({"tr": run.tr, "run": run.label, "volume_offset": run.volume_offset})
-    for name, m in masks.items():
-        cols = np.isin(union_flat, np.flatnonzero(m.ravel()))
-        h5.create_dataset(f"timecourse/{name}", data=ts[:, cols].mean(axis=1))
-    h5.create_dataset("blocks/onset", data=blocks.onsets)
-    h5.create_dataset("blocks/duration", data=blocks.durations)
-    h5.create_dataset("blocks/label", data=np.array(blocks.labels, dtype=object),
-                      dtype=h5py.string_dtype("utf-8"))
-
-
-def run_participant(config: RunConfig, subject: str) -> dict:
-    """Decode every requested layer from every requested ROI of one subject (see _run)."""
-    config = config.replace(bold_source=resolve_bold_source(  # 'auto' -> what was used
-        config.bold_source, Path(config.bids_dir), config.derivative_paths))
+    ``source``: the run's :class:`BoldSource` where the caller has parsed it already (the
+    command line does, for its input checks), else parsed here (``auto`` resolved).
+    """
+    if source is None:
+        config = config.replace(bold_source=source.option)  # 'auto' -> what was used, recorded
     collector = WarningCollector()
     logging.getLogger("bids_decode").addHandler(collector)
     try:
-        return _run(config, subject, collector)
+        return _run(config, subject, source, collector)
     finally:
         logging.getLogger("bids_decode").removeHandler(collector)
 
@@ -349,7 +319,8 @@ def decode_roi(config: RunConfig, subject: str, ff: FeatureStore, roi: RoiData,
     return shard_files
 
 
-def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
+def _run(config: RunConfig, subject: str, source: BoldSource,
+         collector: WarningCollector) -> dict:
     """Decode every requested layer from every requested ROI of one subject.
 
     Returns
@@ -394,7 +365,7 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
     write_run_config(config, subject, samples.info)
     if complete:
         if inputs.qc is not None:
-            inputs.qc(collector.messages)
+            write_qc(config, subject, inputs, collector.messages)
         # 7. the subject's visual report (from the outputs only)
         from bids_decode.reports import write_subject_report
 

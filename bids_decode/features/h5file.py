@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from bids_decode.errors import DataError

@@ -287,7 +287,8 @@ def run_participant(config: RunConfig, subject: str,
     command line does, for its input checks), else parsed here (``auto`` resolved).
     """
     if source is None:
-        config = config.replace(bold_source=source.option)  # 'auto' -> what was used, recorded
+        source = BoldSource.of(config)
+    config = config.replace(bold_source=source.option)  # 'auto' -> what was used, recorded
     collector = WarningCollector()
     logging.getLogger("bids_decode").addHandler(collector)
     try:
@@ -330,7 +331,6 @@ def _run(config: RunConfig, subject: str, source: BoldSource,
         shards are still missing.
     """
     t0 = time.time()
-    source = BoldSource.of(config)
     # 1-3. layout, ROIs and samples, as the source's kind gives them (inputs.BOLD_SOURCES)
     inputs: SubjectInputs = source.subject_inputs(config, subject)
     samples, tr = inputs.samples, inputs.tr

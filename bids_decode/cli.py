@@ -17,6 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
+from bids_decode import group, resources, slurm
 from bids_decode._version import __version__
 from bids_decode.config import PARAMS, SECTIONS, Param, RunConfig
 from bids_decode.errors import (
@@ -31,6 +32,8 @@ from bids_decode.inputs.sources import BoldSource
 from bids_decode.inputs.validation import validate_bids
 from bids_decode.outputs.paths import check_output_dir, init_output_dir
 from bids_decode.participant import feature_files, run_participant
+from bids_decode.reports import write_subject_report
+from bids_decode.simulate import command as simulate_command
 from bids_decode.utils.files import ensure_dir, write_text
 
 LOGGER = logging.getLogger(__name__)
@@ -98,8 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> RunConfig:
     """Parse BIDS-App arguments into a frozen :class:`RunConfig`."""
-    from bids_decode import resources
-
     ns = build_parser().parse_args(argv)
     if ns.config is not None:
         cfg = RunConfig.from_json(ns.config)
@@ -209,17 +210,11 @@ def run(config: RunConfig) -> int:
     LOGGER.info("bids_decode %s, %s level, %s -> %s", __version__, config.analysis_level,
                 bids_dir, out_dir)
     if "resources" in config.extra:
-        from bids_decode.resources import Resources, log_resources
-
-        log_resources(Resources(**config.extra["resources"]))
+        resources.log_resources(resources.Resources(**config.extra["resources"]))
     if config.analysis_level == "group":
-        from bids_decode import group
-
         return group.run_group(config)
     subjects = layout.resolve_subjects(bids_dir, config.participant_label)
     if config.reports_only:
-        from bids_decode.reports import write_subject_report
-
         for sub in subjects:
             LOGGER.info("sub-%s: report %s", sub,
                         write_subject_report(out_dir, sub, config.task))
@@ -250,13 +245,13 @@ def _print_summary(res: dict) -> None:
 def _subcommand(argv: list[str]) -> int:
     name = argv[0]
     if name == "simulate":
-        from bids_decode.simulate import command as mod
+        mod = simulate_command
         desc = "Write a small ds001246-shaped dataset with a planted ground truth."
     elif name == "slurm":
-        from bids_decode import slurm as mod
+        mod = slurm
         desc = "Write SLURM job files (array + afterok group job) for a dataset (docs/hpc.md)."
     else:
-        from bids_decode.features import command as mod
+        from bids_decode.features import command as mod  # (torch: only for this command)
         desc = "Compute DNN features of stimulus images into an HDF5 file."
     p = _Parser(prog=f"bids_decode {name}", description=desc, epilog=EPILOG)
     mod.add_arguments(p)

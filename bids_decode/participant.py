@@ -38,6 +38,7 @@ from bids_decode.outputs.work_files import (
     work_file_complete,
     work_file_path,
 )
+from bids_decode.reports import write_subject_report
 from bids_decode.utils.files import (
     atomic_path,
     check_free_space,
@@ -47,6 +48,7 @@ from bids_decode.utils.files import (
     write_json,
 )
 from bids_decode.utils.grid import UNIT_BLOCK, shard_range
+from bids_decode.utils.logs import WarningCollector
 from bids_decode.utils.progress import progress_bar
 
 LOGGER = logging.getLogger(__name__)
@@ -268,17 +270,6 @@ def prepare_roi(name: str, mask: np.ndarray, samples, files: list[Path]) -> RoiD
                    halves)
 
 
-class WarningCollector(logging.Handler):
-    """Keeps the warnings logged during a run, for the report."""
-
-    def __init__(self):
-        super().__init__(level=logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
 def run_participant(config: RunConfig, subject: str,
                     source: BoldSource | None = None) -> dict:
     """Decode every requested layer from every requested ROI of one subject (see _run).
@@ -367,8 +358,6 @@ def _run(config: RunConfig, subject: str, source: BoldSource,
         if inputs.qc is not None:
             write_qc(config, subject, inputs, collector.messages)
         # 7. the subject's visual report (from the outputs only)
-        from bids_decode.reports import write_subject_report
-
         html = write_subject_report(Path(config.output_dir), subject, config.task)
         LOGGER.info("sub-%s: report %s", subject, html)
     LOGGER.info("sub-%s: done in %.1f s", subject, time.time() - t0)

@@ -94,7 +94,8 @@ def make_transforms(root: Path, seed: int = 1) -> None:
     import nibabel as nib
     import nitransforms as nt
 
-    from bids_decode.inputs.alignment import COREG_PATTERN, HMC_PATTERN, fov_center, rigid_matrices
+    from bids_decode.inputs.confounds import fov_center, rigid_matrices
+    from bids_decode.inputs.fmriprep import COREG_PATTERN, HMC_PATTERN
 
     rng = np.random.default_rng(seed)
     fp = root / "derivatives" / "fmriprep"
@@ -127,7 +128,7 @@ if mode != "decompress":
     import numpy as np
     from bids_decode.inputs.alignment import align_runs
     from bids_decode.inputs.sources import BoldSource
-    from bids_decode.inputs.layout import find_runs, make_layout
+    from bids_decode.inputs.layout import make_layout
     from bids_decode.inputs.samples import build_samples
 t0, c0 = time.perf_counter(), time.process_time()
 if mode == "decompress":
@@ -138,9 +139,8 @@ if mode == "decompress":
 else:
     bids = make_layout(root, ["01"])
     src = BoldSource.parse("fmriprep" if mode == "resample" else "raw", root, {}, "T1w")
-    train = find_runs(bids, "01", "perception", lay["train"] + "*", what="training",
-                      source=src)
-    test = find_runs(bids, "01", "perception", lay["test"] + "*", what="test", source=src)
+    train = src.find_runs(bids, "01", "perception", lay["train"] + "*", what="training")
+    test = src.find_runs(bids, "01", "perception", lay["test"] + "*", what="test")
     vc = root / "sourcedata/sub-01/anat/vc.nii.gz"
     mask = np.asanyarray(nib.load(vc).dataobj) > 0
     if mode == "resample":

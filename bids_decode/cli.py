@@ -17,6 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
+from bids_decode import group, resources, slurm
 from bids_decode._version import __version__
 from bids_decode.config import PARAMS, SECTIONS, Param, RunConfig
 from bids_decode.errors import (
@@ -27,9 +28,13 @@ from bids_decode.errors import (
     UsageError,
 )
 from bids_decode.inputs import annex, input_list, layout
+from bids_decode.inputs.sources import BoldSource
 from bids_decode.inputs.validation import validate_bids
 from bids_decode.outputs.paths import check_output_dir, init_output_dir
-from bids_decode.participant import feature_files
+from bids_decode.outputs.schema import find_networks, network_name
+from bids_decode.participant import feature_files, run_participant
+from bids_decode.reports import write_subject_report
+from bids_decode.simulate import command as simulate_command
 from bids_decode.utils.files import ensure_dir, write_text
 
 LOGGER = logging.getLogger(__name__)
@@ -98,8 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> RunConfig:
     """Parse BIDS-App arguments into a frozen :class:`RunConfig`."""
-    from bids_decode import resources
-
     ns = build_parser().parse_args(argv)
     if ns.config is not None:
         cfg = RunConfig.from_json(ns.config)
@@ -154,20 +157,22 @@ def _list_inputs(config: RunConfig) -> int:
                          "level reads only the participant outputs.")
     setup_logging(config.verbosity)
     subjects = layout.resolve_subjects(Path(config.bids_dir), config.participant_label)
-    input_list.print_inputs(_run_files(config, subjects), Path(config.bids_dir))
+    source = BoldSource.of(config)
+    input_list.print_inputs(_run_files(config, subjects, source), Path(config.bids_dir))
     return EXIT_OK
 
 
-def _run_files(config: RunConfig, subjects: list[str]) -> list[Path]:
-    """Every file the participant level reads: steps 1-3 and the features step."""
-    return sorted({*input_list.run_inputs(config, subjects), *feature_files(config)})
+def _run_files(config: RunConfig, subjects: list[str], source: BoldSource) -> list[Path]:
+    """Every file the participant level reads: steps 1-3 (``source``'s) and the features
+    step."""
+    return sorted({*input_list.run_inputs(config, subjects, source), *feature_files(config)})
 
 
-def _check_inputs(config: RunConfig, subjects: list[str]) -> RunConfig:
+def _check_inputs(config: RunConfig, subjects: list[str], source: BoldSource) -> RunConfig:
     """Before any work: the run's files have content (exit 66), and the BIDS validator finds
     no error in them (exit 16); its other findings are recorded as warnings."""
     bids_dir, what = Path(config.bids_dir), "sub-" + "-".join(subjects)
-    files = _run_files(config, subjects)
+    files = _run_files(config, subjects, source)
     missing = annex.absent_files(files)
     if missing:
         listing = ensure_dir(Path(config.output_dir) / "logs") / \
@@ -207,18 +212,11 @@ def run(config: RunConfig) -> int:
     LOGGER.info("bids_decode %s, %s level, %s -> %s", __version__, config.analysis_level,
                 bids_dir, out_dir)
     if "resources" in config.extra:
-        from bids_decode.resources import Resources, log_resources
-
-        log_resources(Resources(**config.extra["resources"]))
+        resources.log_resources(resources.Resources(**config.extra["resources"]))
     if config.analysis_level == "group":
-        from bids_decode import group
-
         return group.run_group(config)
     subjects = layout.resolve_subjects(bids_dir, config.participant_label)
     if config.reports_only:
-        from bids_decode.outputs.schema import find_networks, network_name
-        from bids_decode.reports import write_subject_report
-
         for label, per_sub in find_networks(out_dir, config.task).items():
             name = network_name(out_dir, config.task, label)
             for sub in (s for s in subjects if s in per_sub):  # every network of a subject
@@ -226,19 +224,13 @@ def run(config: RunConfig) -> int:
                             write_subject_report(out_dir, sub, config.task, network=name))
         return EXIT_OK
     config.check_device()
-    from bids_decode.inputs.alignment import resolve_bold_source
-    from bids_decode.participant import run_participant
-
-    source = resolve_bold_source(config.bold_source, bids_dir, config.derivative_paths)
-    if source != config.bold_source:
-        LOGGER.info("BOLD source: %s (--bold-source %s: %s)", source, config.bold_source,
-                    "the dataset has derivatives/preproc-spm" if source == "preproc-spm"
-                    else "no derivatives/preproc-spm in the dataset")
-        config = config.replace(bold_source=source)
-    config = _check_inputs(config, subjects)
+    # --bold-source auto is resolved here, once (BoldSource.parse); the run records the
+    # source's option, and every subject's run uses this source
+    source = BoldSource.of(config)
+    config = _check_inputs(config.replace(bold_source=source.option), subjects, source)
     with _limit_threads(config.nprocs):
         for sub in subjects:
-            res = run_participant(config.replace(participant_label=(sub,)), sub)
+            res = run_participant(config.replace(participant_label=(sub,)), sub, source)
             _print_summary(res)
     return EXIT_OK
 
@@ -257,17 +249,17 @@ def _print_summary(res: dict) -> None:
 def _subcommand(argv: list[str]) -> int:
     name = argv[0]
     if name == "simulate":
-        from bids_decode.simulate import command as mod
+        mod = simulate_command
         desc = "Write a small ds001246-shaped dataset with a planted ground truth."
     elif name == "slurm":
-        from bids_decode import slurm as mod
+        mod = slurm
         desc = "Write SLURM job files (array + afterok group job) for a dataset (docs/hpc.md)."
     elif name == "export":
         from bids_decode.outputs import export as mod
         desc = ("Write decoded features and accuracies in the layouts of bdpy's DecodedFeatures "
                 "and KamitaniLab/BHscore (docs/formats.md).")
     else:
-        from bids_decode.features import command as mod
+        from bids_decode.features import command as mod  # (torch: only for this command)
         desc = "Compute DNN features of stimulus images into an HDF5 file."
     p = _Parser(prog=f"bids_decode {name}", description=desc, epilog=EPILOG)
     mod.add_arguments(p)

@@ -30,7 +30,10 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from bids_decode.backends import resolve_backend
 from bids_decode.errors import UsageError
+from bids_decode.inputs.events import parse_sample_events
+from bids_decode.inputs.layout import task_defaults
 
 
 class Section(NamedTuple):
@@ -156,8 +159,6 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def _check_device_name(device: str) -> None:
     """A usage error for a device string no backend takes (:func:`backends.resolve_backend`)."""
-    from bids_decode.backends import resolve_backend
-
     resolve_backend(device)
 
 
@@ -170,8 +171,6 @@ def _check_derivatives(items) -> None:
 
 
 def _check_sample_events(items) -> None:
-    from bids_decode.inputs.events import parse_sample_events
-
     parse_sample_events(items)  # refuses a malformed --sample-events
 
 
@@ -406,15 +405,11 @@ class RunConfig:
 
     def sample_events_for(self, split: str):
         """``--sample-events`` for the 'train' or 'test' runs: (column, values) or None."""
-        from bids_decode.inputs.events import parse_sample_events
-
         return parse_sample_events(self.sample_events).get(split)
 
     @property
     def test_session_glob(self) -> str:
         """--test-session, else the task's default (perceptionTest*, imageryTest*, *)."""
-        from bids_decode.inputs.layout import task_defaults
-
         return self.test_session or task_defaults(self.task)["session"]
 
     @property
@@ -469,8 +464,6 @@ class RunConfig:
     def check_device(self) -> None:
         """Refuse --device cuda where no GPU is visible, and a bad BIDS_DECODE_LAPACK (before
         any work is done)."""
-        from bids_decode.backends import resolve_backend
-
         resolve_backend(self.device).check_available()
 
     def decoding_fingerprint(self) -> dict:

@@ -28,17 +28,18 @@ from bids_decode.errors import DataError, MissingInputError
 from bids_decode.features import FeatureFile, FeatureStore, TestTargets
 from bids_decode.features.stimuli import discover_images
 from bids_decode.features.units import UnitSample
-from bids_decode.inputs.alignment import resolve_bold_source
-from bids_decode.inputs.samples import EventSpec, load_run_timeseries, read_blocks
-from bids_decode.inputs.sources import BoldSource, SubjectInputs
+from bids_decode.inputs.samples import SubjectInputs
+from bids_decode.inputs.sources import BoldSource
 from bids_decode.outputs import schema as outputs
 from bids_decode.outputs.provenance import provenance
+from bids_decode.outputs.qc import write_qc
 from bids_decode.outputs.work_files import (
     read_layer,
     shard_work_files,
     work_file_complete,
     work_file_path,
 )
+from bids_decode.reports import write_subject_report
 from bids_decode.utils.files import (
     atomic_path,
     check_free_space,
@@ -48,6 +49,7 @@ from bids_decode.utils.files import (
     write_json,
 )
 from bids_decode.utils.grid import UNIT_BLOCK, shard_range
+from bids_decode.utils.logs import WarningCollector
 from bids_decode.utils.progress import progress_bar
 
 LOGGER = logging.getLogger(__name__)
@@ -287,61 +289,20 @@ def prepare_roi(name: str, mask: np.ndarray, samples, files: list[Path]) -> RoiD
                    halves)
 
 
-class WarningCollector(logging.Handler):
-    """Keeps the warnings logged during a run, for the report."""
+def run_participant(config: RunConfig, subject: str,
+                    source: BoldSource | None = None) -> dict:
+    """Decode every requested layer from every requested ROI of one subject (see _run).
 
-    def __init__(self):
-        super().__init__(level=logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
-def write_qc(config: RunConfig, subject: str, run, union, masks, ref_shape, samples,
-             warnings: list[str]) -> Path:
-    """Small QC file for the report: ROI time courses of one run, sample counts, warnings."""
-    path = outputs.qc_h5(config.output_dir, subject, config.task, network=config.network)
-    str_dt = h5py.string_dtype("utf-8")
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        outputs.stamp(h5)
-        h5.attrs["network"] = config.network
-        if run is not None:  # None: samples without runs (BData), no time course
-            _write_qc_run(config, h5, run, union, masks, ref_shape)
-        names, counts = np.unique(np.array(samples.train_labels, dtype=object).astype(str),
-                                  return_counts=True)
-        h5.create_dataset("train_counts/name", data=names.astype(object), dtype=str_dt)
-        h5.create_dataset("train_counts/count", data=counts)
-        h5.create_dataset("test_counts/name", data=np.array(samples.test_labels, dtype=object),
-                          dtype=str_dt)
-        h5.create_dataset("test_counts/count", data=samples.test_counts)
-        h5.create_dataset("warnings", data=np.array(warnings, dtype=object), dtype=str_dt)
-    return path
-
-
-def _write_qc_run(config: RunConfig, h5, run, union, masks, ref_shape) -> None:
-    ts = load_run_timeseries(run, union, ref_shape)
-    union_flat = np.flatnonzero(union.ravel())
-    blocks = read_blocks(run.events, EventSpec.for_task(
-        config.train_task, config.stimulus_column, config.sample_events_for("train")))
-    h5.attrs.update({"tr": run.tr, "run": run.label, "volume_offset": run.volume_offset})
-    for name, m in masks.items():
-        cols = np.isin(union_flat, np.flatnonzero(m.ravel()))
-        h5.create_dataset(f"timecourse/{name}", data=ts[:, cols].mean(axis=1))
-    h5.create_dataset("blocks/onset", data=blocks.onsets)
-    h5.create_dataset("blocks/duration", data=blocks.durations)
-    h5.create_dataset("blocks/label", data=np.array(blocks.labels, dtype=object),
-                      dtype=h5py.string_dtype("utf-8"))
-
-
-def run_participant(config: RunConfig, subject: str) -> dict:
-    """Decode every requested layer from every requested ROI of one subject (see _run)."""
-    config = config.replace(bold_source=resolve_bold_source(  # 'auto' -> what was used
-        config.bold_source, Path(config.bids_dir), config.derivative_paths))
+    ``source``: the run's :class:`BoldSource` where the caller has parsed it already (the
+    command line does, for its input checks), else parsed here (``auto`` resolved).
+    """
+    if source is None:
+        source = BoldSource.of(config)
+    config = config.replace(bold_source=source.option)  # 'auto' -> what was used, recorded
     collector = WarningCollector()
     logging.getLogger("bids_decode").addHandler(collector)
     try:
-        return _run(config, subject, collector)
+        return _run(config, subject, source, collector)
     finally:
         logging.getLogger("bids_decode").removeHandler(collector)
 
@@ -369,7 +330,8 @@ def decode_roi(config: RunConfig, subject: str, ff: FeatureStore, roi: RoiData,
     return shard_files
 
 
-def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
+def _run(config: RunConfig, subject: str, source: BoldSource,
+         collector: WarningCollector) -> dict:
     """Decode every requested layer from every requested ROI of one subject.
 
     Returns
@@ -382,7 +344,6 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
     # the network names the outputs (net-<N>): they sit beside other networks' outputs
     config = config.replace(network=network_name(config))
     outputs.check_network_free(config.output_dir, subject, config.task, config.network)
-    source = BoldSource.of(config)
     # 1-3. layout, ROIs and samples, as the source's kind gives them (inputs.BOLD_SOURCES)
     inputs: SubjectInputs = source.subject_inputs(config, subject)
     samples, tr = inputs.samples, inputs.tr
@@ -420,10 +381,8 @@ def _run(config: RunConfig, subject: str, collector: WarningCollector) -> dict:
     write_run_config(config, subject, samples.info)
     if complete:
         if inputs.qc is not None:
-            inputs.qc(collector.messages)
+            write_qc(config, subject, inputs, collector.messages)
         # 7. the subject's visual report (from the outputs only)
-        from bids_decode.reports import write_subject_report
-
         html = write_subject_report(Path(config.output_dir), subject, config.task,
                                     network=config.network)
         LOGGER.info("sub-%s: report %s", subject, html)

@@ -24,6 +24,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bids_decode.backends import resolve_backend
+
 LOGGER = logging.getLogger(__name__)
 
 #: --mem when nothing else says how much memory the run may use (GB).
@@ -331,8 +333,6 @@ def memory_plan(*, n_train: int, n_rows: int, n_images: int, n_voxels: int, k: i
     # one chunk of targets as _chunk_units counts it (float64 rows and their z-scored copies)
     features = units * 8 * (n_images + 4 * n_rows)
     # the CPU decoder's own model (decoding.batch_size_for), its tasks within half the budget
-    from bids_decode.backends import resolve_backend
-
     per_unit, fixed = resolve_backend("cpu").memory_model(n_train, p, k, itemsize, nprocs)
     decoding = min(units * per_unit, int(mem_gb * 2**30 * 0.5)) + fixed
     total = rss + design + features + decoding + REPORT_BYTES

@@ -110,17 +110,18 @@ MUTANTS = [
            "shift=config.hrf_shift,", "shift=0.0,",
            (REF, "tests/e2e/test_participant.py::test_accuracy_tracks_planted_decodability")),
     Mutant("repeats_kept", "one-back repeats are kept as samples",
-           "bids_decode/inputs/samples.py",
+           "bids_decode/inputs/events.py",
            "if conv.one_back and names[i] == names[i - 1]:",
            "if False and names[i] == names[i - 1]:",
-           ("tests/inputs/test_samples.py", REF)),
+           ("tests/inputs/test_events.py", "tests/inputs/test_samples.py", REF)),
 ]
 
 
 def _copy_tree(dst: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
     for name in ("bids_decode", "tests"):
-        shutil.copytree(ROOT / name, dst / name, ignore=ignore)
+        # symlinks=True: the annex trees in tests/data are links without content
+        shutil.copytree(ROOT / name, dst / name, ignore=ignore, symlinks=True)
     shutil.copy2(ROOT / "pyproject.toml", dst / "pyproject.toml")
 
 

@@ -18,10 +18,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from bids_decode.errors import DataError, MissingInputError
+from bids_decode.errors import DataError
 from bids_decode.features.store import CATEGORIES, IMAGES, FeatureStore
+from bids_decode.utils.h5 import H5Reader
 
-__all__ = ["FeatureFile", "FeatureFileWriter", "H5Reader"]
+__all__ = ["FeatureFile", "FeatureFileWriter"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -43,34 +44,6 @@ def _forward_order(names: list[str], recorded) -> list[str]:
     if not isinstance(order, list) or sorted(map(str, order)) != sorted(names):
         return names
     return [str(n) for n in order]
-
-
-class H5Reader:
-    """A read-only HDF5 file held as ``self._h5``, closed by :meth:`close` or a ``with``."""
-
-    def _open(self, path, missing: str, unreadable: str) -> h5py.File:
-        """Open ``path``: MissingInputError(``missing``) if it is not a file, DataError
-        (``unreadable``, its ``{err}`` replaced by the error) if HDF5 cannot read it."""
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise MissingInputError(missing)
-        try:
-            self._h5 = h5py.File(self.path, "r")
-        except OSError as err:
-            raise DataError(unreadable.replace("{err}", str(err))) from err
-        return self._h5
-
-    def close(self):
-        try:
-            self._h5.close()
-        except Exception:  # noqa: BLE001 - closing an already-broken handle
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class FeatureFile(H5Reader, FeatureStore):

@@ -32,9 +32,17 @@ from pathlib import Path
 import numpy as np
 
 from bids_decode.errors import DataError, UsageError
-from bids_decode.features.h5file import H5Reader
 from bids_decode.inputs.annex import listed
 from bids_decode.inputs.events import canonical
+from bids_decode.inputs.layout import task_defaults
+from bids_decode.inputs.samples import (
+    InputQc,
+    Samples,
+    SubjectInputs,
+    average_by_label,
+    half_averages,
+)
+from bids_decode.utils.h5 import H5Reader
 
 LOGGER = logging.getLogger(__name__)
 
@@ -237,7 +245,7 @@ def _read_split(bd: BDataFile, config, kind: str, cols: np.ndarray) -> dict:
     }
 
 
-def subject_inputs(config, subject: str, path: Path):
+def subject_inputs(config, subject: str, path: Path) -> SubjectInputs:
     """Steps 1-3 for a BData file: samples and ROI columns of one subject.
 
     Parameters
@@ -250,13 +258,10 @@ def subject_inputs(config, subject: str, path: Path):
 
     Returns
     -------
-    inputs.SubjectInputs
+    samples.SubjectInputs
         Masks are boolean vectors over the file's columns; ``samples.voxels`` holds column
         indices.
     """
-    from bids_decode.inputs.layout import task_defaults
-    from bids_decode.inputs.sources import SubjectInputs
-
     path = subject_path(path, subject)
     kind = "imagery" if task_defaults(config.task)["event_type"] == "imagery" else "perception"
     with BDataFile(path) as bd:
@@ -267,19 +272,12 @@ def subject_inputs(config, subject: str, path: Path):
     samples = _samples(config, split, cols, path)
     for name, text in split["conventions"].items():
         LOGGER.info("%s samples (%s): %s", name, path.name, text[0])
-    from bids_decode.participant import write_qc
-
-    def qc(warnings):
-        return write_qc(config, subject, None, None, masks, None, samples, warnings)
-
-    return SubjectInputs(samples, masks, files, None, qc)
+    return SubjectInputs(samples, masks, files, None, InputQc())
 
 
-def _samples(config, split: dict, cols: np.ndarray, path: Path):
+def _samples(config, split: dict, cols: np.ndarray, path: Path) -> Samples:
     """:class:`samples.Samples` of the rows read by :func:`_read_split` (non-finite voxels
     dropped, test blocks averaged per stimulus, training trials too with --train-average)."""
-    from bids_decode.inputs.samples import Samples, average_by_label, half_averages
-
     X_train, X_test_blocks = split["X_train"], split["X_test_blocks"]
     runs, train_rows, test_rows = split["runs"], split["train_rows"], split["test_rows"]
     train_labels, test_labels = split["train_labels"], split["test_labels"]

@@ -1,6 +1,8 @@
-"""Event conventions: which rows of an ``events.tsv`` are samples, and what marks a repeat.
+"""Events: which rows of an ``events.tsv`` are samples, and what marks a repeat.
 
-Conventions, tried in this order for each events file:
+:func:`read_blocks` reads one events file into its sample blocks (:class:`Blocks`: stimulus,
+onset, duration), as an :class:`EventSpec` (the task's defaults and the options) and the file's
+convention say. Conventions, tried in this order for each events file:
 
 1. ``--sample-events COLUMN=VALUE[,VALUE]`` (optionally ``train:`` or ``test:`` first): the
    rows whose COLUMN is one of the values; one-back repeats dropped for perception tasks.
@@ -22,20 +24,27 @@ that states the convention.
 
 from __future__ import annotations
 
-import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bids_decode.errors import DataError, UsageError
+from bids_decode.inputs.bids_names import inherited_sidecars, read_sidecar
+from bids_decode.inputs.layout import task_defaults
+
+LOGGER = logging.getLogger(__name__)
 
 #: numeric ``event_type`` codes of the Kamitani lab (ds001506): all codes, sample, repeat
 NUMERIC_CODES = {
     "perception": ({"-3", "-2", "-1", "1", "2"}, ("1",), ("2",)),
     "imagery": ({"-2", "-1", "1", "2", "3", "4"}, ("2",), ()),
 }
+#: value of ``event_type`` that marks a stimulus block in ds001246 perception runs
+STIMULUS_EVENT_TYPE = "stimulus"
 #: ``event_type`` strings of ds001246
 STRING_CODES = {"perception": "stimulus", "imagery": "imagery"}
 #: words of an events.json level description: sample blocks of each kind, and words that
@@ -123,27 +132,6 @@ def _is_number(text: str) -> bool:
     return True
 
 
-_ENTITY = re.compile(r"([a-zA-Z]+)-([a-zA-Z0-9]+)")
-
-
-def _entities(name: str) -> dict[str, str]:
-    stem = name.split(".")[0]
-    return dict(_ENTITY.findall("_".join(stem.split("_")[:-1]) or stem))
-
-
-def events_sidecars(events: Path) -> list[Path]:
-    """The ``*_events.json`` sidecars of ``events`` (inherited), from the dataset root (the
-    nearest parent with ``dataset_description.json``) down to the file's folder."""
-    ents = _entities(events.name)
-    folders = []
-    for d in [events.parent, *events.parents[:6]]:
-        folders.append(d)
-        if (d / "dataset_description.json").is_file():
-            break
-    return [js for d in reversed(folders) for js in sorted(d.glob("*_events.json"))
-            if all(ents.get(k) == v for k, v in _entities(js.name).items())]
-
-
 def sidecar_levels(events: Path, column: str = "event_type") -> tuple[dict, Path] | None:
     """``Levels`` of ``column`` from the events.json sidecars of ``events`` (inherited).
 
@@ -151,12 +139,8 @@ def sidecar_levels(events: Path, column: str = "event_type") -> tuple[dict, Path
     the file's folder; deeper sidecars win. Returns (levels, sidecar path) or None.
     """
     found = None
-    for js in events_sidecars(events):
-        try:
-            meta = json.loads(js.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise DataError(f"The events sidecar {js} is not valid JSON ({err}). Fix it.") \
-                from err
+    for js in inherited_sidecars(events, "*_events.json"):
+        meta = read_sidecar(js, "events sidecar")
         levels = (meta.get(column) or {}).get("Levels") if isinstance(meta, dict) else None
         if isinstance(levels, dict) and levels:
             found = ({canonical(k): str(v) for k, v in levels.items()}, js)
@@ -255,3 +239,129 @@ def sample_rows(df: pd.DataFrame, conv: Convention) -> tuple[pd.Series, int]:
         return pd.Series(True, index=df.index), 0
     codes = df[conv.column].astype(str).map(canonical)
     return codes.isin(conv.values), int(codes.isin(conv.repeat_values).sum())
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """Which events are samples and which column names their stimulus.
+
+    Attributes
+    ----------
+    column : str or None
+        Requested column; None = the first of ``columns`` present.
+    columns : tuple of str
+        Default columns, in order of preference.
+    event_type : str
+        Rows whose ``event_type`` equals this (when the column exists).
+    drop_repeats : bool
+        Drop one-back repeats (a sample equal to the previous one).
+    kind : {"perception", "imagery"}
+        What a sample block of the task is (for the event-convention detection).
+    sample_events : (column, values), optional
+        Sample rows stated by ``--sample-events`` (see :mod:`bids_decode.inputs.events`).
+    """
+
+    column: str | None = None
+    columns: tuple[str, ...] = ("stim_file", "stimulus_name")
+    event_type: str = STIMULUS_EVENT_TYPE
+    drop_repeats: bool = True
+    kind: str = "perception"
+    sample_events: tuple[str, tuple[str, ...]] | None = None
+
+    @classmethod
+    def for_task(cls, task: str, column: str | None = None,
+                 sample_events: tuple[str, tuple[str, ...]] | None = None) -> EventSpec:
+        d = task_defaults(task)
+        kind = "imagery" if d["event_type"] == "imagery" else "perception"
+        return cls(column, tuple(d["columns"]), d["event_type"], d["drop_repeats"], kind,
+                   sample_events)
+
+
+@dataclass
+class Blocks:
+    """The stimulus blocks of one run.
+
+    Attributes
+    ----------
+    labels : list of str
+        Stimulus of each kept block.
+    onsets, durations : ndarray of shape (n_blocks,)
+    n_repeats : int
+        One-back repeats dropped, or repetition blocks left out.
+    convention : str
+        How the samples were chosen (:meth:`bids_decode.inputs.events.Convention.describe`).
+    """
+
+    labels: list[str]
+    onsets: np.ndarray
+    durations: np.ndarray
+    n_repeats: int
+    convention: str = ""
+
+
+def choose_stimulus_column(columns, requested: str | None, path: Path,
+                           defaults=("stim_file", "stimulus_name")) -> str:
+    """The events column naming the stimulus: the requested one, else the first default."""
+    if requested:
+        if requested not in columns:
+            raise DataError(
+                f"The events file {path} has no column '{requested}' (columns: {list(columns)}). "
+                "Fix --stimulus-column."
+            )
+        return requested
+    for col in defaults:
+        if col in columns:
+            return col
+    raise DataError(
+        f"The events file {path} has none of the columns {list(defaults)} (columns: "
+        f"{list(columns)}). Name the column that identifies the image with --stimulus-column."
+    )
+
+
+def read_blocks(events: Path, spec: EventSpec | str | None = None) -> Blocks:
+    """Sample blocks of one events file (one-back repeats dropped when the spec says so)."""
+    if not isinstance(spec, EventSpec):
+        spec = EventSpec(column=spec)
+    try:
+        df = pd.read_csv(events, sep="\t", na_values=["n/a"], keep_default_na=False,
+                         dtype={"stimulus_name": str, "stim_file": str})
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DataError(f"Cannot read the events file {events} ({err}). Fix or replace it.") \
+            from err
+    for col in ("onset", "duration"):
+        if col not in df.columns:
+            raise DataError(f"The events file {events} has no '{col}' column (columns: "
+                            f"{list(df.columns)}); BIDS events need onset and duration.")
+    col = choose_stimulus_column(df.columns, spec.column, events, spec.columns)
+    conv = detect(df, events, spec.kind, default_type=spec.event_type,
+                             option=spec.sample_events, drop_repeats=spec.drop_repeats,
+                             stimulus_column=col)
+    rows, n_marked = sample_rows(df, conv)
+    df = df[rows & df[col].notna() & (df[col].astype(str) != "")]
+    if df.empty:
+        raise DataError(
+            f"The events file {events} has no sample events ({conv.describe(col)}). Check the "
+            "file or --task, or state the sample rows with --sample-events COLUMN=VALUE."
+        )
+    names = df[col].astype(str).tolist()
+    onsets = pd.to_numeric(df["onset"], errors="coerce").to_numpy(float)
+    durations = pd.to_numeric(df["duration"], errors="coerce").to_numpy(float)
+    if not (np.isfinite(onsets).all() and np.isfinite(durations).all()):
+        raise DataError(f"The events file {events} has missing or non-numeric onsets or "
+                        "durations in its sample rows. Fix the file (seconds, 'n/a' only for "
+                        "rows that are not samples).")
+    if (durations < 0).any():
+        i = int(np.flatnonzero(durations < 0)[0])
+        raise DataError(f"The events file {events} has a negative duration ({durations[i]:g} s "
+                        f"for '{names[i]}' at {onsets[i]:g} s); durations are seconds >= 0. "
+                        "Fix the file.")
+    keep = np.ones(len(names), dtype=bool)
+    for i in range(1, len(names)):
+        if conv.one_back and names[i] == names[i - 1]:
+            keep[i] = False
+    labels = [n for n, k in zip(names, keep) if k]
+    return Blocks(labels, onsets[keep], durations[keep], int((~keep).sum()) + n_marked,
+                  conv.describe(col))

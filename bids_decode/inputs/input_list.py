@@ -2,8 +2,10 @@
 
 The list is not a second copy of the finding logic: each subject's files come from its BOLD
 source's :meth:`inputs.BoldSource.input_files`, which runs the same searches as the run
-(:func:`layout.find_runs`, :func:`rois.mask_files`, fMRIPrep's transforms and confounds) with
-``read=False``, so no image is opened and a clone without content can be listed. Every option
+(:meth:`sources.BidsRuns.subject_runs` -> ``find_runs`` -> ``run_of`` -> ``run_files``, whose
+:class:`layout.Run` records the image, events, confounds and transforms;
+:func:`rois.mask_files`) with ``read=False``, so no image is opened and a clone without content
+can be listed. Every option
 that selects files acts through those searches: sessions, task, ``--bold-source``, ROIs,
 confounds, derivatives folders, imagery. The command line adds the features step's files
 (:func:`participant.feature_files`: ``--features``, or the stimulus images and ``--weights``).
@@ -30,7 +32,7 @@ from bids_decode.inputs.sources import BoldSource
 LOGGER = logging.getLogger(__name__)
 
 
-def run_inputs(config, subjects) -> list[Path]:
+def run_inputs(config, subjects, source: BoldSource) -> list[Path]:
     """Every file steps 1-3 of the participant level (layout, ROIs, samples) read for
     ``subjects``, each once, sorted (the features step adds
     :func:`participant.feature_files`).
@@ -38,16 +40,16 @@ def run_inputs(config, subjects) -> list[Path]:
     Parameters
     ----------
     config : RunConfig
-        With the concrete ``bold_source`` or ``auto``.
     subjects : list of str
         Labels without ``sub-``.
+    source : BoldSource
+        The run's source (:meth:`BoldSource.of`, ``auto`` resolved once by the caller).
 
     Returns
     -------
     list of Path
         As the run builds them (under BIDS_DIR, or where options point).
     """
-    source = BoldSource.of(config)
     files = set()
     for sub in subjects:
         files.update(source.input_files(config, sub))

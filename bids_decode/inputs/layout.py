@@ -1,21 +1,22 @@
-"""Find one subject's runs, events and metadata in a BIDS dataset (pybids)."""
+"""One subject's files in a BIDS dataset (pybids): subjects, the index, events files, the runs'
+metadata (TR from the sidecars or headers, volume counts) and the :class:`Run` record.
+
+Which BOLD image, confounds and transforms a run has is its source's to say
+(:meth:`bids_decode.inputs.sources.BidsRuns.find_runs`); this module knows only the dataset.
+"""
 
 from __future__ import annotations
 
 import fnmatch
-import json
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bids_decode.errors import DataError, MissingInputError
 from bids_decode.inputs.annex import matching
-
-if TYPE_CHECKING:
-    from bids_decode.inputs.alignment import RunTransforms
-    from bids_decode.inputs.sources import BidsRuns
+from bids_decode.inputs.bids_names import entities_of, inherited_sidecars, read_sidecar
+from bids_decode.inputs.fmriprep import RunTransforms
 
 LOGGER = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class Run:
         (e.g. 3 for ds001246's ``preproc-spm`` runs, whose first 9 s were removed).
     confounds : Path or None
         fMRIPrep confounds table of the run.
-    transforms : bold_sources.RunTransforms or None
+    transforms : fmriprep.RunTransforms or None
         fMRIPrep's transforms of the run (resampling and motion parameters), or how a run on
         another grid reaches the reference grid.
     raw_bold : Path or None
@@ -157,38 +158,11 @@ def task_defaults(task: str) -> dict:
     return TASKS.get(task, GENERIC_TASK)
 
 
-ENTITY = re.compile(r"([a-zA-Z]+)-([a-zA-Z0-9]+)")
-
-
-def entities_of(name: str) -> dict[str, str]:
-    """BIDS entities of a file name (``sub-01_ses-x_task-y_run-01_bold.nii.gz``)."""
-    stem = name.split(".")[0]
-    return dict(ENTITY.findall("_".join(stem.split("_")[:-1]) or stem))
-
-
-def bold_sidecars(bids_dir: Path, events: Path) -> list[Path]:
-    """The ``*_bold.json`` sidecars of the run of ``events`` (BIDS inheritance principle),
-    from the dataset's top level down."""
-    ents = entities_of(events.name)
-    folders = [bids_dir]
-    try:
-        rel = events.parent.relative_to(bids_dir)
-        for part in rel.parts:
-            folders.append(folders[-1] / part)
-    except ValueError:
-        folders.append(events.parent)
-    return [js for d in folders for js in sorted(d.glob("*_bold.json"))
-            if all(ents.get(k) == v for k, v in entities_of(js.name).items())]
-
-
 def inherited_metadata(bids_dir: Path, events: Path) -> dict:
     """JSON sidecar metadata of the run's BOLD by the BIDS inheritance principle."""
     meta: dict = {}
-    for js in bold_sidecars(bids_dir, events):
-        try:
-            meta.update(json.loads(js.read_text()))
-        except (OSError, json.JSONDecodeError) as err:
-            raise DataError(f"The sidecar {js} is not valid JSON ({err}). Fix it.") from err
+    for js in inherited_sidecars(events, "*_bold.json", bids_dir):
+        meta.update(read_sidecar(js))
     return meta
 
 
@@ -233,11 +207,8 @@ def missing_volumes(events: Path, bold: Path, raw_bold: Path | None, tr: float) 
     return offset
 
 
-def find_runs(
-    layout, subject: str, task: str, session_glob: str, *, what: str,
-    source: BidsRuns | None = None, read: bool = True,
-) -> list[Run]:
-    """Runs of one subject, task and session pattern, with events, TR and BOLD source.
+def events_files(layout, subject: str, task: str, session_glob: str) -> list[Path]:
+    """The ``_events.tsv`` of one subject's runs of a task in the sessions matching a pattern.
 
     Parameters
     ----------
@@ -248,23 +219,16 @@ def find_runs(
     session_glob : str
         fnmatch pattern on the session label (``perceptionTraining*``); ``*`` also matches
         datasets without sessions.
-    what : str
-        'training' or 'test' (for messages).
-    source : inputs.BidsRuns, optional
-        Where each run's image is (:data:`inputs.BOLD_SOURCES`); the raw runs by default.
-    read : bool
-        False: find the files only, without opening an image (TR from the sidecars or NaN,
-        volume offset 0): what ``--list-inputs`` and the annex check use.
 
     Returns
     -------
-    list of Run, sorted by session and run.
-    """
-    if source is None:
-        from bids_decode.inputs.sources import RawRuns
+    list of Path, in pybids' order.
 
-        source = RawRuns()
-    bids_dir = Path(layout.root)
+    Raises
+    ------
+    MissingInputError
+        A BOLD run of these sessions has no events file.
+    """
     files = layout.get(subject=subject, task=task, suffix="events", extension=".tsv",
                        return_type="filename")
     def in_sessions(name: str) -> bool:
@@ -281,41 +245,13 @@ def find_runs(
                 f"The BOLD run {b} has no events file (expected {ev}). Add the events.tsv of "
                 "every run, or exclude the run's session with --train-session/--test-session."
             )
-    runs = [_make_run(Path(path), source, bids_dir, task, read) for path in files
-            if in_sessions(Path(path).name)]
-    runs.sort(key=lambda r: (r.session or "", r.run or "", r.bold.name))
-    offsets = sorted({r.volume_offset for r in runs})
-    if source.preprocessed and runs and read:
-        LOGGER.info("%d %s runs of sub-%s (%s): %s volume(s) missing at the start relative to "
-                    "the events (from the volume counts); events are aligned accordingly.",
-                    len(runs), what, subject, source.kind, "/".join(map(str, offsets)))
-    if not runs:
-        sessions = sorted({str(s) for s in layout.get_sessions(subject=subject)})
-        raise MissingInputError(
-            f"No {what} runs for sub-{subject}, task '{task}', sessions matching "
-            f"'{session_glob}' in {layout.root} (sessions present: {sessions or 'none'}). "
-            f"Fix --{'train' if what == 'training' else 'test'}-session or --task."
-        )
-    return runs
+    return [Path(path) for path in files if in_sessions(Path(path).name)]
 
 
-def _make_run(events: Path, source: BidsRuns, bids_dir: Path, task: str,
-              read: bool = True) -> Run:
-    """The :class:`Run` of one events file: its BOLD image from ``source``, TR, offset
-    (``read=False``: no image is opened, see :func:`find_runs`)."""
-    ents = entities_of(events.name)
-    raw_bold = find_nifti(events.parent, events_stem(events) + "_bold")
-    bold, expected, confounds, xfm = source.run_files(events, bids_dir, raw_bold)
-    if bold is None:
-        raise MissingInputError(
-            f"No BOLD run for {events.name} (expected {expected}). "
-            + source.missing_hint()
-            + "or exclude its session with --train-session/--test-session."
-        )
+def repetition_time(bids_dir: Path, events: Path, bold: Path, task: str) -> float:
+    """The TR of a run: ``RepetitionTime`` of its sidecars (:func:`inherited_metadata`), else
+    the NIfTI header's; DataError when neither has it."""
     tr = inherited_metadata(bids_dir, events).get("RepetitionTime")
-    if not read:
-        return Run(bold, events, ents.get("ses"), ents.get("run"),
-                   float("nan") if tr is None else float(tr), 0, confounds, xfm, raw_bold)
     if tr is None:
         tr = _header_tr(bold)
     if tr is None:
@@ -323,10 +259,7 @@ def _make_run(events: Path, source: BidsRuns, bids_dir: Path, task: str,
             f"No RepetitionTime for {bold}: none in the JSON sidecars and none in the NIfTI "
             f"header. Add it (e.g. to task-{task}_bold.json at the dataset's top level)."
         )
-    tr = float(tr)
-    offset = source.volume_offset(events, bold, raw_bold, tr)
-    return Run(bold, events, ents.get("ses"), ents.get("run"), tr, offset, confounds, xfm,
-               raw_bold)
+    return float(tr)
 
 
 def _header_tr(bold: Path) -> float | None:

@@ -6,6 +6,9 @@ volumes of each block after a haemodynamic shift. Which rows are samples and wha
 follows each file's event convention (:mod:`bids_decode.inputs.events`: ds001246's one-back repeats
 are dropped, ds001506's repetition blocks are left out). Test blocks are averaged per image;
 training trials are samples each, or averaged per image with ``train_average``.
+
+What every BOLD source gives decoding is declared here too: :class:`SubjectInputs` (the
+:class:`Samples`, ROI masks, TR and the :class:`InputQc` of the report's QC file).
 """
 
 from __future__ import annotations
@@ -13,146 +16,16 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-import pandas as pd
 
-from bids_decode.errors import DataError, reading_bold
-from bids_decode.inputs.events import detect as detect_convention
-from bids_decode.inputs.events import sample_rows
+from bids_decode.errors import DataError
+from bids_decode.inputs.bold import load_run_timeseries
+from bids_decode.inputs.confounds import load_confounds
+from bids_decode.inputs.events import Blocks, EventSpec, read_blocks
 from bids_decode.inputs.layout import Run
 
 LOGGER = logging.getLogger(__name__)
-
-#: value of ``event_type`` that marks a stimulus block in ds001246 perception runs
-STIMULUS_EVENT_TYPE = "stimulus"
-
-
-@dataclass(frozen=True)
-class EventSpec:
-    """Which events are samples and which column names their stimulus.
-
-    Attributes
-    ----------
-    column : str or None
-        Requested column; None = the first of ``columns`` present.
-    columns : tuple of str
-        Default columns, in order of preference.
-    event_type : str
-        Rows whose ``event_type`` equals this (when the column exists).
-    drop_repeats : bool
-        Drop one-back repeats (a sample equal to the previous one).
-    kind : {"perception", "imagery"}
-        What a sample block of the task is (for the event-convention detection).
-    sample_events : (column, values), optional
-        Sample rows stated by ``--sample-events`` (see :mod:`bids_decode.inputs.events`).
-    """
-
-    column: str | None = None
-    columns: tuple[str, ...] = ("stim_file", "stimulus_name")
-    event_type: str = STIMULUS_EVENT_TYPE
-    drop_repeats: bool = True
-    kind: str = "perception"
-    sample_events: tuple[str, tuple[str, ...]] | None = None
-
-    @classmethod
-    def for_task(cls, task: str, column: str | None = None,
-                 sample_events: tuple[str, tuple[str, ...]] | None = None) -> EventSpec:
-        from bids_decode.inputs.layout import task_defaults
-
-        d = task_defaults(task)
-        kind = "imagery" if d["event_type"] == "imagery" else "perception"
-        return cls(column, tuple(d["columns"]), d["event_type"], d["drop_repeats"], kind,
-                   sample_events)
-
-
-@dataclass
-class Blocks:
-    """The stimulus blocks of one run.
-
-    Attributes
-    ----------
-    labels : list of str
-        Stimulus of each kept block.
-    onsets, durations : ndarray of shape (n_blocks,)
-    n_repeats : int
-        One-back repeats dropped, or repetition blocks left out.
-    convention : str
-        How the samples were chosen (:meth:`bids_decode.inputs.events.Convention.describe`).
-    """
-
-    labels: list[str]
-    onsets: np.ndarray
-    durations: np.ndarray
-    n_repeats: int
-    convention: str = ""
-
-
-def choose_stimulus_column(columns, requested: str | None, path: Path,
-                           defaults=("stim_file", "stimulus_name")) -> str:
-    """The events column naming the stimulus: the requested one, else the first default."""
-    if requested:
-        if requested not in columns:
-            raise DataError(
-                f"The events file {path} has no column '{requested}' (columns: {list(columns)}). "
-                "Fix --stimulus-column."
-            )
-        return requested
-    for col in defaults:
-        if col in columns:
-            return col
-    raise DataError(
-        f"The events file {path} has none of the columns {list(defaults)} (columns: "
-        f"{list(columns)}). Name the column that identifies the image with --stimulus-column."
-    )
-
-
-def read_blocks(events: Path, spec: EventSpec | str | None = None) -> Blocks:
-    """Sample blocks of one events file (one-back repeats dropped when the spec says so)."""
-    if not isinstance(spec, EventSpec):
-        spec = EventSpec(column=spec)
-    try:
-        df = pd.read_csv(events, sep="\t", na_values=["n/a"], keep_default_na=False,
-                         dtype={"stimulus_name": str, "stim_file": str})
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise DataError(f"Cannot read the events file {events} ({err}). Fix or replace it.") \
-            from err
-    for col in ("onset", "duration"):
-        if col not in df.columns:
-            raise DataError(f"The events file {events} has no '{col}' column (columns: "
-                            f"{list(df.columns)}); BIDS events need onset and duration.")
-    col = choose_stimulus_column(df.columns, spec.column, events, spec.columns)
-    conv = detect_convention(df, events, spec.kind, default_type=spec.event_type,
-                             option=spec.sample_events, drop_repeats=spec.drop_repeats,
-                             stimulus_column=col)
-    rows, n_marked = sample_rows(df, conv)
-    df = df[rows & df[col].notna() & (df[col].astype(str) != "")]
-    if df.empty:
-        raise DataError(
-            f"The events file {events} has no sample events ({conv.describe(col)}). Check the "
-            "file or --task, or state the sample rows with --sample-events COLUMN=VALUE."
-        )
-    names = df[col].astype(str).tolist()
-    onsets = pd.to_numeric(df["onset"], errors="coerce").to_numpy(float)
-    durations = pd.to_numeric(df["duration"], errors="coerce").to_numpy(float)
-    if not (np.isfinite(onsets).all() and np.isfinite(durations).all()):
-        raise DataError(f"The events file {events} has missing or non-numeric onsets or "
-                        "durations in its sample rows. Fix the file (seconds, 'n/a' only for "
-                        "rows that are not samples).")
-    if (durations < 0).any():
-        i = int(np.flatnonzero(durations < 0)[0])
-        raise DataError(f"The events file {events} has a negative duration ({durations[i]:g} s "
-                        f"for '{names[i]}' at {onsets[i]:g} s); durations are seconds >= 0. "
-                        "Fix the file.")
-    keep = np.ones(len(names), dtype=bool)
-    for i in range(1, len(names)):
-        if conv.one_back and names[i] == names[i - 1]:
-            keep[i] = False
-    labels = [n for n, k in zip(names, keep) if k]
-    return Blocks(labels, onsets[keep], durations[keep], int((~keep).sum()) + n_marked,
-                  conv.describe(col))
 
 
 def block_volumes(onset: float, duration: float, tr: float, shift: float, offset: int,
@@ -205,39 +78,50 @@ class Samples:
     test_halves: np.ndarray | None = None
 
 
-def load_run_timeseries(run: Run, mask: np.ndarray, ref_shape: tuple[int, ...]) -> np.ndarray:
-    """The masked time series of a run.
+@dataclass
+class InputQc:
+    """What the report's QC file shows of one subject's inputs besides its samples and masks
+    (written by :func:`bids_decode.outputs.qc.write_qc`).
 
-    Returns
-    -------
-    ndarray of shape (n_volumes, n_voxels_in_mask), float32
+    Attributes
+    ----------
+    run : layout.Run or None
+        The run whose ROI time courses are shown (the first training run); None for samples
+        without runs (a BData file).
+    union : ndarray of shape ref_shape[:3], bool, or None
+        The voxels of every ROI on the reference grid.
+    ref_shape : tuple or None
+        Shape of the reference grid.
     """
-    if run.transforms is not None and run.transforms.resample:  # another grid, or fMRIPrep
-        from bids_decode.inputs.alignment import resampled_timeseries
 
-        return resampled_timeseries(run, mask)
-    with reading_bold(run.bold):
-        img = nib.load(str(run.bold))
-        if img.ndim != 4:
-            raise DataError(f"The BOLD run {run.bold} is {img.ndim}-D (shape {img.shape}); "
-                            "a 4-D time series is expected.")
-        if img.shape[:3] != tuple(ref_shape[:3]):
-            raise DataError(
-                f"The BOLD run {run.bold} has grid {img.shape[:3]}, the first run has "
-                f"{tuple(ref_shape[:3])}. All runs of a subject must share one grid (use "
-                "preprocessed, coregistered runs)."
-            )
-        raw = img.dataobj.get_unscaled() if hasattr(img.dataobj, "get_unscaled") \
-            else np.asanyarray(img.dataobj)
-        ts = raw[mask].T  # mask first, then cast: memory ~ one raw run + the ROI voxels
-        del raw
-        slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)
-    ts = ts.astype(np.float32)
-    if slope is not None and np.isfinite(slope) and slope not in (0.0, 1.0):
-        ts *= np.float32(slope)
-    if inter is not None and np.isfinite(inter) and inter != 0.0:
-        ts += np.float32(inter)
-    return ts
+    run: Run | None = None
+    union: np.ndarray | None = None
+    ref_shape: tuple | None = None
+
+
+@dataclass
+class SubjectInputs:
+    """What decoding needs from one subject's inputs (BIDS runs, or a BData file).
+
+    Attributes
+    ----------
+    samples : Samples
+    masks : dict of str -> ndarray of bool
+        Each ROI's voxels, on the grid whose flat indices ``samples.voxels`` holds.
+    files : dict of str -> list
+        The files (or file#key) defining each ROI, for the sidecars.
+    tr : float or None
+        Repetition time of the runs (None when unknown).
+    qc : InputQc or None
+        What the report's QC file shows besides the samples and masks (None: no QC file).
+    """
+
+    samples: Samples
+    masks: dict
+    files: dict
+    tr: float | None
+    qc: InputQc | None = None
+
 
 
 def clean_run(ts: np.ndarray, tr: float, confounds: np.ndarray | None = None) -> np.ndarray:
@@ -254,42 +138,6 @@ def clean_run(ts: np.ndarray, tr: float, confounds: np.ndarray | None = None) ->
     out = clean(ts, detrend=True, standardize="zscore_sample", t_r=tr, ensure_finite=False,
                 confounds=confounds)
     return np.asarray(out, dtype=np.float32)
-
-
-#: Named confound sets (fMRIPrep column names).
-CONFOUND_SETS = {
-    "motion6": ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"),
-    "motion6+wm+csf": ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z",
-                       "white_matter", "csf"),
-}
-
-
-def load_confounds(run: Run, which: str | None, n_volumes: int) -> np.ndarray | None:
-    """The chosen confound columns of a run (NaNs, e.g. first derivatives, set to 0)."""
-    if not which:
-        return None
-    if run.confounds is None and run.transforms is not None and run.transforms.hmc:
-        from bids_decode.inputs.alignment import (
-            motion_confounds,  # from fMRIPrep's head-motion transforms
-        )
-
-        return motion_confounds(run, which, n_volumes)
-    if run.confounds is None:
-        raise DataError(
-            f"--confounds {which} was asked for but {run.bold.name} has no confounds table "
-            "(fMRIPrep's *_desc-confounds_timeseries.tsv). Use --bold-source fmriprep or drop "
-            "--confounds."
-        )
-    cols = CONFOUND_SETS.get(which, tuple(c for c in which.split(",") if c))
-    df = pd.read_csv(run.confounds, sep="\t", na_values=["n/a"])
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise DataError(f"The confounds table {run.confounds} lacks columns {missing}. Choose "
-                        f"--confounds from {sorted(CONFOUND_SETS)} or existing column names.")
-    if len(df) != n_volumes:
-        raise DataError(f"The confounds table {run.confounds} has {len(df)} rows; its run has "
-                        f"{n_volumes} volumes. Use the table of the same run.")
-    return df[list(cols)].fillna(0.0).to_numpy(np.float64)
 
 
 def _run_samples(run: Run, ts: np.ndarray, blocks: Blocks, shift: float):

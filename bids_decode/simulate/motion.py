@@ -10,7 +10,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from bids_decode.inputs.alignment import COREG_PATTERN, HMC_PATTERN, rigid_matrices
+from bids_decode.inputs.confounds import rigid_matrices
+from bids_decode.inputs.fmriprep import COREG_PATTERN, HMC_PATTERN
 from bids_decode.simulate.writers import save_bold
 
 LOGGER = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ class MotionPlan:
     ----------
     params : dict
         Run stem -> simulated motion parameters, ndarray of shape (n_volumes, 6)
-        (:data:`bids_decode.inputs.alignment.MOTION6`).
+        (:data:`bids_decode.inputs.confounds.MOTION6`).
     """
 
     PAD = 3  # voxels of margin of the raw field of view around the aligned grid

@@ -45,8 +45,9 @@ def _god_id(name: str) -> float:
 def test_bdata_file_from_bdpy_gives_the_bids_accuracies(tmp_path, bdpy_python):
     from bids_decode.config import RunConfig
     from bids_decode.inputs.bdata import BDataFile, imagenet_name
-    from bids_decode.inputs.layout import find_runs, make_layout
-    from bids_decode.inputs.samples import EventSpec, build_samples
+    from bids_decode.inputs.events import EventSpec
+    from bids_decode.inputs.layout import make_layout
+    from bids_decode.inputs.samples import build_samples
     from bids_decode.inputs.sources import RawRuns
     from bids_decode.simulate import simulate_dataset
 
@@ -64,8 +65,8 @@ def test_bdata_file_from_bdpy_gives_the_bids_accuracies(tmp_path, bdpy_python):
                     train_session="perceptionNaturalImageTraining*",
                     test_session="perceptionNaturalImageTest*")
     inp = RawRuns().subject_inputs(cfg, "01")
-    test_runs = find_runs(make_layout(bids, ["01"]), "01", "perception",
-                          "perceptionNaturalImageTest*", what="test")
+    test_runs = RawRuns().find_runs(make_layout(bids, ["01"]), "01", "perception",
+                                    "perceptionNaturalImageTest*", what="test")
     union = np.zeros(inp.masks["VC"].shape, bool)
     union.ravel()[inp.samples.voxels] = True
     blocks = build_samples(test_runs, test_runs[:1], union, union.shape, shift=3.0,

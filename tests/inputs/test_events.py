@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from bids_decode.errors import DataError, UsageError
-from bids_decode.inputs.events import canonical, parse_sample_events
-from bids_decode.inputs.samples import EventSpec, average_by_label, read_blocks
+from bids_decode.inputs.events import EventSpec, canonical, parse_sample_events, read_blocks
+from bids_decode.inputs.samples import average_by_label
 
 DS1506 = Path(__file__).resolve().parents[2] / "bids_decode" / "data" / "ds001506" / "sub-01"
 
@@ -68,6 +68,25 @@ def test_ds001246_strings_still_drop_one_back_repeats(real_events_dir):
     ev = sorted(real_events_dir.glob("sub-01/ses-imageryTest01/func/*_events.tsv"))[0]
     b = read_blocks(ev, EventSpec.for_task("imagery"))
     assert b.convention.startswith("ds001246: samples are rows with event_type = imagery")
+
+
+def test_read_blocks_real_events_drops_one_back_repeats(real_events_dir):
+    ev = sorted(real_events_dir.glob(
+        "sub-01/ses-perceptionTraining01/func/*_run-01_events.tsv"))[0]
+    df = pd.read_csv(ev, sep="\t", dtype=str)
+    stim = df[df.event_type == "stimulus"].stimulus_name.tolist()
+    n_repeats = sum(a == b for a, b in zip(stim[1:], stim[:-1]))
+    blocks = read_blocks(ev, None)
+    assert blocks.n_repeats == n_repeats == 5
+    assert len(blocks.labels) == len(stim) - 5 == 50
+    assert len(set(blocks.labels)) == 50
+    assert blocks.onsets[0] == 33.0 and np.all(blocks.durations == 9.0)
+
+
+def test_read_blocks_imagery_events_have_no_stimulus_column(real_events_dir):
+    ev = sorted(real_events_dir.glob("sub-01/ses-imageryTest01/func/*_events.tsv"))[0]
+    with pytest.raises(DataError, match="stimulus-column"):
+        read_blocks(ev, None)
 
 
 def _events(tmp_path, codes, names, name="sub-01_task-x_run-01_events.tsv"):

@@ -7,9 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_decode.errors import DataError
 from bids_decode.inputs.layout import Run
-from bids_decode.inputs.samples import block_volumes, build_samples, clean_run, read_blocks
+from bids_decode.inputs.samples import block_volumes, build_samples, clean_run
 
 
 def test_block_volumes_ds001246_timing():
@@ -19,25 +18,6 @@ def test_block_volumes_ds001246_timing():
     assert block_volumes(33, 9, 3.0, 3.0, 3, 175).tolist() == [9, 10, 11]
     # a block shorter than a TR still gets one volume
     assert block_volumes(10, 1, 2.0, 0.0, 0, 50).tolist() == [5]
-
-
-def test_read_blocks_real_events_drops_one_back_repeats(real_events_dir):
-    ev = sorted(real_events_dir.glob(
-        "sub-01/ses-perceptionTraining01/func/*_run-01_events.tsv"))[0]
-    df = pd.read_csv(ev, sep="\t", dtype=str)
-    stim = df[df.event_type == "stimulus"].stimulus_name.tolist()
-    n_repeats = sum(a == b for a, b in zip(stim[1:], stim[:-1]))
-    blocks = read_blocks(ev, None)
-    assert blocks.n_repeats == n_repeats == 5
-    assert len(blocks.labels) == len(stim) - 5 == 50
-    assert len(set(blocks.labels)) == 50
-    assert blocks.onsets[0] == 33.0 and np.all(blocks.durations == 9.0)
-
-
-def test_read_blocks_imagery_events_have_no_stimulus_column(real_events_dir):
-    ev = sorted(real_events_dir.glob("sub-01/ses-imageryTest01/func/*_events.tsv"))[0]
-    with pytest.raises(DataError, match="stimulus-column"):
-        read_blocks(ev, None)
 
 
 def _write_run(tmp_path, name, data, events: pd.DataFrame, tr=2.0):
@@ -118,7 +98,8 @@ def test_real_ds001246_tree_gives_1200_training_and_50_test_images(real_events_d
     import json
     import shutil
 
-    from bids_decode.inputs.layout import find_runs, make_layout
+    from bids_decode.inputs.layout import make_layout
+    from bids_decode.inputs.sources import RawRuns
 
     ds = tmp_path / "ds"
     ds.mkdir()
@@ -135,8 +116,9 @@ def test_real_ds001246_tree_gives_1200_training_and_50_test_images(real_events_d
         shutil.copyfile(ev, dst)
         nib.save(img, dst.with_name(dst.name.replace("_events.tsv", "_bold.nii.gz")))
     layout = make_layout(ds, [subject])
-    train = find_runs(layout, subject, "perception", "perceptionTraining*", what="training")
-    test = find_runs(layout, subject, "perception", "perceptionTest*", what="test")
+    train = RawRuns().find_runs(layout, subject, "perception", "perceptionTraining*",
+                                what="training")
+    test = RawRuns().find_runs(layout, subject, "perception", "perceptionTest*", what="test")
     assert len(train) == 24 and len(test) == 35
     assert {r.tr for r in train + test} == {3.0}
     s = build_samples(train, test, np.ones((2, 3, 2), bool), (2, 3, 2, 178), shift=3.0)

@@ -57,13 +57,13 @@ def test_ds001246_raw_and_preproc_spm(rich, tmp_path, source, caplog):
 
 
 def test_preproc_spm_alignment_comes_from_volume_counts(rich):
-    from bids_decode.inputs.layout import find_runs, make_layout
+    from bids_decode.inputs.layout import make_layout
     from bids_decode.inputs.sources import BoldSource
 
     ds = rich["bids_dir"]
     src = BoldSource.parse("preproc-spm", ds, {}, "T1w")
-    runs = find_runs(make_layout(ds, ["01"]), "01", "perception", "perceptionTest*",
-                     what="test", source=src)
+    runs = src.find_runs(make_layout(ds, ["01"]), "01", "perception", "perceptionTest*",
+                         what="test")
     assert {r.volume_offset for r in runs} == {3}
     assert all(r.bold.name.endswith("_bold_preproc.nii.gz") for r in runs)
     # without the raw runs, the offset comes from the events' span
@@ -71,8 +71,8 @@ def test_preproc_spm_alignment_comes_from_volume_counts(rich):
         raw = r.events.with_name(r.events.name.replace("_events.tsv", "_bold.nii.gz"))
         raw.rename(raw.with_suffix(".bak"))
     try:
-        runs2 = find_runs(make_layout(ds, ["01"]), "01", "perception", "perceptionTest*",
-                          what="test", source=src)
+        runs2 = src.find_runs(make_layout(ds, ["01"]), "01", "perception",
+                              "perceptionTest*", what="test")
         assert {r.volume_offset for r in runs2} == {3}
     finally:
         for r in runs:

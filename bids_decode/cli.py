@@ -30,6 +30,7 @@ from bids_decode.errors import (
 from bids_decode.inputs import annex, input_list, layout
 from bids_decode.inputs.sources import BoldSource
 from bids_decode.inputs.validation import validate_bids
+from bids_decode.outputs import export
 from bids_decode.outputs.paths import check_output_dir, init_output_dir
 from bids_decode.outputs.schema import find_networks, network_name
 from bids_decode.participant import feature_files, run_participant
@@ -255,7 +256,7 @@ def _subcommand(argv: list[str]) -> int:
         mod = slurm
         desc = "Write SLURM job files (array + afterok group job) for a dataset (docs/hpc.md)."
     elif name == "export":
-        from bids_decode.outputs import export as mod
+        mod = export
         desc = ("Write decoded features and accuracies in the layouts of bdpy's DecodedFeatures "
                 "and KamitaniLab/BHscore (docs/formats.md).")
     else:

@@ -26,6 +26,7 @@ from bids_decode import decoding, evaluation, resources
 from bids_decode.config import RunConfig
 from bids_decode.errors import DataError, MissingInputError
 from bids_decode.features import FeatureFile, FeatureStore, TestTargets
+from bids_decode.features.h5file import network_attribute
 from bids_decode.features.stimuli import discover_images
 from bids_decode.features.units import UnitSample
 from bids_decode.inputs.samples import SubjectInputs
@@ -118,20 +119,6 @@ def _features_path(config: RunConfig) -> Path:
             paths, names, out, network=config.network, layers=list(config.layers) or None,
             weights=config.weights, device=config.device, preprocessing=config.preprocessing,
         )
-
-
-def network_name(config: RunConfig) -> str:
-    """The network of a run: the features file's ``network`` attribute, else ``--network``
-    (the network that computes the features from ``--stimuli-dir``)."""
-    if config.features:
-        try:
-            with h5py.File(config.features, "r") as f:
-                name = f.attrs.get("network")
-        except OSError:  # missing or unreadable: FeatureFile says so, with the fix
-            name = None
-        if name is not None and outputs.as_str(name).strip():
-            return outputs.as_str(name).strip()
-    return config.network
 
 
 def _chunk_units(config: RunConfig, n_rows: int, n_images: int) -> int:
@@ -247,9 +234,7 @@ def assemble_roi(config: RunConfig, subject: str, ff: FeatureStore, roi: RoiData
         for layer in layers:
             shape = ff.unit_shape(layer)
             result = _assemble_layer(config, h5, layer, shape, shard_files[layer], n_test)
-            if isinstance(ff, UnitSample):
-                outputs.write_unit_index(h5[layer], ff.index[layer], ff.full_shape(layer),
-                                         config.unit_seed)
+            outputs.write_unit_sample(h5[layer], ff, layer)  # --units-per-layer
             rows.append({
                 "roi": roi.name, "layer": layer, "n_units": int(np.prod(shape)),
                 "n_voxels": roi.n_voxels, "n_voxels_selected": attrs["n_voxels_selected"],
@@ -341,9 +326,7 @@ def _run(config: RunConfig, subject: str, source: BoldSource,
         shards are still missing.
     """
     t0 = time.time()
-    # the network names the outputs (net-<N>): they sit beside other networks' outputs
-    config = config.replace(network=network_name(config))
-    outputs.check_network_free(config.output_dir, subject, config.task, config.network)
+    config = outputs.claim_network(config, subject, network_attribute(config.features))
     # 1-3. layout, ROIs and samples, as the source's kind gives them (inputs.BOLD_SOURCES)
     inputs: SubjectInputs = source.subject_inputs(config, subject)
     samples, tr = inputs.samples, inputs.tr
@@ -351,10 +334,8 @@ def _run(config: RunConfig, subject: str, source: BoldSource,
                 "left out", subject, samples.X_train.shape[0], len(samples.test_labels),
                 samples.info["n_test_blocks"], samples.info["n_repeats_dropped"])
     # 4. features
-    with FeatureFile(_features_path(config)) as file:
-        # --units-per-layer: every layer seen as its sampled units (the same in every run)
-        ff = (UnitSample(file, config.units_per_layer, config.unit_seed)
-              if config.units_per_layer else file)
+    with FeatureFile(_features_path(config)) as file:  # --units-per-layer: sampled units
+        ff = UnitSample.over(file, config.units_per_layer, config.unit_seed)
         layers = ff.check_layers(config.layers)
         train_rows = ff.rows_for(samples.train_labels, what="training stimuli")
         targets = ff.targets(samples.test_labels)

@@ -214,6 +214,20 @@ REUSE_KEYS = ("network", "weights", "seed", "weights_sha256", "preprocessing", "
 ``preprocessing`` (JSON) differs between the ``preprocessing_choice`` values."""
 
 
+def network_attribute(path) -> str | None:
+    """The ``network`` attribute of a features file (None: no file given, no attribute, or a
+    file HDF5 cannot open, which :class:`FeatureFile` then reports with its fix)."""
+    if not path:
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            name = f.attrs.get("network")
+    except OSError:
+        return None
+    name = name.decode() if isinstance(name, bytes) else name
+    return str(name).strip() or None if name is not None else None
+
+
 def chunk_rows(batch_size: int, n_images: int, row_bytes: int) -> int:
     """Images per HDF5 chunk: a divisor of ``batch_size`` (batches write whole chunks),
     at most ``n_images``, and a chunk of at most :data:`MAX_CHUNK_BYTES` where one image

@@ -69,6 +69,12 @@ class UnitSample(FeatureStore):
                     ", ".join(f"{la} {self.index[la].size}/{store.n_units(la)}"
                               for la in store.layers))
 
+    @classmethod
+    def over(cls, store, n: int, seed: int):
+        """``store`` seen through a sample of ``n`` units per layer; ``store`` itself when
+        ``n`` is 0 (every unit)."""
+        return cls(store, n, seed) if n else store
+
     @property
     def attrs(self) -> dict:
         return self.store.attrs

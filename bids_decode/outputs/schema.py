@@ -40,6 +40,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from bids_decode.config import RunConfig
 from bids_decode.errors import DataError, OutputError
 from bids_decode.evaluation.bhscore import BH_ROIS
 from bids_decode.evaluation.metric import Output, Result
@@ -292,6 +293,15 @@ def group_report(output_dir: Path, network: str | None = None) -> Path:
     return group_dir(output_dir) / f"net-{network_label(network)}_report.html"
 
 
+def claim_network(config: RunConfig, subject: str, named: str | None) -> RunConfig:
+    """The run's configuration with its network: ``named`` (the features file's ``network``
+    attribute), else ``--network``; refused when its ``net-<label>`` holds another network's
+    outputs of this subject (:func:`check_network_free`)."""
+    config = config.replace(network=named or config.network)
+    check_network_free(config.output_dir, subject, config.task, config.network)
+    return config
+
+
 def check_network_free(output_dir: Path, subject: str, task: str, network: str) -> None:
     """Refuse a run whose ``net-<label>`` holds another network's outputs of this subject
     (two names with the same letters and digits, e.g. ``vit_b_16`` and ``vitb16``)."""
@@ -517,10 +527,12 @@ def write_layer(group: h5py.Group, shape: tuple[int, ...], result: Result) -> No
     group.attrs.update({"n_units": int(np.prod(shape)), **result.attrs})
 
 
-def write_unit_index(group: h5py.Group, index: np.ndarray, full_shape: tuple[int, ...],
-                     seed: int) -> None:
-    """Record a layer's unit sample (``--units-per-layer``): ``unit_index`` and attributes
-    ``unit_shape`` (the layer's own shape) and ``unit_seed``."""
-    group.create_dataset("unit_index", data=np.asarray(index, dtype=np.int64))
-    group.attrs.update({"unit_shape": np.asarray(full_shape, dtype=np.int64),
-                        "unit_seed": int(seed)})
+def write_unit_sample(group: h5py.Group, store, layer: str) -> None:
+    """Record a layer's unit sample (``--units-per-layer``: ``store`` is a
+    :class:`~bids_decode.features.units.UnitSample`; nothing for a store of every unit):
+    ``unit_index`` and attributes ``unit_shape`` (the layer's own shape) and ``unit_seed``."""
+    if not hasattr(store, "index"):
+        return
+    group.create_dataset("unit_index", data=np.asarray(store.index[layer], dtype=np.int64))
+    group.attrs.update({"unit_shape": np.asarray(store.full_shape(layer), dtype=np.int64),
+                        "unit_seed": int(store.seed)})

@@ -34,8 +34,19 @@ demo: install
 	    --features $(DEMO)/ds001506-sim/stimuli/features_simulated.h5 --n-voxels 200 \
 	    --train-session 'perceptionNaturalImageTraining*' \
 	    --test-session 'perceptionNaturalImageTest*'
-	@echo "Demo outputs in $(DEMO)/derivatives (open sub-01.html and group/report.html)"
-	@echo "and $(DEMO)/derivatives-ds001506 (the ds001506 layout)"
+	# two networks planted on V1 ... HVC ('hierarchical' more consistently than 'mixed'),
+	# decoded into one OUTPUT_DIR; the group level compares them and prints their BH scores
+	$(PY) -m bids_decode simulate $(DEMO)/ds001246-hierarchy --hierarchy --n-subjects 3 \
+	    --n-train-runs 10 --n-test-runs 4
+	for net in hierarchical mixed; do \
+	  $(PY) -m bids_decode $(DEMO)/ds001246-hierarchy $(DEMO)/derivatives-hierarchy participant \
+	      --features $(DEMO)/ds001246-hierarchy/stimuli/features_$$net.h5 \
+	      --roi V1 V2 V3 V4 HVC --n-voxels 100 || exit 1; \
+	done
+	$(PY) -m bids_decode $(DEMO)/ds001246-hierarchy $(DEMO)/derivatives-hierarchy group
+	@echo "Demo outputs in $(DEMO)/derivatives (open sub-01_net-simulated.html and"
+	@echo "group/report.html), $(DEMO)/derivatives-ds001506 (the ds001506 layout) and"
+	@echo "$(DEMO)/derivatives-hierarchy (two networks and their brain hierarchy scores)"
 
 test: install
 	$(PY) -m pytest -m "not container" $(PYTEST_ARGS)

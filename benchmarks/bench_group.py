@@ -107,12 +107,12 @@ def write_participant(out: Path, features: Path, n_subjects: int, rois, n_test: 
         header = ("roi\tlayer\tn_units\tn_voxels\tn_voxels_selected\tn_constant_units\t"
                   "profile_r_mean\tprofile_r_median\tpattern_r_mean\tidentification_accuracy\t"
                   "n_train_samples\tn_test_images")
-        (func / f"sub-{sub}_task-{TASK}_decoding.tsv").write_text(
+        (func / f"sub-{sub}_task-{TASK}_net-simulated_decoding.tsv").write_text(
             "\n".join([header, *rows]) + "\n")
         cfg = {"roi": list(rois), "n_voxels": 500, "alpha": 100.0, "task": TASK,
                "features": str(features), "layers": [], "dtype": "float32",
                "provenance": {"versions": {"bids_decode": "bench"}}}
-        (out / f"sub-{sub}" / f"sub-{sub}_task-{TASK}_config.json").write_text(json.dumps(cfg))
+        (out / f"sub-{sub}" / f"sub-{sub}_task-{TASK}_net-simulated_config.json").write_text(json.dumps(cfg))
 
 
 def main(argv=None) -> int:

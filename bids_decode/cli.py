@@ -30,7 +30,9 @@ from bids_decode.errors import (
 from bids_decode.inputs import annex, input_list, layout
 from bids_decode.inputs.sources import BoldSource
 from bids_decode.inputs.validation import validate_bids
+from bids_decode.outputs import export
 from bids_decode.outputs.paths import check_output_dir, init_output_dir
+from bids_decode.outputs.schema import find_networks, network_name
 from bids_decode.participant import feature_files, run_participant
 from bids_decode.reports import write_subject_report
 from bids_decode.simulate import command as simulate_command
@@ -79,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Decode every unit of deep-network features from fMRI (voxel-selecting "
                     "ridge regression, Horikawa & Kamitani). Other commands: "
                     "'bids_decode simulate OUT_DIR', 'bids_decode features STIMULI_DIR OUT.h5', "
-                    "'bids_decode slurm BIDS_DIR OUTPUT_DIR JOBS_DIR' (SLURM job files).",
+                    "'bids_decode slurm BIDS_DIR OUTPUT_DIR JOBS_DIR' (SLURM job files), "
+                    "'bids_decode export OUTPUT_DIR DEST --format bdpy'.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     positional = [prm for prm in PARAMS if prm.flags and not prm.flags[0].startswith("-")]
@@ -215,9 +218,11 @@ def run(config: RunConfig) -> int:
         return group.run_group(config)
     subjects = layout.resolve_subjects(bids_dir, config.participant_label)
     if config.reports_only:
-        for sub in subjects:
-            LOGGER.info("sub-%s: report %s", sub,
-                        write_subject_report(out_dir, sub, config.task))
+        for label, per_sub in find_networks(out_dir, config.task).items():
+            name = network_name(out_dir, config.task, label)
+            for sub in (s for s in subjects if s in per_sub):  # every network of a subject
+                LOGGER.info("sub-%s: report %s", sub,
+                            write_subject_report(out_dir, sub, config.task, network=name))
         return EXIT_OK
     config.check_device()
     # --bold-source auto is resolved here, once (BoldSource.parse); the run records the
@@ -250,6 +255,10 @@ def _subcommand(argv: list[str]) -> int:
     elif name == "slurm":
         mod = slurm
         desc = "Write SLURM job files (array + afterok group job) for a dataset (docs/hpc.md)."
+    elif name == "export":
+        mod = export
+        desc = ("Write decoded features and accuracies in the layouts of bdpy's DecodedFeatures "
+                "and KamitaniLab/BHscore (docs/formats.md).")
     else:
         from bids_decode.features import command as mod  # (torch: only for this command)
         desc = "Compute DNN features of stimulus images into an HDF5 file."
@@ -281,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     try:
-        if argv and argv[0] in ("simulate", "features", "slurm"):
+        if argv and argv[0] in ("simulate", "features", "slurm", "export"):
             return _subcommand(argv)
         if not argv or argv[0] in ("-h", "--help") or "--version" in argv:
             try:

@@ -50,6 +50,7 @@ SECTIONS = {
     "features": Section("features", keyed=False),
     "decoding": Section("decoding", keyed=True),
     "statistics": Section("statistics", keyed=True),
+    "group": Section("group level: networks compared, brain hierarchy score", keyed=False),
     "execution": Section("resources and logging", keyed=False),
 }
 
@@ -277,10 +278,11 @@ class RunConfig:
         (), "features", "--layers", nargs="+", metavar="NAME", group="config",
         help="layers to decode (default: every layer in the features)")
     network: str = param(
-        "alexnet", "features", "--network",
+        "alexnet", "features", "--network", sidecar="Network",
         help="network for feature extraction when --features is not given: alexnet, vgg19, "
              "caffe-alexnet, any torchvision classification model, package.module:function "
-             "or a TorchScript file (docs/features.md)")
+             "or a TorchScript file (docs/features.md). The network names the outputs "
+             "(net-<N>, docs/outputs.md): a features file's 'network' attribute, else this")
     preprocessing: str = param(
         "default", "features", "--preprocessing", choices=["default", "torchvision"],
         fingerprint=True,
@@ -320,6 +322,19 @@ class RunConfig:
         check=require(lambda v: v in ("float32", "float64"),
                       "--dtype must be float32 or float64; got {v!r}."),
         help="precision of the solver (default float32)")
+    units_per_layer: int = param(
+        0, "decoding", "--units-per-layer", type=int, metavar="N", group="config+sidecar",
+        sidecar="UnitsPerLayer",
+        check=require(lambda v: v >= 0, "--units-per-layer must be >= 0 (0 = every unit); "
+                                        "got {v}."),
+        help="decode N randomly chosen units per layer (the same for every subject, ROI and "
+             "shard; their indices are kept in the outputs), as the lab's feature decoding "
+             "and BH score do with 1000 (default 0 = every unit)")
+    unit_seed: int = param(
+        0, "decoding", "--unit-seed", type=int, metavar="SEED", group="config+sidecar",
+        sidecar="UnitSeed",
+        help="seed of the units of --units-per-layer, and at the group level of the BH "
+             "score's units of outputs that hold every unit (default 0; recorded)")
     # --------------------------------------------------------------------------- statistics
     n_permutations: int = param(
         1000, "statistics", "--n-permutations", type=int, metavar="N",
@@ -330,6 +345,27 @@ class RunConfig:
     permutation_seed: int = param(
         0, "statistics", "--permutation-seed", type=int, metavar="SEED",
         help="seed of the permutations (default 0; recorded in the outputs)")
+    # -------------------------------------------------------------------------------- group
+    bh_layers: tuple[str, ...] = param(
+        (), "group", "--bh-layers", nargs="+", metavar="LAYER",
+        help="layers of the brain hierarchy score, in hierarchy order (default: the paper's "
+             "list for a network the app knows, else every decoded layer in the features "
+             "file's order)")
+    bh_test: str = param(
+        "permutation", "group", "--bh-test", choices=["permutation", "paper"],
+        check=require(lambda v: v in ("permutation", "paper"),
+                      "--bh-test must be permutation or paper; got {v!r}."),
+        help="which units count in the BH score: permutation (the best ROI's permutation p, "
+             "Bonferroni-corrected over the 5 ROIs, < 0.05) or paper (KamitaniLab/BHscore's "
+             "parametric test as coded; docs/outputs.md)")
+    bh_units: int = param(
+        1000, "group", "--bh-units", type=int, metavar="N",
+        check=require(lambda v: v >= 1, "--bh-units must be >= 1; got {v}."),
+        help="units per layer drawn (with --unit-seed) for the BH score from outputs that hold "
+             "every unit (default 1000; outputs of --units-per-layer use their own units)")
+    bh_seed: int = param(
+        0, "group", "--bh-seed", type=int, metavar="SEED",
+        help="seed of the BH score's layer draws and bootstrap (default 0; recorded)")
     # ---------------------------------------------------------------------------- execution
     device: str = param(
         "cpu", "execution", "--device",

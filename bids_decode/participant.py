@@ -26,7 +26,9 @@ from bids_decode import decoding, evaluation, resources
 from bids_decode.config import RunConfig
 from bids_decode.errors import DataError, MissingInputError
 from bids_decode.features import FeatureFile, FeatureStore, TestTargets
+from bids_decode.features.h5file import network_attribute
 from bids_decode.features.stimuli import discover_images
+from bids_decode.features.units import UnitSample
 from bids_decode.inputs.samples import SubjectInputs
 from bids_decode.inputs.sources import BoldSource
 from bids_decode.outputs import schema as outputs
@@ -219,18 +221,20 @@ def assemble_roi(config: RunConfig, subject: str, ff: FeatureStore, roi: RoiData
                  layers: list[str], shard_files: dict, test_labels: list[str],
                  n_train: int) -> list[dict]:
     """Merge the work files of one ROI into its output HDF5; return summary rows."""
-    out = outputs.decoding_h5(config.output_dir, subject, config.task, roi.name)
+    out = outputs.decoding_h5(config.output_dir, subject, config.task, roi.name,
+                              network=config.network)
     n_test = len(test_labels)
     size = sum((n_test + 11) * ff.n_units(layer) * 4 for layer in layers)
     attrs = {"roi": roi.name, "subject": subject, "task": config.task,
              "n_voxels_roi": roi.n_voxels,
              "n_voxels_selected": decoding.n_selected(config.n_voxels, roi.n_voxels),
-             "alpha": config.alpha, "features_file": str(ff.path)}
+             "alpha": config.alpha, "features_file": str(ff.path), "network": config.network}
     rows = []
     with outputs.decoding_writer(out, test_labels, attrs, size) as h5:
         for layer in layers:
             shape = ff.unit_shape(layer)
             result = _assemble_layer(config, h5, layer, shape, shard_files[layer], n_test)
+            outputs.write_unit_sample(h5[layer], ff, layer)  # --units-per-layer
             rows.append({
                 "roi": roi.name, "layer": layer, "n_units": int(np.prod(shape)),
                 "n_voxels": roi.n_voxels, "n_voxels_selected": attrs["n_voxels_selected"],
@@ -322,6 +326,7 @@ def _run(config: RunConfig, subject: str, source: BoldSource,
         shards are still missing.
     """
     t0 = time.time()
+    config = outputs.claim_network(config, subject, network_attribute(config.features))
     # 1-3. layout, ROIs and samples, as the source's kind gives them (inputs.BOLD_SOURCES)
     inputs: SubjectInputs = source.subject_inputs(config, subject)
     samples, tr = inputs.samples, inputs.tr
@@ -329,8 +334,8 @@ def _run(config: RunConfig, subject: str, source: BoldSource,
                 "left out", subject, samples.X_train.shape[0], len(samples.test_labels),
                 samples.info["n_test_blocks"], samples.info["n_repeats_dropped"])
     # 4. features
-    ff = FeatureFile(_features_path(config))
-    with ff:
+    with FeatureFile(_features_path(config)) as file:  # --units-per-layer: sampled units
+        ff = UnitSample.over(file, config.units_per_layer, config.unit_seed)
         layers = ff.check_layers(config.layers)
         train_rows = ff.rows_for(samples.train_labels, what="training stimuli")
         targets = ff.targets(samples.test_labels)
@@ -351,14 +356,16 @@ def _run(config: RunConfig, subject: str, source: BoldSource,
                 roi_rows = assemble_roi(config, subject, ff, roi, layers, shard_files,
                                         samples.test_labels, samples.X_train.shape[0])
                 write_roi_sidecar(config, subject, roi, ff, samples, tr)
-                outputs.write_subject_summary(config.output_dir, subject, config.task, roi_rows)
+                outputs.write_subject_summary(config.output_dir, subject, config.task, roi_rows,
+                                              network=config.network)
             rows.extend(roi_rows)
     write_run_config(config, subject, samples.info)
     if complete:
         if inputs.qc is not None:
             write_qc(config, subject, inputs, collector.messages)
         # 7. the subject's visual report (from the outputs only)
-        html = write_subject_report(Path(config.output_dir), subject, config.task)
+        html = write_subject_report(Path(config.output_dir), subject, config.task,
+                                    network=config.network)
         LOGGER.info("sub-%s: report %s", subject, html)
     LOGGER.info("sub-%s: done in %.1f s", subject, time.time() - t0)
     return {"subject": subject, "rows": rows, "info": samples.info, "complete": complete}
@@ -366,7 +373,8 @@ def _run(config: RunConfig, subject: str, source: BoldSource,
 
 def write_roi_sidecar(config: RunConfig, subject, roi: RoiData, ff: FeatureFile, samples,
                       tr: float) -> None:
-    path = outputs.roi_sidecar(config.output_dir, subject, config.task, roi.name)
+    path = outputs.roi_sidecar(config.output_dir, subject, config.task, roi.name,
+                               network=config.network)
     write_json(path, {
         "Description": "Per-unit decoding accuracy, ranks and decoded features "
                        "(voxel-selecting ridge regression).",
@@ -384,7 +392,7 @@ def write_roi_sidecar(config: RunConfig, subject, roi: RoiData, ff: FeatureFile,
 
 
 def write_run_config(config: RunConfig, subject: str, info: dict) -> Path:
-    path = outputs.config_json(config.output_dir, subject, config.task)
+    path = outputs.config_json(config.output_dir, subject, config.task, network=config.network)
     d = config.replace(participant_label=(subject,)).to_dict()
     d["provenance"] = provenance() | {"samples": info, "resources": resources.record(config),
                                       "validation": config.extra.get("validation")}

@@ -3,6 +3,7 @@
 Usage::
 
     python scripts/compare_derivatives.py DIR_A DIR_B [--ignore-html] [--ignore-attr NAME ...]
+        [--exclude GLOB ...]
 
 Every file under DIR_A and DIR_B (work folder, logs and lock files left out) must exist on
 both sides. HDF5 files: the same groups, every dataset equal bit for bit (same dtype and shape;
@@ -19,6 +20,7 @@ file where it was set aside is listed.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import re
 import sys
@@ -32,10 +34,11 @@ IGNORED: list[str] = []  # attributes set aside by --ignore-attr, reported
 STAMP = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?( UTC)?")
 
 
-def _files(root: Path) -> set[str]:
+def _files(root: Path, exclude=()) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")
             if p.is_file() and not SKIP_PARTS & set(p.relative_to(root).parts)
-            and not p.name.endswith(".lock")}
+            and not p.name.endswith(".lock")
+            and not any(fnmatch.fnmatch(p.name, pat) for pat in exclude)}
 
 
 def _norm_text(text: str, root: Path) -> str:
@@ -100,8 +103,9 @@ def compare_h5(pa: Path, pb: Path, ra: Path, rb: Path, ignore_attrs=()) -> list[
     return out
 
 
-def compare(ra: Path, rb: Path, ignore_html: bool = False, ignore_attrs=()) -> list[str]:
-    fa, fb = _files(ra), _files(rb)
+def compare(ra: Path, rb: Path, ignore_html: bool = False, ignore_attrs=(),
+            exclude=()) -> list[str]:
+    fa, fb = _files(ra, exclude), _files(rb, exclude)
     diffs = [f"only in {ra}: {f}" for f in sorted(fa - fb)]
     diffs += [f"only in {rb}: {f}" for f in sorted(fb - fa)]
     for rel in sorted(fa & fb):
@@ -128,13 +132,16 @@ def main(argv=None) -> int:
     ap.add_argument("--ignore-html", action="store_true")
     ap.add_argument("--ignore-attr", action="append", default=[], metavar="NAME",
                     help="HDF5 attribute to set aside (repeatable); each one set aside is listed")
+    ap.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                    help="leave out files whose name matches GLOB on both sides (repeatable), "
+                         "e.g. '*net-vgg19*' to compare one network of a two-network folder")
     args = ap.parse_args(argv)
-    diffs = compare(args.a, args.b, args.ignore_html, args.ignore_attr)
+    diffs = compare(args.a, args.b, args.ignore_html, args.ignore_attr, args.exclude)
     for line in IGNORED:
         print("ignored:", line)
     for d in diffs:
         print(d)
-    n = len(_files(args.a))
+    n = len(_files(args.a, args.exclude))
     print(f"{n} files compared: " + ("identical" if not diffs else f"{len(diffs)} differences"))
     return 1 if diffs else 0
 

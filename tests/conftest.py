@@ -38,6 +38,33 @@ def participant_out(sim, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def bdpy_python() -> Path:
+    """The Python of the reference venv ``.bench-venv`` (bdpy 0.26, fastl2lir 0.11: they need
+    numpy < 2.4, so they stay out of the main venv), created by
+    ``benchmarks/setup_bench_venv.sh`` when missing (about 2 minutes); the test skips, saying
+    why, only when it cannot be created."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    py = root / ".bench-venv" / "bin" / "python"
+
+    def ok():
+        return py.exists() and subprocess.run(
+            [str(py), "-c", "import bdpy"], capture_output=True).returncode == 0
+
+    if not ok():
+        r = subprocess.run(["bash", "benchmarks/setup_bench_venv.sh", sys.executable], cwd=root,
+                           capture_output=True, text=True, timeout=1200)
+        if r.returncode or not ok():
+            reason = ("the bdpy venv (.bench-venv) could not be created by "
+                      f"benchmarks/setup_bench_venv.sh: {(r.stderr or r.stdout)[-300:]}")
+            print(reason)
+            pytest.skip(reason)
+    return py
+
+
 @pytest.fixture
 def lapack_choice(monkeypatch):
     """Switch the CPU kernel's LAPACK for one test (the choice is cached per process)."""

@@ -124,6 +124,42 @@ class FeatureFile(H5Reader, FeatureStore):
         column = np.asarray(self._h5[group][layer][(slice(None), *idx)], dtype=np.float64)
         return np.array([column[r].mean() for r in rows])
 
+    def read_units(self, layer: str, rows: np.ndarray, flat: np.ndarray,
+                   source: str = IMAGES, max_values: int = 1 << 26) -> np.ndarray:
+        """The values of some units of a layer (a unit sample, :mod:`bids_decode.units`).
+
+        Whole slices of axis 1 are read (at most ``max_values`` values at a time) and the
+        units picked from them, so a sample of a large convolutional layer never loads the
+        layer.
+
+        Parameters
+        ----------
+        layer : str
+        rows : ndarray of shape (n_rows,)
+            Rows of ``source`` to return, in this order (repeats allowed).
+        flat : ndarray of shape (n_sel,), int
+            Flat (C-order) unit indices, increasing.
+        source : {IMAGES, CATEGORIES}
+
+        Returns
+        -------
+        ndarray of shape (n_rows, n_sel), float64
+        """
+        ds = self._h5[GROUPS[source]][layer]
+        flat = np.asarray(flat, dtype=np.int64)
+        per_slice = self.n_units(layer) // ds.shape[1]
+        axis1 = flat // per_slice
+        slices = np.unique(axis1)
+        step = max(1, max_values // max(1, ds.shape[0] * per_slice))
+        out = np.empty((len(rows), flat.size), dtype=np.float64)
+        for i in range(0, slices.size, step):
+            chosen = slices[i:i + step]
+            block = ds[:, list(chosen)].reshape(ds.shape[0], chosen.size * per_slice)
+            mine = np.isin(axis1, chosen)
+            cols = np.searchsorted(chosen, axis1[mine]) * per_slice + flat[mine] % per_slice
+            out[:, mine] = np.asarray(block[rows][:, cols], dtype=np.float64)
+        return out
+
     def iter_unit_chunks(
         self, layer: str, rows: np.ndarray, max_units: int,
         unit_range: tuple[int, int] | None = None, source: str = IMAGES,
@@ -176,6 +212,20 @@ REUSE_KEYS = ("network", "weights", "seed", "weights_sha256", "preprocessing", "
               "stimuli_sha256")
 """Attributes that must be equal for an existing file to be reused (versions need not);
 ``preprocessing`` (JSON) differs between the ``preprocessing_choice`` values."""
+
+
+def network_attribute(path) -> str | None:
+    """The ``network`` attribute of a features file (None: no file given, no attribute, or a
+    file HDF5 cannot open, which :class:`FeatureFile` then reports with its fix)."""
+    if not path:
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            name = f.attrs.get("network")
+    except OSError:
+        return None
+    name = name.decode() if isinstance(name, bytes) else name
+    return str(name).strip() or None if name is not None else None
 
 
 def chunk_rows(batch_size: int, n_images: int, row_bytes: int) -> int:

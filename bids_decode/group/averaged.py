@@ -141,12 +141,13 @@ def open_averaged(stack: contextlib.ExitStack, out_dir: Path, task: str, plan,
     files = {}
     for roi in plan.rois:
         side = plan.subjects[0].sidecars[roi]
-        attrs = {"roi": roi, "subject": AVERAGED, "task": task,
+        attrs = {"roi": roi, "subject": AVERAGED, "task": task, "network": plan.network,
                  "alpha": quoted({}, side, "alpha", float("nan")),
                  "features_file": str(plan.features_file),
                  "subjects": np.array([s.label for s in plan.subjects], dtype=object),
                  "zscore_reference": ref_desc}
-        path = outputs.decoding_h5(averaged_dir(out_dir), AVERAGED, task, roi)
+        path = outputs.decoding_h5(averaged_dir(out_dir), AVERAGED, task, roi,
+                                   network=plan.network)
         files[roi] = stack.enter_context(outputs.decoding_writer(path, plan.test_names, attrs))
     return files
 
@@ -177,18 +178,19 @@ def finish_averaged(out_dir: Path, task: str, plan, averaged: dict, ref_desc: st
             rows.append({"roi": roi, "layer": layer, "n_test_images": len(plan.test_names),
                          **{k: v for k, v in av.items() if k in outputs.SUBJECT_SUMMARY.columns}})
         side = plan.subjects[0].sidecars[roi]
-        write_json(outputs.roi_sidecar(averaged_dir(out_dir), AVERAGED, task, roi), {
+        write_json(outputs.roi_sidecar(averaged_dir(out_dir), AVERAGED, task, roi,
+                                       network=plan.network), {
             "Description": "Decoded features averaged over subjects, scored like one subject "
                            "(bids_decode group level).",
             "ROI": roi, "Subjects": [s.label for s in plan.subjects],
             "SourceFiles": [str(s.h5[roi].relative_to(out_dir)) for s in plan.subjects],
             "FeaturesFile": str(plan.features_file),
             "FeaturesAttributes": side.get("FeaturesAttributes", {}),
-            "Layers": plan.layers, **sidecar_entries(side, "alpha"),
+            "Layers": plan.layers, **sidecar_entries(side, "alpha", "network"),
             "ZScoreReference": f"Pattern correlation and identification z-score true and "
                                f"decoded features with the mean and SD over {ref_desc}."})
-    outputs.SUBJECT_SUMMARY.write(outputs.summary_tsv(averaged_dir(out_dir), AVERAGED, task),
-                                  rows)
+    outputs.SUBJECT_SUMMARY.write(outputs.summary_tsv(averaged_dir(out_dir), AVERAGED, task,
+                                                      network=plan.network), rows)
 
 
 class AveragedSubject:

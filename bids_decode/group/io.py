@@ -22,6 +22,7 @@ class GroupPlan:
     """What the group level works on, after the consistency checks."""
 
     subjects: list[SubjectOutputs]
+    network: str
     rois: list[str]
     layers: list[str]
     shapes: dict[str, tuple[int, ...]]
@@ -30,28 +31,52 @@ class GroupPlan:
     notes: list[str]
 
 
-def find_outputs(output_dir: Path, task: str, labels=()) -> list[SubjectOutputs]:
-    """Participant outputs of ``task`` in ``output_dir``, one entry per subject that has any.
+def find_outputs(output_dir: Path, task: str, labels=(), *,
+                 network: str) -> list[SubjectOutputs]:
+    """Participant outputs of ``task`` and ``network`` in ``output_dir``, one entry per subject.
 
     Parameters
     ----------
     output_dir : Path
     task : str
     labels : sequence of str
-        Subjects to keep (with or without ``sub-``); all when empty.
+        Subjects to keep (with or without ``sub-``); all when empty: then every subject with
+        outputs of ``task`` (of any network) must have this network's.
+    network : str
+        Name or ``net-`` label.
+
+    Raises
+    ------
+    MissingInputError
+        A subject of ``labels`` has no outputs of the network.
+    DataError
+        Without ``labels``: some subjects have other networks' outputs but not this one's.
     """
     output_dir = Path(output_dir)
-    per_sub = outputs.find_decoding_files(output_dir, task)
+    found = outputs.find_networks(output_dir, task)
+    label = outputs.network_label(network)
+    per_sub = found.get(label, {})
     wanted, missing = missing_labels(labels, per_sub)
+    pattern = f"sub-<L>/func/sub-<L>_task-{task}_net-{label}_desc-<ROI>_decoding.h5"
     if missing:
         raise MissingInputError(
-            f"No participant outputs for task '{task}' of {['sub-' + m for m in missing]} in "
-            f"{output_dir} (expected sub-<L>/func/sub-<L>_task-{task}_desc-<ROI>_decoding.h5; "
-            f"subjects with outputs: {['sub-' + s for s in sorted(per_sub)] or 'none'}). Run the "
+            f"No participant outputs of network {network} for task '{task}' of "
+            f"{['sub-' + m for m in missing]} in {output_dir} (expected {pattern}; subjects "
+            f"with outputs: {['sub-' + s for s in sorted(per_sub)] or 'none'}). Run the "
             "participant level for them first, or fix --participant-label / --task."
         )
-    return [outputs.read_subject(output_dir, label, task, per_sub[label])
-            for label in wanted or sorted(per_sub)]
+    if not labels:
+        lacking = sorted({s for subs in found.values() for s in subs} - set(per_sub))
+        if lacking:
+            raise DataError(
+                f"The subjects {['sub-' + s for s in lacking]} in {output_dir} have outputs of "
+                f"task '{task}' but none of network {network} (no {pattern}), which "
+                f"{['sub-' + s for s in sorted(per_sub)]} have. Decode network {network} for "
+                "them too (the participant level with its features file), or leave them out "
+                "with --participant-label."
+            )
+    return [outputs.read_subject(output_dir, lab, task, per_sub[lab], network=network)
+            for lab in wanted or sorted(per_sub)]
 
 
 def _fmt(values: dict) -> str:
@@ -83,7 +108,7 @@ def _differences(subjects: list[SubjectOutputs], sidecar_keys, config_keys) -> l
 
 
 def check_consistent(output_dir: Path, task: str, subjects: list[SubjectOutputs], *,
-                     sidecar_keys, config_keys) -> GroupPlan:
+                     sidecar_keys, config_keys, network: str) -> GroupPlan:
     """Refuse fewer than two subjects, or subjects run with different ROIs, layers, parameters.
 
     Parameters
@@ -102,8 +127,9 @@ def check_consistent(output_dir: Path, task: str, subjects: list[SubjectOutputs]
         have = [f"sub-{s.label}" for s in subjects] or "none"
         raise MissingInputError(
             f"The group level compares subjects and needs the participant outputs of at least "
-            f"two; {output_dir} has outputs for task '{task}' from {have} (files "
-            f"sub-<L>/func/sub-<L>_task-{task}_desc-<ROI>_decoding.h5). Run the participant level "
+            f"two; {output_dir} has outputs of network {network} for task '{task}' from {have} "
+            f"(files sub-<L>/func/sub-<L>_task-{task}_net-{outputs.network_label(network)}"
+            "_desc-<ROI>_decoding.h5). Run the participant level "
             "for more subjects first ('bids_decode BIDS_DIR OUTPUT_DIR participant "
             "--participant-label ...'), or check --participant-label and --task."
         )
@@ -114,16 +140,16 @@ def check_consistent(output_dir: Path, task: str, subjects: list[SubjectOutputs]
             f"The subjects' participant outputs in {output_dir} were made with different "
             f"ROIs, layers or parameters, so their unit accuracies cannot be compared: {shown}. "
             "Rerun the participant level of the odd subjects with the same options (each "
-            f"subject's sub-<L>/sub-<L>_task-{task}_config.json lists them; 'bids_decode --config "
-            "FILE' repeats a run), or restrict the group level to matching subjects with "
-            "--participant-label."
+            f"subject's sub-<L>/sub-<L>_task-{task}_net-<N>_config.json lists them; "
+            "'bids_decode --config FILE' repeats a run), or restrict the group level to "
+            "matching subjects with --participant-label."
         )
     ref = subjects[0]
     notes, feat = _notes(subjects)
     if not feat:
         with h5py.File(next(iter(ref.h5.values())), "r") as f:
             feat = f.attrs.get("features_file", "")
-    return GroupPlan(subjects, list(ref.h5), list(ref.layers), dict(ref.shapes),
+    return GroupPlan(subjects, network, list(ref.h5), list(ref.layers), dict(ref.shapes),
                      list(ref.test_names), Path(str(feat)), notes)
 
 

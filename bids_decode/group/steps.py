@@ -28,10 +28,13 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from bids_decode.config import RunConfig, group_keys
+from bids_decode.errors import MissingInputError
 from bids_decode.features.h5file import FeatureFile
+from bids_decode.features.units import UnitSample
 from bids_decode.group.averaged import AveragedSubject
 from bids_decode.group.figures import averaged_decoded_figure, group_figures
 from bids_decode.group.io import GroupPlan, check_consistent, find_outputs
+from bids_decode.group.networks import write_network_comparison
 from bids_decode.group.stats import (
     LayerResult,
     nanmean,
@@ -55,7 +58,8 @@ CONFIG_KEYS = group_keys("config")
 
 
 def run_group(config: RunConfig) -> int:
-    """Group level of one task: read participant outputs, write ``OUTPUT_DIR/group/``.
+    """Group level of one task, per network, then across networks: read participant outputs,
+    write ``OUTPUT_DIR/group/``.
 
     Returns
     -------
@@ -65,24 +69,62 @@ def run_group(config: RunConfig) -> int:
     t0 = time.time()
     out_dir = Path(config.output_dir)
     task = config.task
-    # 1. find the participant outputs (all unit shards done), 2. check that they can be compared
+    # 1. find the participant outputs (all unit shards done), per network
     check_shards_complete(out_dir, task, config.participant_label)
-    subjects = find_outputs(out_dir, task, config.participant_label)
-    plan = check_consistent(out_dir, task, subjects, sidecar_keys=SIDECAR_KEYS,
-                            config_keys=CONFIG_KEYS)
-    labels = [s.label for s in plan.subjects]
-    LOGGER.info("group: %d subjects (%s), ROIs %s, layers %s", len(labels),
-                ", ".join(f"sub-{x}" for x in labels), plan.rois, plan.layers)
+    # 2. check that each network's subjects can be compared, every network before any work
+    plans = {network: _plan(config, network)
+             for network in _networks(out_dir, task, config.participant_label)}
     with lock(out_dir, "group"):
-        # 3-5. statistics and the Averaged subject
-        results = _compute(config, plan)
-        # 6. tables
-        summary_rows = _write_tables(out_dir, task, plan, results)
-        # 7. figures and report
-        _write_figures_and_report(out_dir, task, plan, results)
+        for plan in plans.values():
+            _print_summary(plan, _run_network(config, plan))
+        # 8. across networks: the comparison table and figure, the brain hierarchy score
+        write_network_comparison(config, plans)
     LOGGER.info("group: done in %.1f s; outputs in %s", time.time() - t0, group_dir(out_dir))
-    _print_summary(len(labels), summary_rows, group_dir(out_dir) / "report.html")
+    print(f"Report: {outputs.group_report(out_dir)}")
     return 0
+
+
+def _networks(out_dir: Path, task: str, labels) -> list[str]:
+    """The networks of the group level: those of any subject wanted (all when no labels)."""
+    wanted = {str(x).removeprefix("sub-") for x in labels}
+    found = outputs.find_networks(out_dir, task)
+    names = [outputs.network_name(out_dir, task, lab) for lab, subs in found.items()
+             if not wanted or wanted & set(subs)]
+    if not names:
+        who = f" of {sorted('sub-' + w for w in wanted)}" if wanted else ""
+        raise MissingInputError(
+            f"The group level compares subjects and needs the participant outputs of at least "
+            f"two; {out_dir} has none for task '{task}'{who} (files "
+            f"sub-<L>/func/sub-<L>_task-{task}_net-<N>_desc-<ROI>_decoding.h5). Run the "
+            "participant level first ('bids_decode BIDS_DIR OUTPUT_DIR participant "
+            "--participant-label ...'), or check --participant-label and --task."
+        )
+    return names
+
+
+def _plan(config: RunConfig, network: str) -> GroupPlan:
+    """Steps 1-2 for one network: its subjects' outputs, checked to be comparable."""
+    out_dir, task = Path(config.output_dir), config.task
+    subjects = find_outputs(out_dir, task, config.participant_label, network=network)
+    plan = check_consistent(out_dir, task, subjects, sidecar_keys=SIDECAR_KEYS,
+                            config_keys=CONFIG_KEYS, network=network)
+    LOGGER.info("group, network %s: %d subjects (%s), ROIs %s, layers %s", network,
+                len(plan.subjects), ", ".join(f"sub-{s.label}" for s in plan.subjects),
+                plan.rois, plan.layers)
+    return plan
+
+
+def _run_network(config: RunConfig, plan: GroupPlan) -> list[dict]:
+    """Steps 3-7 for one network: statistics, Averaged subject, tables, figures; returns the
+    summary rows."""
+    out_dir, task = Path(config.output_dir), config.task
+    # 3-5. statistics and the Averaged subject
+    results = _compute(config, plan)
+    # 6. tables
+    summary_rows = _write_tables(out_dir, task, plan, results)
+    # 7. figures and report
+    _write_figures_and_report(out_dir, task, plan, results)
+    return summary_rows
 
 
 def _write_tables(out_dir: Path, task: str, plan: GroupPlan,
@@ -97,7 +139,8 @@ def _write_tables(out_dir: Path, task: str, plan: GroupPlan,
             ("crosssubject", "summary"): summary_rows,
             ("rankconsistency", "overlap"): overlap_rows}
     for (desc, suffix), table in outputs.GROUP_TABLES.items():
-        table.write(outputs.group_table(out_dir, task, desc, suffix), rows[desc, suffix])
+        table.write(outputs.group_table(out_dir, task, desc, suffix, network=plan.network),
+                    rows[desc, suffix])
     return summary_rows
 
 
@@ -105,21 +148,22 @@ def _write_figures_and_report(out_dir: Path, task: str, plan: GroupPlan,
                               results: dict[tuple[str, str], LayerResult]) -> None:
     figs = group_figures(plan, results, task)
     if all(res.averaged for res in results.values()):
-        figs += averaged_decoded_figure(out_dir, task, plan.rois[0])
+        figs += averaged_decoded_figure(out_dir, task, plan.rois[0], plan.network)
     fig_dir = group_dir(out_dir) / "figures"
     for fig in figs:
         with atomic_path(fig_dir / fig.name) as tmp:
             tmp.write_bytes(fig.png)
-    summary = outputs.Table.read(outputs.group_table(out_dir, task, "crosssubject", "summary"))
+    summary = outputs.Table.read(outputs.group_table(out_dir, task, "crosssubject", "summary",
+                                                     network=plan.network))
     write_group_report(out_dir, task, plan=plan, summary=summary, figures=figs)
 
 
-def _print_summary(n_subjects: int, summary_rows: list[dict], report_path: Path) -> None:
-    print(f"Group level ({n_subjects} subjects): mean between-subject r of unit accuracies")
+def _print_summary(plan: GroupPlan, summary_rows: list[dict]) -> None:
+    print(f"Group level, network {plan.network} ({len(plan.subjects)} subjects): mean "
+          "between-subject r of unit accuracies")
     for row in summary_rows:
         print(f"  {row['roi']:<6} {row['layer']:<12} r = {row['r_mean']:.3f} "
               f"[{row['r_min']:.3f}, {row['r_max']:.3f}]")
-    print(f"Report: {report_path}")
 
 
 def _open_truth(stack: contextlib.ExitStack, config: RunConfig,
@@ -133,6 +177,9 @@ def _open_truth(stack: contextlib.ExitStack, config: RunConfig,
         plan.notes.append(note)
         return None
     ff = stack.enter_context(FeatureFile(plan.features_file))
+    side = plan.subjects[0].first_sidecar
+    if int(side.get("UnitsPerLayer") or 0) > 0:  # the participants' unit sample
+        ff = UnitSample(ff, int(side["UnitsPerLayer"]), int(side.get("UnitSeed") or 0))
     test_rows = ff.image_rows(plan.test_names)
     if test_rows is None:
         LOGGER.warning(

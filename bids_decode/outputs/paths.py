@@ -36,20 +36,24 @@ def subject_dir(output_dir: Path, subject: str) -> Path:
     return Path(output_dir) / f"sub-{subject}"
 
 
-def bids_name(subject: str, task: str, *, desc: str | None = None, suffix: str,
-              ext: str) -> str:
-    """``sub-<L>_task-<T>[_desc-<D>]_<suffix><ext>`` built from entities."""
-    for key, val in (("sub", subject), ("task", task), ("desc", desc)):
+def bids_name(subject: str, task: str, *, net: str | None = None, desc: str | None = None,
+              suffix: str, ext: str) -> str:
+    """``sub-<L>_task-<T>[_net-<N>][_desc-<D>]_<suffix><ext>`` built from entities.
+
+    ``net`` (the network, docs/outputs.md) is this app's own entity, placed before ``desc``.
+    """
+    for key, val in (("sub", subject), ("task", task), ("net", net), ("desc", desc)):
         if val is not None and (not val or not str(val).isalnum()):
             raise UsageError(f"BIDS label {key}-{val!r} must be alphanumeric.")
-    ents = [f"sub-{subject}", f"task-{task}"] + ([f"desc-{desc}"] if desc else [])
+    ents = [f"sub-{subject}", f"task-{task}"] + ([f"net-{net}"] if net else []) + (
+        [f"desc-{desc}"] if desc else [])
     return "_".join(ents) + f"_{suffix}{ext}"
 
 
-def func_path(output_dir: Path, subject: str, task: str, *, desc=None, suffix="decoding",
-              ext=".tsv") -> Path:
+def func_path(output_dir: Path, subject: str, task: str, *, net=None, desc=None,
+              suffix="decoding", ext=".tsv") -> Path:
     return subject_dir(output_dir, subject) / "func" / bids_name(
-        subject, task, desc=desc, suffix=suffix, ext=ext)
+        subject, task, net=net, desc=desc, suffix=suffix, ext=ext)
 
 
 def check_output_dir(output_dir: Path, bids_dir: Path) -> None:

@@ -41,10 +41,11 @@ def write_qc(config: RunConfig, subject: str, inputs: SubjectInputs,
         The file written (:func:`bids_decode.outputs.schema.qc_h5`).
     """
     qc, samples = inputs.qc, inputs.samples
-    path = outputs.qc_h5(config.output_dir, subject, config.task)
+    path = outputs.qc_h5(config.output_dir, subject, config.task, network=config.network)
     str_dt = h5py.string_dtype("utf-8")
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         outputs.stamp(h5)
+        h5.attrs["network"] = config.network
         if qc.run is not None:  # None: samples without runs (BData), no time course
             _write_qc_run(config, h5, qc.run, qc.union, inputs.masks, qc.ref_shape)
         names, counts = np.unique(np.array(samples.train_labels, dtype=object).astype(str),

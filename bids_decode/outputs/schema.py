@@ -2,13 +2,19 @@
 
 Files (``docs/outputs.md`` explains them for users)::
 
-    sub-<L>/sub-<L>_task-<T>_config.json                  run configuration (config.py)
-    sub-<L>/func/sub-<L>_task-<T>_decoding.tsv (+ .json)  SUBJECT_SUMMARY, one row per ROI x layer
-    sub-<L>/func/sub-<L>_task-<T>_desc-<ROI>_decoding.h5  LAYER_DATASETS per layer group
-    sub-<L>/func/sub-<L>_task-<T>_desc-<ROI>_decoding.json  ROI sidecar
-    sub-<L>/func/sub-<L>_task-<T>_qc.h5                   sample quality, for the report
-    group/task-<T>_desc-<D>_<suffix>.tsv (+ .json)        GROUP_TABLES
-    group/sub-Averaged/func/...                           the Averaged subject, as a subject
+    sub-<L>_net-<N>.html                                        subject report
+    sub-<L>/sub-<L>_task-<T>_net-<N>_config.json                run configuration (config.py)
+    sub-<L>/func/sub-<L>_task-<T>_net-<N>_decoding.tsv (+ .json)  SUBJECT_SUMMARY, ROI x layer
+    sub-<L>/func/sub-<L>_task-<T>_net-<N>_desc-<ROI>_decoding.h5  LAYER_DATASETS per layer
+    sub-<L>/func/sub-<L>_task-<T>_net-<N>_desc-<ROI>_decoding.json  ROI sidecar
+    sub-<L>/func/sub-<L>_task-<T>_net-<N>_qc.h5                 sample quality, for the report
+    group/task-<T>_net-<N>_desc-<D>_<suffix>.tsv (+ .json)      GROUP_TABLES, per network
+    group/task-<T>_desc-<D>_<suffix>.tsv (+ .json)              NETWORK_TABLES, across networks
+    group/sub-Averaged/func/...                                 the Averaged subject
+    group/report.html, group/net-<N>_report.html                group reports
+
+``<N>`` is the network's label (:func:`network_label`): each network's files sit beside the
+others', so a run with another network never replaces them.
 
 The per-layer datasets and the summary columns of the metrics come from the metric classes
 (:class:`~bids_decode.evaluation.metric.Metric` subclasses listed in :data:`METRICS`): a new score
@@ -18,6 +24,9 @@ JSON policy (:func:`read_json`): a missing file reads as ``{}`` (older or partia
 a file that exists but cannot be parsed is a :class:`~bids_decode.errors.DataError` (exit 65)
 naming the file and the fix (rerun the level that wrote it), never silently empty.
 """
+
+# long: the one output schema: every file name, table and dataset is declared here, so a new
+# output is one declaration in one place (its paths, reader and writer beside it)
 
 from __future__ import annotations
 
@@ -31,7 +40,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from bids_decode.errors import DataError
+from bids_decode.config import RunConfig
+from bids_decode.errors import DataError, OutputError
+from bids_decode.evaluation.bhscore import BH_ROIS
 from bids_decode.evaluation.metric import Output, Result
 from bids_decode.evaluation.metrics import PatternIdentification, ProfileCorrelation
 from bids_decode.evaluation.unit_statistics import UnitStatistics
@@ -49,6 +60,9 @@ METRICS = (ProfileCorrelation, PatternIdentification, UnitStatistics)
 LAYER_DATASETS: dict[str, Output] = {
     "decoded": Output("Decoded features of the test images, shape (n_images, *unit_shape)"),
     **{k: v for m in METRICS for k, v in m.DATASETS.items()},
+    "unit_index": Output("With --units-per-layer only: the flat (C-order) index, in the "
+                         "layer's own unit shape (attribute unit_shape), of each decoded unit; "
+                         "every other unit dataset then has shape (n_sampled,)"),
 }
 
 AVERAGED = "Averaged"
@@ -160,39 +174,151 @@ GROUP_TABLES = {("crosssubject", "correlation"): GROUP_PAIRS,
                 ("rankconsistency", "overlap"): GROUP_OVERLAP}
 
 
+_NETWORKS = {
+    "network": "Network (its name as recorded in the participant outputs)",
+    "roi": _PAIR["roi"], "layer": _PAIR["layer"],
+    "layer_index": "Position of the layer in the network's hierarchy order (0 = first)",
+    "relative_depth": "layer_index / (number of layers - 1): 0 = first layer, 1 = last",
+    "n_subjects": "Subjects in the network's group level",
+    "profile_r_mean": "Mean over subjects of the subject's mean unit accuracy",
+    "fraction_decodable_mean": "Mean over subjects of the fraction of units with q < 0.05",
+    "r_mean": "Mean over subject pairs of the between-subject r of unit accuracies",
+    "r_disattenuated_mean": "Mean over subject pairs of r_disattenuated (r corrected for the "
+                            "subjects' split-half reliabilities)",
+}
+_BH_SUMMARY = {
+    "network": _NETWORKS["network"],
+    "subject": "Subject label, or 'pooled': the (subject, unit) pairs of every subject together",
+    "bh_decoding": "Decoding-based brain hierarchy score: mean over the layer draws of the "
+                   "Spearman r between layer position and preferred-ROI position of the kept "
+                   "units (Nonaka et al. 2021)",
+    "ci_low": "Lower end of the bootstrap 95% interval over units (percentile, 1000 resamples)",
+    "ci_high": "Upper end of the same interval",
+    "n_units_kept": "Sampled units (subject, unit pairs when pooled) whose best accuracy is "
+                    "significant",
+    "test": "Which units count: permutation (the best ROI's permutation p, Bonferroni over the "
+            "5 ROIs, < 0.05) or paper (KamitaniLab/BHscore's parametric test as coded)",
+}
+_BH_LAYERS = {
+    "network": _NETWORKS["network"], "subject": _BH_SUMMARY["subject"],
+    "layer": _PAIR["layer"],
+    "layer_index": "Position of the layer in the score's hierarchy order (0 = first)",
+    "n_units": "Units of the layer in the score (sampled units, times subjects when pooled)",
+    "n_units_kept": "Of them, units whose best accuracy is significant",
+    "share_kept": "n_units_kept / n_units",
+    **{f"share_{r}": f"Share of the kept units whose preferred ROI is {r}"
+       for r in BH_ROIS},
+}
+
+#: Tables across networks: (desc, suffix) of ``group/task-<T>_desc-<D>_<suffix>.tsv`` -> table.
+NETWORKS_SUMMARY = Table(_NETWORKS)
+BH_SUMMARY = Table(_BH_SUMMARY)
+BH_LAYERS = Table(_BH_LAYERS)
+NETWORK_TABLES = {("networks", "summary"): NETWORKS_SUMMARY,
+                  ("bhscore", "summary"): BH_SUMMARY,
+                  ("bhscore", "layers"): BH_LAYERS}
+
+
 # ------------------------------------------------------------------------------------ paths
 
-def decoding_h5(output_dir: Path, subject: str, task: str, roi: str) -> Path:
-    return func_path(output_dir, subject, task, desc=roi, suffix="decoding", ext=".h5")
+def network_label(network: str) -> str:
+    """The ``net-<label>`` entity of a network name: its letters and digits.
+
+    A file path (TorchScript) or ``package.module:function`` gives its last part
+    (``/m/model.pt`` -> ``model``, ``pkg.nets:tiny`` -> ``tiny``); ``vit_b_16`` -> ``vitb16``.
+    """
+    name = str(network or "").strip()
+    if "/" in name or name.endswith((".pt", ".pth", ".ts")):
+        name = Path(name).stem
+    name = name.rpartition(":")[2]
+    label = re.sub(r"[^A-Za-z0-9]+", "", name)
+    if not label:
+        raise DataError(f"The network name {network!r} has no letter or digit to name its "
+                        "outputs with: give the features file a 'network' attribute, or "
+                        "--network NAME.")
+    return label
 
 
-def roi_sidecar(output_dir: Path, subject: str, task: str, roi: str) -> Path:
-    return decoding_h5(output_dir, subject, task, roi).with_suffix(".json")
+def decoding_h5(output_dir: Path, subject: str, task: str, roi: str, *, network: str) -> Path:
+    return func_path(output_dir, subject, task, net=network_label(network), desc=roi,
+                     suffix="decoding", ext=".h5")
 
 
-def summary_tsv(output_dir: Path, subject: str, task: str) -> Path:
-    return func_path(output_dir, subject, task, suffix="decoding", ext=".tsv")
+def roi_sidecar(output_dir: Path, subject: str, task: str, roi: str, *, network: str) -> Path:
+    return decoding_h5(output_dir, subject, task, roi, network=network).with_suffix(".json")
 
 
-def qc_h5(output_dir: Path, subject: str, task: str) -> Path:
-    return func_path(output_dir, subject, task, suffix="qc", ext=".h5")
+def summary_tsv(output_dir: Path, subject: str, task: str, *, network: str) -> Path:
+    return func_path(output_dir, subject, task, net=network_label(network), suffix="decoding",
+                     ext=".tsv")
 
 
-def config_json(output_dir: Path, subject: str, task: str) -> Path:
-    return subject_dir(output_dir, subject) / f"sub-{subject}_task-{task}_config.json"
+def qc_h5(output_dir: Path, subject: str, task: str, *, network: str) -> Path:
+    return func_path(output_dir, subject, task, net=network_label(network), suffix="qc",
+                     ext=".h5")
+
+
+def config_json(output_dir: Path, subject: str, task: str, *, network: str) -> Path:
+    name = bids_name(subject, task, net=network_label(network), suffix="config", ext=".json")
+    return subject_dir(output_dir, subject) / name
+
+
+def subject_report(output_dir: Path, subject: str, *, network: str) -> Path:
+    """``OUTPUT_DIR/sub-<L>_net-<N>.html``."""
+    return Path(output_dir) / f"sub-{subject}_net-{network_label(network)}.html"
 
 
 def group_dir(output_dir: Path) -> Path:
     return Path(output_dir) / GROUP_DIR
 
 
-def group_table(output_dir: Path, task: str, desc: str, suffix: str) -> Path:
-    """``OUTPUT_DIR/group/task-<T>_desc-<D>_<suffix>.tsv``."""
-    name = bids_name("x", task, desc=desc, suffix=suffix, ext=".tsv")
+def group_table(output_dir: Path, task: str, desc: str, suffix: str, *,
+                network: str | None = None) -> Path:
+    """``OUTPUT_DIR/group/task-<T>[_net-<N>]_desc-<D>_<suffix>.tsv`` (no ``net``: a table
+    across networks)."""
+    net = network_label(network) if network is not None else None
+    name = bids_name("x", task, net=net, desc=desc, suffix=suffix, ext=".tsv")
     return group_dir(output_dir) / name.split("_", 1)[1]
 
 
-_H5_RE = re.compile(r"^sub-([A-Za-z0-9]+)_task-([A-Za-z0-9]+)_desc-([A-Za-z0-9]+)_decoding\.h5$")
+def group_prefix(task: str, network: str | None = None) -> str:
+    """``task-<T>[_net-<N>]``: the start of a group figure's name."""
+    return f"task-{task}" + (f"_net-{network_label(network)}" if network is not None else "")
+
+
+def group_report(output_dir: Path, network: str | None = None) -> Path:
+    """``group/report.html`` (every network), or ``group/net-<N>_report.html`` (one)."""
+    if network is None:
+        return group_dir(output_dir) / "report.html"
+    return group_dir(output_dir) / f"net-{network_label(network)}_report.html"
+
+
+def claim_network(config: RunConfig, subject: str, named: str | None) -> RunConfig:
+    """The run's configuration with its network: ``named`` (the features file's ``network``
+    attribute), else ``--network``; refused when its ``net-<label>`` holds another network's
+    outputs of this subject (:func:`check_network_free`)."""
+    config = config.replace(network=named or config.network)
+    check_network_free(config.output_dir, subject, config.task, config.network)
+    return config
+
+
+def check_network_free(output_dir: Path, subject: str, task: str, network: str) -> None:
+    """Refuse a run whose ``net-<label>`` holds another network's outputs of this subject
+    (two names with the same letters and digits, e.g. ``vit_b_16`` and ``vitb16``)."""
+    path = config_json(output_dir, subject, task, network=network)
+    other = read_json(path).get("network")
+    if other is not None and str(other) != str(network):
+        raise OutputError(
+            f"{path} holds the outputs of network '{other}', and this run's network "
+            f"'{network}' has the same label net-{network_label(network)}; running it would "
+            "replace them. Name this network differently (the features file's 'network' "
+            "attribute, or --network for features computed from --stimuli-dir), or use "
+            "another OUTPUT_DIR."
+        )
+
+
+_H5_RE = re.compile(r"^sub-([A-Za-z0-9]+)_task-([A-Za-z0-9]+)_net-([A-Za-z0-9]+)"
+                    r"_desc-([A-Za-z0-9]+)_decoding\.h5$")
 
 
 # ----------------------------------------------------------------------------------- reader
@@ -212,15 +338,33 @@ def read_json(path: Path) -> dict:
         ) from err
 
 
-def find_decoding_files(output_dir: Path, task: str) -> dict[str, dict[str, Path]]:
-    """``{subject: {roi: path}}`` of every ``*_desc-<ROI>_decoding.h5`` of ``task``."""
-    per_sub: dict[str, dict[str, Path]] = {}
-    for path in sorted(Path(output_dir).glob(f"sub-*/func/sub-*_task-{task}_desc-*_decoding.h5")):
+def find_networks(output_dir: Path, task: str) -> dict[str, dict[str, dict[str, Path]]]:
+    """``{network label: {subject: {roi: path}}}`` of every ``*_decoding.h5`` of ``task``."""
+    found: dict[str, dict[str, dict[str, Path]]] = {}
+    pattern = f"sub-*/func/sub-*_task-{task}_net-*_desc-*_decoding.h5"
+    for path in sorted(Path(output_dir).glob(pattern)):
         m = _H5_RE.match(path.name)
         if not m or m.group(2) != task or path.parent.parent.name != f"sub-{m.group(1)}":
             continue
-        per_sub.setdefault(m.group(1), {})[m.group(3)] = path
-    return per_sub
+        found.setdefault(m.group(3), {}).setdefault(m.group(1), {})[m.group(4)] = path
+    return found
+
+
+def find_decoding_files(output_dir: Path, task: str, *,
+                        network: str) -> dict[str, dict[str, Path]]:
+    """``{subject: {roi: path}}`` of every ``*_net-<N>_desc-<ROI>_decoding.h5`` of ``task``."""
+    return find_networks(output_dir, task).get(network_label(network), {})
+
+
+def network_name(output_dir: Path, task: str, label: str) -> str:
+    """The network name recorded in the outputs of a ``net-<label>`` (its first sidecar's
+    ``Network``; the label itself where none records it)."""
+    for rois in find_networks(output_dir, task).get(label, {}).values():
+        for path in rois.values():
+            name = read_json(path.with_suffix(".json")).get("Network")
+            if name:
+                return str(name)
+    return label
 
 
 @dataclass
@@ -245,6 +389,7 @@ class SubjectOutputs:
 
     subject: str
     task: str
+    network: str
     h5: dict[str, Path]
     sidecars: dict[str, dict]
     config: dict
@@ -271,7 +416,7 @@ def _roi_order(config: dict, summary: pd.DataFrame | None, found) -> list[str]:
 
 
 def read_subject(output_dir: Path, subject: str, task: str,
-                 h5: dict[str, Path] | None = None) -> SubjectOutputs:
+                 h5: dict[str, Path] | None = None, *, network: str) -> SubjectOutputs:
     """THE reader of a subject's outputs (participant level, Averaged subject, reports).
 
     Parameters
@@ -281,16 +426,18 @@ def read_subject(output_dir: Path, subject: str, task: str,
     subject, task : str
     h5 : dict roi -> Path, optional
         The subject's decoding files when already found (:func:`find_decoding_files`).
+    network : str
+        The network (name or ``net-`` label) whose outputs to read.
     """
     if h5 is None:
-        h5 = find_decoding_files(output_dir, task).get(subject, {})
-    config = read_json(config_json(output_dir, subject, task))
-    tsv = summary_tsv(output_dir, subject, task)
+        h5 = find_decoding_files(output_dir, task, network=network).get(subject, {})
+    config = read_json(config_json(output_dir, subject, task, network=network))
+    tsv = summary_tsv(output_dir, subject, task, network=network)
     summary = Table.read(tsv) if tsv.is_file() else None
     rois = _roi_order(config, summary, h5)
-    sub = SubjectOutputs(subject, task, {r: h5[r] for r in rois},
+    sub = SubjectOutputs(subject, task, network, {r: h5[r] for r in rois},
                          {r: read_json(h5[r].with_suffix(".json")) for r in rois}, config,
-                         summary, qc_h5(output_dir, subject, task))
+                         summary, qc_h5(output_dir, subject, task, network=network))
     if sub.h5:
         _read_layout(sub)
     elif summary is not None:
@@ -351,10 +498,11 @@ def decoding_writer(path: Path, test_names, attrs: dict, size_bytes: int | None 
         yield h5
 
 
-def write_subject_summary(output_dir: Path, subject: str, task: str, rows: list[dict]) -> Path:
-    """Merge ``rows`` into ``sub-<L>_task-<T>_decoding.tsv`` (:data:`SUBJECT_SUMMARY`): the
-    rows of the same (roi, layer) are replaced, the others kept."""
-    path = summary_tsv(output_dir, subject, task)
+def write_subject_summary(output_dir: Path, subject: str, task: str, rows: list[dict], *,
+                          network: str) -> Path:
+    """Merge ``rows`` into ``sub-<L>_task-<T>_net-<N>_decoding.tsv`` (:data:`SUBJECT_SUMMARY`):
+    the rows of the same (roi, layer) are replaced, the others kept."""
+    path = summary_tsv(output_dir, subject, task, network=network)
     new = pd.DataFrame(rows, columns=SUBJECT_SUMMARY.names)
     if path.is_file():
         old = Table.read(path)
@@ -377,3 +525,14 @@ def write_layer(group: h5py.Group, shape: tuple[int, ...], result: Result) -> No
             arr = arr.reshape(*arr.shape[:-1], *shape)
         group.create_dataset(name, data=arr)
     group.attrs.update({"n_units": int(np.prod(shape)), **result.attrs})
+
+
+def write_unit_sample(group: h5py.Group, store, layer: str) -> None:
+    """Record a layer's unit sample (``--units-per-layer``: ``store`` is a
+    :class:`~bids_decode.features.units.UnitSample`; nothing for a store of every unit):
+    ``unit_index`` and attributes ``unit_shape`` (the layer's own shape) and ``unit_seed``."""
+    if not hasattr(store, "index"):
+        return
+    group.create_dataset("unit_index", data=np.asarray(store.index[layer], dtype=np.int64))
+    group.attrs.update({"unit_shape": np.asarray(store.full_shape(layer), dtype=np.int64),
+                        "unit_seed": int(store.seed)})

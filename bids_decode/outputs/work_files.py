@@ -39,6 +39,12 @@ WORK_FILE_RE = re.compile(
     r"(?P<digest>[0-9a-f]+)\.h5$")
 
 
+def work_folder(work_path: Path, subject: str, task: str, network: str) -> Path:
+    """``WORK_DIR/sub-<L>/task-<T>/net-<N>``: one network's work files of a subject."""
+    return (Path(work_path) / f"sub-{subject}" / f"task-{task}"
+            / f"net-{outputs.network_label(network)}")
+
+
 def work_file_path(config: RunConfig, subject: str, roi, layer: str, shard: tuple[int, int],
                    features: Path) -> Path:
     """The work file of shard ``shard`` of a layer decoded from an ROI.
@@ -63,7 +69,7 @@ def work_file_path(config: RunConfig, subject: str, roi, layer: str, shard: tupl
     Returns
     -------
     Path
-        ``WORK/sub-<L>/task-<T>/roi-<R>_layer-<layer>_shard-<i>of<n>_<digest>.h5``
+        ``WORK/sub-<L>/task-<T>/net-<N>/roi-<R>_layer-<layer>_shard-<i>of<n>_<digest>.h5``
         (:data:`WORK_FILE_RE`).
     """
     key = json.dumps({
@@ -73,7 +79,7 @@ def work_file_path(config: RunConfig, subject: str, roi, layer: str, shard: tupl
     }, sort_keys=True, default=str)
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     name = f"roi-{roi.name}_layer-{safe_name(layer)}_shard-{shard[0]}of{shard[1]}_{digest}.h5"
-    return config.work_path / f"sub-{subject}" / f"task-{config.task}" / name
+    return work_folder(config.work_path, subject, config.task, config.network) / name
 
 
 def shard_work_files(config: RunConfig, subject: str, roi, layer: str,
@@ -147,27 +153,28 @@ def missing_shards(output_dir, task: str, labels=()) -> dict[str, dict[str, list
     output_dir = Path(output_dir)
     wanted = {str(x).removeprefix("sub-") for x in labels}
     out: dict[str, dict[str, list[str]]] = {}
-    for cfg_path in sorted(output_dir.glob(f"sub-*/sub-*_task-{task}_config.json")):
+    for cfg_path in sorted(output_dir.glob(f"sub-*/sub-*_task-{task}_net-*_config.json")):
         sub = cfg_path.parent.name.removeprefix("sub-")
         if wanted and sub not in wanted:
             continue
         try:
             cfg = json.loads(cfg_path.read_text())
             n = int(cfg.get("unit_shard", [1, 1])[1])
-        except (OSError, ValueError, TypeError, IndexError, json.JSONDecodeError):
+            network = str(cfg["network"])
+        except (OSError, ValueError, TypeError, IndexError, KeyError, json.JSONDecodeError):
             continue
         if n <= 1:
             continue
         work = Path(cfg.get("work_dir") or output_dir / ".bids_decode_work")
         sets: dict[tuple[str, str], dict[str, list[Path]]] = {}
-        for path in (work / f"sub-{sub}" / f"task-{task}").glob(f"roi-*_shard-*of{n}_*.h5"):
+        for path in work_folder(work, sub, task, network).glob(f"roi-*_shard-*of{n}_*.h5"):
             m = WORK_FILE_RE.match(path.name)
             if m:
                 sets.setdefault((m["roi"], m["digest"]), {}).setdefault(m["layer"], []).append(
                     path)
         for (roi, _), layers in sorted(sets.items()):
             files = [p for ps in layers.values() for p in ps]
-            output = outputs.decoding_h5(output_dir, sub, task, roi)
+            output = outputs.decoding_h5(output_dir, sub, task, roi, network=network)
             newest = max(p.stat().st_mtime for p in files)
             if output.is_file() and output.stat().st_mtime >= newest:
                 continue

@@ -12,14 +12,17 @@ figures
 methods
     The methods paragraphs: a subject's parameters and versions, the group's analyses.
 subject
-    :func:`write_subject_report`: ``OUTPUT_DIR/sub-<L>.html`` from one subject's outputs.
+    :func:`write_subject_report`: ``OUTPUT_DIR/sub-<L>_net-<N>.html`` from one subject's
+    outputs of one network.
 group
-    :func:`write_group_report`: ``OUTPUT_DIR/group/report.html`` from the group level's tables
-    and figures.
+    :func:`write_group_report`: ``OUTPUT_DIR/group/net-<N>_report.html`` from a network's group
+    tables and figures; :func:`write_networks_report`: ``group/report.html``, the networks
+    compared.
 """
 
 from bids_decode.reports.figures import ReportFigure
-from bids_decode.reports.group import write_group_report
+from bids_decode.reports.group import write_group_report, write_networks_report
 from bids_decode.reports.subject import write_subject_report
 
-__all__ = ["ReportFigure", "write_group_report", "write_subject_report"]
+__all__ = ["ReportFigure", "write_group_report", "write_networks_report",
+           "write_subject_report"]

@@ -1,4 +1,5 @@
-"""The subject report: ``OUTPUT_DIR/sub-<L>.html`` from one subject's participant outputs only.
+"""The subject report: ``OUTPUT_DIR/sub-<L>_net-<N>.html`` from one subject's participant
+outputs of one network only.
 
 Sections: summary, inputs, sample quality (``*_qc.h5``), decoding accuracy and decodability,
 decoded against true values, parameters, warnings of the run, and the methods paragraph. What
@@ -34,17 +35,17 @@ LOGGER = logging.getLogger(__name__)
 SubjectFiles = SubjectOutputs
 
 
-def subject_files(output_dir: Path, subject: str, task: str) -> SubjectOutputs:
-    """One subject's outputs (:func:`bids_decode.outputs.schema.read_subject`); the summary table
-    must be there (the report is made from it)."""
+def subject_files(output_dir: Path, subject: str, task: str, *, network: str) -> SubjectOutputs:
+    """One subject's outputs of one network (:func:`bids_decode.outputs.schema.read_subject`); the
+    summary table must be there (the report is made from it)."""
     output_dir = Path(output_dir)
-    tsv = outputs.summary_tsv(output_dir, subject, task)
+    tsv = outputs.summary_tsv(output_dir, subject, task, network=network)
     if not tsv.is_file():
         raise MissingInputError(
             f"No participant outputs of sub-{subject} for task '{task}' in {output_dir} (no "
             f"{tsv.name}); the report is made from them. Run the participant level first."
         )
-    return outputs.read_subject(output_dir, subject, task)
+    return outputs.read_subject(output_dir, subject, task, network=network)
 
 
 # ---------------------------------------------------------------------- subject sections
@@ -233,7 +234,9 @@ def decoded_true_figures(sf: SubjectFiles, rois: Sequence[str] | None = None
                     for label, flat in units.items():
                         idx = np.unravel_index(flat, acc.shape)
                         dec = f[la]["decoded"][(slice(None), *idx)]
-                        true = ff.target_unit(la, flat, targets)
+                        in_file = (int(f[la]["unit_index"][flat]) if "unit_index" in f[la]
+                                   else flat)  # --units-per-layer: the unit's own index
+                        true = ff.target_unit(la, in_file, targets)
                         panel.append((f"{label} unit {flat}", true, dec))
                     data[la] = panel
             if data:
@@ -280,8 +283,9 @@ def collect_warnings(output_dir: Path, sf: SubjectFiles) -> list[str]:
     return out
 
 
-def write_subject_report(output_dir: Path, subject: str, task: str) -> Path:
-    """Write ``OUTPUT_DIR/sub-<L>.html`` from the participant outputs of one subject.
+def write_subject_report(output_dir: Path, subject: str, task: str, *, network: str) -> Path:
+    """Write ``OUTPUT_DIR/sub-<L>_net-<N>.html`` from the participant outputs of one subject
+    and network.
 
     Parameters
     ----------
@@ -290,17 +294,20 @@ def write_subject_report(output_dir: Path, subject: str, task: str) -> Path:
     subject : str
         Label without ``sub-``.
     task : str
+    network : str
+        The network's name (or ``net-`` label).
 
     Returns
     -------
     Path of the report.
     """
     output_dir = Path(output_dir)
-    sf = subject_files(output_dir, subject, task)
+    sf = subject_files(output_dir, subject, task, network=network)
     notes = []
     if not sf.config:
-        notes.append(f"No run configuration sub-{subject}_task-{task}_config.json was found; "
-                     "parameters come from the sidecars.")
+        notes.append(f"No run configuration "
+                     f"{outputs.config_json(output_dir, subject, task, network=network).name} "
+                     "was found; parameters come from the sidecars.")
     summary_cols = ["roi", "layer", "n_units", "n_constant_units", "profile_r_mean",
                     "profile_r_median", "pattern_r_mean", "identification_accuracy",
                     "n_decodable", "fraction_decodable", "accuracy_ceiling_mean"]
@@ -327,7 +334,7 @@ def write_subject_report(output_dir: Path, subject: str, task: str) -> Path:
                      "<p>Paste and adapt this paragraph in your methods section; it lists the "
                      "parameters and software versions of this run.</p>"
                      f'<p class="cite">{esc(citation(sf.config, sf.first_sidecar, sf.layers, list(sf.h5), n_units))}</p>'))  # noqa: E501
-    path = output_dir / f"sub-{subject}.html"
-    write_text(path, page(f"bids_decode report: sub-{subject}",
-                      f"task {task} · {stamp()}", sections))
+    path = outputs.subject_report(output_dir, subject, network=network)
+    write_text(path, page(f"bids_decode report: sub-{subject}, {network}",
+                          f"task {task} · network {network} · {stamp()}", sections))
     return path

@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--null-fraction", "--null_fraction", type=float, default=0.0,
                         help="share of each layer's units planted with decodability 0")
+    parser.add_argument("--hierarchy", action="store_true",
+                        help="a planted brain hierarchy: V1, V2, V3, V4 and HVC each carry their "
+                             "own signal, and two more features files (networks 'hierarchical' "
+                             "and 'mixed') whose layers are decoded best from V1 (first) ... "
+                             "HVC (last), the first network more consistently")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -43,7 +48,10 @@ def run_from_args(args: argparse.Namespace) -> int:
                            n_imagery_runs=args.n_imagery_runs, preproc_spm=args.preproc_spm,
                            fmriprep=args.fmriprep, stimulus_images=args.stimulus_images,
                            snr=args.snr, seed=args.seed, motion=args.motion,
-                           null_fraction=args.null_fraction, layout=args.layout)
+                           null_fraction=args.null_fraction, layout=args.layout,
+                           hierarchy=args.hierarchy)
     print(f"Simulated dataset: {res['bids_dir']}\nFeatures: {res['features']}\n"
           f"Planted truth: {res['bids_dir'] / 'stimuli' / 'truth_simulated.h5'}")
+    for net, path in res.get("networks", {}).items():
+        print(f"Network {net} (planted hierarchy): {path}")
     return 0

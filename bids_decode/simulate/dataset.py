@@ -7,13 +7,16 @@ import logging
 import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from bids_decode.errors import OutputError, UsageError
+from bids_decode.simulate import hierarchy as planted_hierarchy
 from bids_decode.simulate.motion import MotionPlan, write_moved_run
 from bids_decode.simulate.signal import (
     DEFAULT_LAYERS,
     GRID,
+    SIGNAL_SHARE,
     hrf_kernel,
     plant_features,
     roi_layout,
@@ -47,7 +50,7 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
                      n_test_runs: int = 4, n_imagery_runs: int = 0,
                      preproc_spm: bool = False, fmriprep: bool = False,
                      stimulus_images: bool = False, photos: list | None = None,
-                     layers: dict | None = None, n_latent: int = 12,
+                     layers: dict | None = None, n_latent: int = 12, hierarchy: bool = False,
                      snr: float = 1.0, seed: int = 0, grid=GRID, motion: bool = False,
                      null_fraction: float = 0.0, layout: str = "ds001246") -> dict:
     """Write the dataset and its features; return the paths and the planted truth.
@@ -89,11 +92,21 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     layout : {"ds001246", "ds001506"}
         Real dataset whose events, sessions and TR are used (ds001506: sub-01's events, TR 2 s;
         ``n_test_runs`` runs of each of the natural-image, artificial-shape and letter tests).
+    hierarchy : bool
+        A planted brain hierarchy (:mod:`bids_decode.simulate.hierarchy`): each of V1, V2, V3,
+        V4 and HVC carries its own latent block, and two more features files,
+        ``stimuli/features_hierarchical.h5`` and ``stimuli/features_mixed.h5`` (networks
+        ``hierarchical`` and ``mixed``), hold units planted on those ROIs layer by layer.
+        ``n_latent`` is then 20 (4 per ROI).
 
     Returns
     -------
-    dict with ``bids_dir``, ``features`` (path), ``truth`` (layer -> rho of shape unit_shape).
+    dict with ``bids_dir``, ``features`` (path), ``truth`` (layer -> rho of shape unit_shape);
+    with ``hierarchy``, ``networks`` (network -> features path) and ``planted`` (network ->
+    layer -> planted preferred-ROI index of shape unit_shape).
     """
+    # long: the simulation in its order (events, latents, masks, runs per subject, features,
+    # truth, the planted networks); each step is a helper of signal, writers or hierarchy
     out = _new_folder(out_dir, n_subjects, n_train_runs, n_test_runs, null_fraction)
     layers = dict(layers or DEFAULT_LAYERS)
     rng = np.random.default_rng(seed)
@@ -106,7 +119,7 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     plan = subject_plans(layout, subjects, n_train_runs, n_test_runs, n_imagery_runs)
     images = images_named(plan, src, layout)
     n_img = len(images)
-    Z = rng.standard_normal((n_img, n_latent))
+    Z = rng.standard_normal((n_img, planted_hierarchy.N_LATENT if hierarchy else n_latent))
     truth, feats = plant_features(layers, Z, rng, null_rng, null_fraction)
     write_dataset_files(out, src, layout, subjects, n_imagery_runs)
     affine = np.diag([3.0, 3.0, 3.0, 1.0])
@@ -121,7 +134,7 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
         write_fmriprep_description(out / "derivatives" / "fmriprep")
     for sub, (tmpl, runs) in plan.items():
         write_masks(out / "sourcedata" / f"sub-{sub}" / "anat", sub, masks, affine)
-        A = sparse_loadings(n_latent, roi_any, rng)
+        A = _loadings(Z.shape[1], masks, roi_any, hierarchy, rng)
         for ses, fname in runs:
             ev = read_template_events(src / f"sub-{tmpl}" / ses / "func" / fname, layout)
             func = out / f"sub-{sub}" / ses / "func"
@@ -142,11 +155,38 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     features = stim / "features_simulated.h5"
     write_features(features, images, feats, cat_index if n_imagery_runs else None)
     write_truth(stim / "truth_simulated.h5", truth,
-                {"seed": seed, "snr": snr, "n_latent": n_latent},
+                {"seed": seed, "snr": snr, "n_latent": Z.shape[1]},
                 None if moved is None else moved.params)
     LOGGER.info("simulated %d subjects, %d images, layers %s in %s", n_subjects, n_img,
                 list(layers), out)
-    return {"bids_dir": out, "features": features, "truth": truth, "images": images}
+    return {"bids_dir": out, "features": features, "truth": truth, "images": images,
+            **(_write_hierarchy_networks(stim, images, Z, seed) if hierarchy else {})}
+
+
+def _loadings(n_latent: int, masks: dict, roi_any: np.ndarray, hierarchy: bool, rng):
+    """One subject's voxel loadings, shape (n_latent, n_roi_voxels): sparse and
+    hemisphere-specific, or with ``hierarchy`` one latent block per ROI."""
+    if not hierarchy:
+        return sparse_loadings(n_latent, roi_any, rng)
+    rois = planted_hierarchy.voxel_rois(masks, roi_any)
+    return planted_hierarchy.roi_loadings(rois, SIGNAL_SHARE, rng)
+
+
+def _write_hierarchy_networks(stim: Path, images: list[str], Z: np.ndarray, seed: int) -> dict:
+    """``--hierarchy``: the two planted networks' features and truth files (their own random
+    stream ``[seed, 11]``); ``{"networks": {net: path}, "planted": {net: {layer: roi}}}``."""
+    out: dict = {"networks": {}, "planted": {}}
+    nets = planted_hierarchy.plant_networks(Z, np.random.default_rng([seed, 11]))
+    for net, (feats, rho, planted) in nets.items():
+        out["networks"][net] = stim / f"features_{net}.h5"
+        write_features(out["networks"][net], images, feats, None, network=net)
+        write_truth(stim / f"truth_{net}.h5", rho,
+                    {"seed": seed, "network": net, "rois": list(planted_hierarchy.BH_ROIS)})
+        with h5py.File(stim / f"truth_{net}.h5", "a") as f:
+            for layer, roi in planted.items():
+                f.create_dataset(f"planted_roi/{layer}", data=roi)
+        out["planted"][net] = planted
+    return out
 
 
 def _new_folder(out_dir, n_subjects: int, n_train_runs: int, n_test_runs: int,

@@ -94,7 +94,7 @@ def write_fmriprep_run(vol: np.ndarray, affine: np.ndarray, tr: float, folder: P
 
 
 def write_features(path: Path, images: list[str], feats: dict,
-                   cat_index: dict | None) -> None:
+                   cat_index: dict | None, network: str = "simulated") -> None:
     """The features HDF5 file; with ``cat_index`` (imagery), the category features too."""
     with h5py.File(path, "w") as f:
         f.create_dataset("stimulus_name", data=np.array(images, dtype=object),
@@ -109,7 +109,7 @@ def write_features(path: Path, images: list[str], feats: dict,
             for name, Y in feats.items():
                 f.create_dataset(f"category_layers/{name}",
                                  data=Y[[cat_index[c] for c in cats]])
-        f.attrs.update({"network": "simulated", "weights": "planted", "complete": True})
+        f.attrs.update({"network": network, "weights": "planted", "complete": True})
 
 
 def write_truth(path: Path, truth: dict, attrs: dict,

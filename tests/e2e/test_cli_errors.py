@@ -73,7 +73,7 @@ def test_participant_label_with_or_without_prefix(capsys, ds, tmp_path):
                      "--layers", "fc8")
     assert code == 0, err
     assert (tmp_path / "o2" / "sub-01" / "func" /
-            "sub-01_task-perception_desc-VC_decoding.h5").is_file()
+            "sub-01_task-perception_net-simulated_desc-VC_decoding.h5").is_file()
 
 
 def test_participant_not_found(capsys, ds, tmp_path):
@@ -186,7 +186,7 @@ def test_user_mask_with_subject_placeholder(capsys, ds, tmp_path):
                      "--layers", "fc8")
     assert code == 0, err
     assert (tmp_path / "out" / "sub-01" / "func" /
-            "sub-01_task-perception_desc-lhvc_decoding.h5").is_file()
+            "sub-01_task-perception_net-simulated_desc-lhvc_decoding.h5").is_file()
 
 
 def test_run_shorter_than_events(capsys, ds, tmp_path):

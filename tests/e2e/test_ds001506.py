@@ -34,7 +34,7 @@ def ds1506(tmp_path_factory):
 
 def _accuracy_vs_truth(ds, out, task="perception"):
     res = {}
-    path = out / "sub-01" / "func" / f"sub-01_task-{task}_desc-VC_decoding.h5"
+    path = out / "sub-01" / "func" / f"sub-01_task-{task}_net-simulated_desc-VC_decoding.h5"
     with h5py.File(path) as h5:
         for layer in ds["truth"]:
             acc = h5[layer]["accuracy"][()].ravel()
@@ -68,13 +68,14 @@ def test_ds001506_decodes_with_the_session_flags_alone(ds1506, tmp_path, test_se
                  str(ds1506["features"]), "--train-session", TRAIN, "--test-session",
                  test_session, "--skip-bids-validation"])
     assert code == 0
-    tsv = pd.read_csv(out / "sub-01" / "func" / "sub-01_task-perception_decoding.tsv",
+    tsv = pd.read_csv(out / "sub-01" / "func" / "sub-01_task-perception_net-simulated_decoding.tsv",
                       sep="\t")
     assert (tsv.n_train_samples == 6000).all()  # every trial; repetition blocks left out
     assert (tsv.n_test_images == n_images).all()
     for layer, r in _accuracy_vs_truth(ds1506, out).items():
         assert r >= 0.6, f"{test_session} {layer}: Spearman {r:.2f}"
-    cfg = json.loads((out / "sub-01" / "sub-01_task-perception_config.json").read_text())
+    cfg = json.loads((out / "sub-01" / "sub-01_task-perception"
+        "_net-simulated_config.json").read_text())
     conv = cfg["provenance"]["samples"]["event_conventions"]
     assert conv["train"] == ["kamitani-numeric: samples are rows with event_type = 1, image in "
                              "'stimulus_name'; event_type = 2 marks repeats (not samples)"]
@@ -91,14 +92,16 @@ def test_ds001506_imagery_and_train_average(ds1506, tmp_path):
                  "--test-session", "imagery*", "--train-average", "--layers", "fc6", "fc8",
                  "--skip-bids-validation"])
     assert code == 0
-    tsv = pd.read_csv(out / "sub-01" / "func" / "sub-01_task-imagery_decoding.tsv", sep="\t")
+    tsv = pd.read_csv(out / "sub-01" / "func" / "sub-01_task-imagery"
+        "_net-simulated_decoding.tsv", sep="\t")
     assert (tsv.n_train_samples == 1200).all()
-    with h5py.File(out / "sub-01" / "func" / "sub-01_task-imagery_desc-VC_decoding.h5") as h5:
+    with h5py.File(out / "sub-01" / "func" / "sub-01_task-imagery"
+        "_net-simulated_desc-VC_decoding.h5") as h5:
         cats = [s.decode() for s in h5["stimulus_name"][()]]
     assert len(cats) == int(tsv.n_test_images.iloc[0]) and len(cats) >= 20
     assert all(c.startswith("n") and "_" not in c for c in cats)
     assert (tsv.identification_accuracy > 0.6).all()
-    cfg = json.loads((out / "sub-01" / "sub-01_task-imagery_config.json").read_text())
+    cfg = json.loads((out / "sub-01" / "sub-01_task-imagery_net-simulated_config.json").read_text())
     assert cfg["train_average"] is True
     assert cfg["provenance"]["samples"]["n_train_trials"] == 6000
     assert "event_type = 2" in cfg["provenance"]["samples"]["event_conventions"]["test"][0]
@@ -129,7 +132,8 @@ def test_unknown_convention_exits_65_naming_file_values_and_option(ds1506, tmp_p
     assert "--sample-events event_type=11" in msg[0]
     # the option states it for the test runs only
     assert main([*args, "--sample-events", "test:event_type=11"]) == 0
-    tsv = pd.read_csv(tmp_path / "out/sub-01/func/sub-01_task-perception_decoding.tsv",
+    tsv = pd.read_csv(tmp_path / "out/sub-01/func/sub-01_task-perception"
+        "_net-simulated_decoding.tsv",
                       sep="\t")
     assert (tsv.n_test_images == 50).all() and (tsv.n_train_samples == 400).all()
 
@@ -158,10 +162,11 @@ def test_ds001506s_own_description_does_not_stop_the_run(ds1506, tmp_path, capsy
     assert "JSON_SCHEMA_VALIDATION_ERROR at /dataset_description.json" in capsys.readouterr().err
     out = tmp_path / "out"
     assert main([str(bids), str(out), "participant", *flags, "--n-permutations", "0"]) == 0
-    tsv = pd.read_csv(out / "sub-01" / "func" / "sub-01_task-perception_decoding.tsv",
+    tsv = pd.read_csv(out / "sub-01" / "func" / "sub-01_task-perception_net-simulated_decoding.tsv",
                       sep="\t")
     assert (tsv.n_train_samples == 6000).all() and (tsv.n_test_images == 50).all()
-    cfg = json.loads((out / "sub-01" / "sub-01_task-perception_config.json").read_text())
+    cfg = json.loads((out / "sub-01" / "sub-01_task-perception_net-simulated_config.json")
+                     .read_text())
     assert cfg["provenance"]["validation"]["warnings"] == [
         {"code": "JSON_SCHEMA_VALIDATION_ERROR (Funding)", "count": 1,
          "locations": ["/dataset_description.json"]}]

@@ -42,18 +42,21 @@ def test_images_to_group(with_images, tmp_path):
         assert f.attrs["weights"] == "random" and f.attrs["network"] == "alexnet"
         assert f["layers/fc6"].shape == (len(with_images["images"]), 4096)
     for sub in ("01", "02"):
-        tsv = pd.read_csv(out / f"sub-{sub}" / "func" / f"sub-{sub}_task-perception_decoding.tsv",
+        tsv = pd.read_csv(out / f"sub-{sub}" / "func" / f"sub-{sub}_task-perception"
+            f"_net-alexnet_decoding.tsv",
                           sep="\t")
         # the network's features carry the latent the brain encodes: well above chance
         assert (tsv.identification_accuracy > 0.75).all(), tsv
         assert (tsv.profile_r_mean > 0.1).all(), tsv
         side = (out / f"sub-{sub}" / "func" /
-                f"sub-{sub}_task-perception_desc-VC_decoding.json").read_text()
+                f"sub-{sub}_task-perception_net-alexnet_desc-VC_decoding.json").read_text()
         assert '"weights": "random"' in side
     assert main([str(ds), str(out), "group"]) == 0
-    corr = pd.read_csv(out / "group" / "task-perception_desc-crosssubject_correlation.tsv",
+    corr = pd.read_csv(out / "group" / "task-perception"
+        "_net-alexnet_desc-crosssubject_correlation.tsv",
                        sep="\t")
     assert set(corr.layer) == {"fc6", "fc8"}
     assert (corr.r > 0.3).all(), corr
-    with h5py.File(out / "sub-01" / "func" / "sub-01_task-perception_desc-VC_decoding.h5") as a:
+    with h5py.File(out / "sub-01" / "func" / "sub-01_task-perception"
+        "_net-alexnet_desc-VC_decoding.h5") as a:
         assert np.isfinite(a["fc8"]["accuracy"][()]).sum() > 900

@@ -50,7 +50,8 @@ def test_units_of_any_shape_are_decoded_ranked_reported_and_compared(
     assert main([str(sim["bids_dir"]), str(out), "participant", "--features",
                  str(sim["features"]), "--roi", "VC", "--n-voxels", "100"]) == 0
     for sub in ("01", "02"):
-        path = out / f"sub-{sub}" / "func" / f"sub-{sub}_task-perception_desc-VC_decoding.h5"
+        path = out / f"sub-{sub}" / "func" / (f"sub-{sub}_task-perception"
+                                               f"_net-simulated_desc-VC_decoding.h5")
         with h5py.File(path) as h5:
             n_test = h5["stimulus_name"].shape[0]
             for layer, shape in SHAPED.items():
@@ -64,11 +65,12 @@ def test_units_of_any_shape_are_decoded_ranked_reported_and_compared(
                 ok = np.isfinite(acc)
                 assert rank[np.unravel_index(np.nanargmax(acc), shape)] == 1, layer
                 assert spearmanr(rank[ok], acc[ok])[0] == pytest.approx(-1.0), layer
-    tsv = pd.read_csv(out / "sub-01" / "func" / "sub-01_task-perception_decoding.tsv",
+    tsv = pd.read_csv(out / "sub-01" / "func" / "sub-01_task-perception_net-simulated_decoding.tsv",
                       sep="\t")
     assert dict(zip(tsv.layer, tsv.n_units)) == {k: int(np.prod(v)) for k, v in SHAPED.items()}
     assert main([str(sim["bids_dir"]), str(out), "group"]) == 0
-    corr = pd.read_csv(out / "group" / "task-perception_desc-crosssubject_correlation.tsv",
+    corr = pd.read_csv(out / "group" / "task-perception"
+        "_net-simulated_desc-crosssubject_correlation.tsv",
                        sep="\t")
     assert set(corr.layer) == set(SHAPED) and (corr.r > 0.3).all(), corr
     assert set(SHAPED) <= set(texts)  # the figures name the layers by node name
@@ -100,19 +102,21 @@ def test_resnet18_images_to_group(with_images, tmp_path, monkeypatch):
         shapes = {k: f["layers"][k].shape[1:] for k in f["layers"]}
     assert shapes == {"layer4.1.relu_1": (512, 7, 7), "avgpool": (512, 1, 1), "fc": (1000,)}
     for sub in ("01", "02"):
-        tsv = pd.read_csv(out / f"sub-{sub}" / "func" / f"sub-{sub}_task-perception_decoding.tsv",
+        tsv = pd.read_csv(out / f"sub-{sub}" / "func" / f"sub-{sub}_task-perception"
+            f"_net-resnet18_decoding.tsv",
                           sep="\t")
         assert list(tsv.layer) == layers  # the order asked for
         # random-weight conv features still carry the image content the brain encodes
         ident = dict(zip(tsv.layer, tsv.identification_accuracy))
         assert ident["layer4.1.relu_1"] > 0.85 and min(ident.values()) > 0.5, tsv
         with h5py.File(out / f"sub-{sub}" / "func" /
-                       f"sub-{sub}_task-perception_desc-VC_decoding.h5") as h5:
+                       f"sub-{sub}_task-perception_net-resnet18_desc-VC_decoding.h5") as h5:
             assert h5["layer4.1.relu_1"]["accuracy"].shape == (512, 7, 7)
     assert main([str(ds), str(out), "group"]) == 0
-    corr = pd.read_csv(out / "group" / "task-perception_desc-crosssubject_correlation.tsv",
+    corr = pd.read_csv(out / "group" / "task-perception"
+        "_net-resnet18_desc-crosssubject_correlation.tsv",
                        sep="\t")
     assert set(corr.layer) == set(layers)
     assert {"layer4.1.relu_1", "avgpool", "fc"} <= set(texts)
-    html = (out / "sub-01.html").read_text()
+    html = (out / "sub-01_net-resnet18.html").read_text()
     assert "layer4.1.relu_1" in html and "resnet18" in html

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow  # the session's participant run over two subjects
 @pytest.mark.parametrize("roi", ["VC", "LVC"])
 def test_accuracy_tracks_planted_decodability(sim, participant_out, subject, roi):
     path = participant_out / f"sub-{subject}" / "func" / (
-        f"sub-{subject}_task-perception_desc-{roi}_decoding.h5")
+        f"sub-{subject}_task-perception_net-simulated_desc-{roi}_decoding.h5")
     with h5py.File(path) as h5:
         for layer, rho in sim["truth"].items():
             acc = h5[layer]["accuracy"][()]
@@ -34,14 +34,14 @@ def test_accuracy_tracks_planted_decodability(sim, participant_out, subject, roi
 
 def test_output_layout_and_summary(sim, participant_out):
     func = participant_out / "sub-01" / "func"
-    tsv = pd.read_csv(func / "sub-01_task-perception_decoding.tsv", sep="\t")
+    tsv = pd.read_csv(func / "sub-01_task-perception_net-simulated_decoding.tsv", sep="\t")
     need = {"roi", "layer", "n_units", "n_voxels", "profile_r_mean", "profile_r_median",
             "pattern_r_mean", "identification_accuracy"}
     assert need <= set(tsv.columns)
     assert sorted(zip(tsv.roi, tsv.layer)) == sorted(
         (r, lay) for r in ("VC", "LVC") for lay in sim["truth"])
     assert (tsv.n_voxels_selected == 100).all()
-    with h5py.File(func / "sub-01_task-perception_desc-VC_decoding.h5") as h5:
+    with h5py.File(func / "sub-01_task-perception_net-simulated_desc-VC_decoding.h5") as h5:
         names = [s.decode() for s in h5["stimulus_name"][()]]
         assert len(names) == 50 and len(set(names)) == 50
         for layer, rho in sim["truth"].items():
@@ -62,7 +62,8 @@ def test_output_layout_and_summary(sim, participant_out):
     desc = json.loads((participant_out / "dataset_description.json").read_text())
     assert desc["DatasetType"] == "derivative"
     assert desc["GeneratedBy"][0]["Name"] == "bids_decode"
-    cfg = json.loads((participant_out / "sub-01" / "sub-01_task-perception_config.json")
+    cfg = json.loads((participant_out / "sub-01" / "sub-01_task-perception"
+        "_net-simulated_config.json")
                      .read_text())
     assert cfg["alpha"] == 100.0 and cfg["n_voxels"] == 100
     assert "numpy" in cfg["provenance"]["versions"]
@@ -71,7 +72,8 @@ def test_output_layout_and_summary(sim, participant_out):
 def test_decoded_values_are_in_feature_units(sim, participant_out):
     """Decoded features are de-standardised: their mean matches the training features."""
     with h5py.File(sim["features"]) as f, h5py.File(
-            participant_out / "sub-02" / "func" / "sub-02_task-perception_desc-VC_decoding.h5"
+            participant_out / "sub-02" / "func" / "sub-02_task-perception"
+                "_net-simulated_desc-VC_decoding.h5"
     ) as h5:
         true = f["layers/fc6"][()]
         dec = h5["fc6"]["decoded"][()]

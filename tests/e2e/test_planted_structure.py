@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 def _accuracy(out, roi, truth) -> np.ndarray:
     """Unit accuracies of sub-01 over the decodable units: the upper half of each layer's
     planted decodability (near-null units' accuracies are noise, and compare as coin flips)."""
-    path = out / "sub-01" / "func" / f"sub-01_task-perception_desc-{roi}_decoding.h5"
+    path = out / "sub-01" / "func" / f"sub-01_task-perception_net-simulated_desc-{roi}_decoding.h5"
     parts = []
     with h5py.File(path, "r") as f:
         for layer, rho in truth.items():

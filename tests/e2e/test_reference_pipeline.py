@@ -149,7 +149,7 @@ def test_app_equals_independent_reference(app_run):
     bids = sim["bids_dir"]
     X, train_labels, Xt, images = _samples(bids)
     Xz, Xtz, *_ = _zscore(X, Xt)
-    path = out / "sub-01" / "func" / "sub-01_task-perception_desc-LVC_decoding.h5"
+    path = out / "sub-01" / "func" / "sub-01_task-perception_net-simulated_desc-LVC_decoding.h5"
     with h5py.File(sim["features"], "r") as f, h5py.File(path, "r") as h5:
         names = [s.decode() if isinstance(s, bytes) else s for s in f["stimulus_name"][()]]
         row = {n: i for i, n in enumerate(names)}

@@ -125,11 +125,13 @@ def test_four_parallel_participant_jobs(ds4, tmp_path):
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
     for s in ("01", "02", "03", "04"):
-        tsv = pd.read_csv(out / f"sub-{s}" / "func" / f"sub-{s}_task-perception_decoding.tsv",
+        tsv = pd.read_csv(out / f"sub-{s}" / "func" / f"sub-{s}_task-perception"
+            f"_net-simulated_decoding.tsv",
                           sep="\t")
         assert len(tsv) == len(ROIS) * 4
         for roi in ROIS:
-            f = out / f"sub-{s}" / "func" / f"sub-{s}_task-perception_desc-{roi}_decoding.h5"
+            f = out / f"sub-{s}" / "func" / (f"sub-{s}_task-perception"
+                                             f"_net-simulated_desc-{roi}_decoding.h5")
             with h5py.File(f) as h5:
                 assert h5.attrs["subject"] == s and h5.attrs["roi"] == roi
     assert (out / "dataset_description.json").is_file()

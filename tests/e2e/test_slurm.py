@@ -187,14 +187,16 @@ def test_array_of_shards_and_subjects_then_group(cluster, hpc):
     assert (group["JobState"], group["ExitCode"]) == ("COMPLETED", "0:0"), group
     assert group["StartTime"] >= max(j["EndTime"] for j in tasks.values())
     for sub, shard in (("01", [3, 3]), ("02", [1, 1])):
-        cfg = json.loads((out / f"sub-{sub}" / f"sub-{sub}_task-perception_config.json")
+        cfg = json.loads((out / f"sub-{sub}" / f"sub-{sub}_task-perception"
+            f"_net-simulated_config.json")
                          .read_text())
         assert cfg["unit_shard"] == shard
         assert cfg["provenance"]["resources"]["source"] == "slurm"
         assert cfg["provenance"]["resources"]["nprocs"] == 1
         assert cfg["provenance"]["resources"]["allocated_gb"] == 2.0
         assert (cfg["nprocs"], cfg["mem_gb"]) == (1, 1.0)
-    plain_cfg = json.loads((hpc["plain"] / "sub-01" / "sub-01_task-perception_config.json")
+    plain_cfg = json.loads((hpc["plain"] / "sub-01" / "sub-01_task-perception"
+        "_net-simulated_config.json")
                            .read_text())
     assert plain_cfg["provenance"]["resources"]["source"] in ("default", "cgroup")
     assert assert_identical(hpc["plain"], out) > 20
@@ -219,7 +221,8 @@ def test_failed_task_resubmitted_resumes_and_group_completes(cluster, hpc):
     group = cluster.wait(gid, timeout=120, done=lambda j: j["-"].get("Reason")
                          == "DependencyNeverSatisfied")["-"]
     assert group["JobState"] == "PENDING"
-    assert not (out / "sub-01" / "func" / "sub-01_task-perception_desc-VC_decoding.h5").exists()
+    assert not (out / "sub-01" / "func" / "sub-01_task-perception"
+        "_net-simulated_desc-VC_decoding.h5").exists()
     # the group level started anyway (no dependency): exit 66, naming the shard
     early = cluster.run("sbatch", "--parsable", "--wait", jobs / "group.sbatch", check=False)
     early_id = early.stdout.split(";")[0].strip()
@@ -285,7 +288,8 @@ def test_docker_image_in_slurm(cluster, hpc):
     jid, gid = submit(cluster, jobs)
     group = cluster.wait(gid)["-"]
     assert group["JobState"] == "COMPLETED", (group, cluster.jobs(jid))
-    cfg = json.loads((out / "sub-01" / "sub-01_task-perception_config.json").read_text())
+    cfg = json.loads((out / "sub-01" / "sub-01_task-perception"
+        "_net-simulated_config.json").read_text())
     assert cfg["provenance"]["resources"]["source"] == "cgroup"
     assert cfg["provenance"]["resources"]["nprocs"] == 1
     assert_identical(hpc["plain"], out)

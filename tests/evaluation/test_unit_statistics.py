@@ -32,7 +32,7 @@ def heldout(tmp_path_factory):
 
 def _h5(out, sub, roi="VC"):
     return h5py.File(out / f"sub-{sub}" / "func" /
-                     f"sub-{sub}_task-perception_desc-{roi}_decoding.h5", "r")
+                     f"sub-{sub}_task-perception_net-simulated_desc-{roi}_decoding.h5", "r")
 
 
 def _pooled(heldout, name):
@@ -71,7 +71,7 @@ def test_acceptance_q_fwer_and_tsv(heldout):
 
     for sub in heldout["subjects"]:
         tsv = pd.read_csv(heldout["out"] / f"sub-{sub}" / "func" /
-                          f"sub-{sub}_task-perception_decoding.tsv", sep="\t")
+                          f"sub-{sub}_task-perception_net-simulated_decoding.tsv", sep="\t")
         with _h5(heldout["out"], sub) as h5:
             for layer in heldout["truth"]:
                 g = h5[layer]
@@ -115,7 +115,8 @@ def test_acceptance_group_disattenuation(heldout):
     import pandas as pd
 
     out = heldout["out"] / "group"
-    pairs = pd.read_csv(out / "task-perception_desc-crosssubject_correlation.tsv", sep="\t",
+    pairs = pd.read_csv(out / "task-perception_net-simulated_desc-crosssubject_correlation.tsv",
+                        sep="\t",
                         dtype={"subject_a": str, "subject_b": str})
     assert len(pairs) == 3 * len(heldout["truth"])
     assert (pairs.r_disattenuated >= pairs.r).all()
@@ -128,7 +129,8 @@ def test_acceptance_group_disattenuation(heldout):
         assert row.reliability_a == pytest.approx(split_half_reliability(h[0], h[1]),
                                                   rel=1e-5)
         assert 0 < row.reliability_a <= 1
-    summary = pd.read_csv(out / "task-perception_desc-crosssubject_summary.tsv", sep="\t")
+    summary = pd.read_csv(out / "task-perception_net-simulated_desc-crosssubject_summary.tsv",
+                          sep="\t")
     for _, row in summary.iterrows():
         qs = []
         for sub in heldout["subjects"]:
@@ -163,7 +165,8 @@ def test_statistics_off_and_bad_option(tmp_path, capsys):
         assert not {"p_value", "q_value", "p_fwer"} & set(g)
         assert g.attrs["n_permutations"] == 0
         assert g["reliability"].shape == (9,) and g["accuracy_halves"].shape == (2, 9)
-    tsv = pd.read_csv(tmp_path / "out" / "sub-01" / "func" / "sub-01_task-perception_decoding.tsv",
+    tsv = pd.read_csv(tmp_path / "out" / "sub-01" / "func"
+                      / "sub-01_task-perception_net-simulated_decoding.tsv",
                       sep="\t", na_values=["n/a"], keep_default_na=False)
     assert tsv.n_decodable.isna().all() and tsv.fraction_decodable.isna().all()
     assert tsv.reliability_mean.notna().all()

@@ -45,11 +45,11 @@ def build_group_outputs(tmp_path_factory) -> dict:
 
 
 def gpath(out: Path, desc: str, suffix: str) -> Path:
-    return out / "group" / f"task-{TASK}_desc-{desc}_{suffix}.tsv"
+    return out / "group" / f"task-{TASK}_net-simulated_desc-{desc}_{suffix}.tsv"
 
 
 def accuracy(out: Path, sub: str, roi: str, layer: str) -> np.ndarray:
-    path = func_path(out, sub, TASK, desc=roi, suffix="decoding", ext=".h5")
+    path = func_path(out, sub, TASK, net="simulated", desc=roi, suffix="decoding", ext=".h5")
     with h5py.File(path, "r") as f:
         return f[layer]["accuracy"][()].astype(np.float64).ravel()
 

@@ -17,13 +17,14 @@ from tests.group.simulated import LAYERS, ROIS, TASK, accuracy
 @pytest.mark.slow
 def test_averaged_subject_follows_planted_truth(outputs):
     out, avg = outputs["out"], outputs["out"] / "group"
-    summary = pd.read_csv(func_path(avg, "Averaged", TASK, suffix="decoding",
+    summary = pd.read_csv(func_path(avg, "Averaged", TASK, net="simulated", suffix="decoding",
                                                 ext=".tsv"), sep="\t", na_values="n/a")
     assert list(zip(summary.roi, summary.layer)) == [(r, la) for r in ROIS for la in LAYERS]
     with h5py.File(outputs["truth"], "r") as t:
         truth = {la: t["decodability"][la][()].ravel() for la in LAYERS}
     for roi in ROIS:
-        path = func_path(avg, "Averaged", TASK, desc=roi, suffix="decoding",
+        path = func_path(avg, "Averaged", TASK, net="simulated", desc=roi,
+                         suffix="decoding",
                                      ext=".h5")
         with h5py.File(path, "r") as f:
             assert f.attrs["subject"] == "Averaged"
@@ -46,7 +47,7 @@ def test_averaged_subject_follows_planted_truth(outputs):
 def test_averaging_one_subject_reproduces_its_scores(outputs):
     """The Averaged scoring path applied to one subject gives back its participant scores."""
     out = outputs["out"]
-    path = func_path(out, "01", TASK, desc="VC", suffix="decoding", ext=".h5")
+    path = func_path(out, "01", TASK, net="simulated", desc="VC", suffix="decoding", ext=".h5")
     with h5py.File(path, "r") as f, FeatureFile(outputs["features"]) as ff:
         names = [n.decode() if isinstance(n, bytes) else n for n in f["stimulus_name"][()]]
         test_rows = ff.rows_for(names)

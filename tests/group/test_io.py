@@ -28,7 +28,8 @@ def test_fewer_than_two_subjects_is_a_clear_error(outputs, tmp_path, capsys):
 @pytest.mark.slow
 def test_mismatched_parameters_are_a_clear_error(outputs, tmp_path, capsys):
     odd = copy_outputs(outputs["out"], tmp_path / "odd", ["01", "02"])
-    side = func_path(odd, "02", TASK, desc="LVC", suffix="decoding", ext=".json")
+    side = func_path(odd, "02", TASK, net="simulated", desc="LVC", suffix="decoding",
+                     ext=".json")
     d = json.loads(side.read_text())
     d["Alpha"] = 10.0
     side.write_text(json.dumps(d))
@@ -36,7 +37,8 @@ def test_mismatched_parameters_are_a_clear_error(outputs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Alpha" in err and "sub-01=100.0" in err and "sub-02=10.0" in err
     assert "--participant-label" in err
-    func_path(odd, "02", TASK, desc="VC", suffix="decoding", ext=".h5").unlink()
+    func_path(odd, "02", TASK, net="simulated", desc="VC", suffix="decoding", ext=".h5").unlink()
     assert cli.main([str(outputs["bids"]), str(odd), "group", "-q"]) == 65
     assert "ROIs" in capsys.readouterr().err
-    assert not (odd / "group" / f"task-{TASK}_desc-crosssubject_correlation.tsv").exists()
+    assert not (odd / "group"
+                / f"task-{TASK}_net-simulated_desc-crosssubject_correlation.tsv").exists()

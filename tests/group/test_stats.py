@@ -62,7 +62,8 @@ def test_summary_and_rank_consistency(outputs):
     # a shared planted decodability puts the same units on top in every subject
     assert (top10.overlap > 3 * top10.chance).all()
     for sidecar in ("crosssubject_correlation", "crosssubject_summary", "rankconsistency_overlap"):
-        desc = json.loads((out / "group" / f"task-{TASK}_desc-{sidecar}.json").read_text())
+        path = out / "group" / f"task-{TASK}_net-simulated_desc-{sidecar}.json"
+        desc = json.loads(path.read_text())
         assert "r" in desc or "roi" in desc
 
 

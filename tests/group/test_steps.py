@@ -34,7 +34,8 @@ def test_missing_features_file_skips_the_averaged_subject(outputs, tmp_path):
         d["FeaturesFile"] = str(tmp_path / "gone.h5")
         side.write_text(json.dumps(d))
     assert cli.main([str(outputs["bids"]), str(moved), "group", "-q"]) == 0
-    assert (moved / "group" / f"task-{TASK}_desc-crosssubject_correlation.tsv").exists()
+    assert (moved / "group"
+            / f"task-{TASK}_net-simulated_desc-crosssubject_correlation.tsv").exists()
     assert not (moved / "group" / "sub-Averaged").exists()
-    html = (moved / "group" / "report.html").read_text()
+    html = (moved / "group" / "net-simulated_report.html").read_text()
     assert "gone.h5" in html and "Averaged subject was not computed" in html

@@ -29,7 +29,8 @@ def decode(ds, out, *extra):
 def accuracy(ds, out) -> dict:
     """Layer -> (mean unit accuracy, Spearman rho of the accuracies with the planted truth)."""
     res = {}
-    with h5py.File(out / "sub-01" / "func" / "sub-01_task-perception_desc-VC_decoding.h5") as h5:
+    path = out / "sub-01" / "func" / "sub-01_task-perception_net-simulated_desc-VC_decoding.h5"
+    with h5py.File(path) as h5:
         for layer in ds["truth"]:
             acc = h5[layer]["accuracy"][()].ravel()
             rho = ds["truth"][layer].ravel()

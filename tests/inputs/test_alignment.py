@@ -97,7 +97,8 @@ def test_default_source_is_the_shipped_preproc_spm(moving, reference, tmp_path, 
     out = tmp_path / "auto"
     assert decode(moving[0], out) == 0
     assert "BOLD source: preproc-spm (--bold-source auto" in capsys.readouterr().err
-    cfg = json.loads((out / "sub-01" / "sub-01_task-perception_config.json").read_text())
+    cfg = json.loads((out / "sub-01" / "sub-01_task-perception"
+        "_net-simulated_config.json").read_text())
     assert cfg["bold_source"] == "preproc-spm"
     for layer, (r, rho) in accuracy(moving[0], out).items():
         assert r >= 0.85 * reference[layer][0], (layer, r, reference[layer])

@@ -1,15 +1,12 @@
 """--bold-source bdata=PATH: a BData file written by the real bdpy gives the BIDS route's results.
 
-bdpy needs numpy < 2.4, so it lives in the reference venv ``.bench-venv``
-(``benchmarks/setup_bench_venv.sh``, about 2 minutes); the test creates it when missing and
-skips, saying why, only when it cannot be created.
+bdpy needs numpy < 2.4, so it lives in the reference venv ``.bench-venv`` (the ``bdpy_python``
+fixture of conftest.py creates it when missing).
 """
 
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -17,9 +14,6 @@ import pandas as pd
 import pytest
 
 from bids_decode.cli import main
-
-ROOT = Path(__file__).resolve().parents[2]
-VENV_PY = ROOT / ".bench-venv" / "bin" / "python"
 
 WRITE_BDATA = r"""
 import sys
@@ -41,22 +35,6 @@ bd.save(sys.argv[2])
 """
 
 
-def _bdpy_python() -> Path:
-    def ok():
-        return VENV_PY.exists() and subprocess.run(
-            [str(VENV_PY), "-c", "import bdpy"], capture_output=True).returncode == 0
-
-    if not ok():
-        r = subprocess.run(["bash", "benchmarks/setup_bench_venv.sh", sys.executable], cwd=ROOT,
-                           capture_output=True, text=True, timeout=1200)
-        if r.returncode or not ok():
-            reason = ("the bdpy venv (.bench-venv) could not be created by "
-                      f"benchmarks/setup_bench_venv.sh: {(r.stderr or r.stdout)[-300:]}")
-            print(reason)
-            pytest.skip(reason)
-    return VENV_PY
-
-
 def _god_id(name: str) -> float:
     """ImageNet name -> GOD stimulus id (``n01518878_5958`` -> 1518878.005958)."""
     cat, _, img = name[1:].partition("_")
@@ -64,7 +42,7 @@ def _god_id(name: str) -> float:
 
 
 @pytest.mark.slow
-def test_bdata_file_from_bdpy_gives_the_bids_accuracies(tmp_path):
+def test_bdata_file_from_bdpy_gives_the_bids_accuracies(tmp_path, bdpy_python):
     from bids_decode.config import RunConfig
     from bids_decode.inputs.bdata import BDataFile, imagenet_name
     from bids_decode.inputs.events import EventSpec
@@ -73,7 +51,7 @@ def test_bdata_file_from_bdpy_gives_the_bids_accuracies(tmp_path):
     from bids_decode.inputs.sources import RawRuns
     from bids_decode.simulate import simulate_dataset
 
-    py = _bdpy_python()
+    py = bdpy_python
     ds = simulate_dataset(tmp_path / "ds", n_subjects=1, n_train_runs=8, n_test_runs=2,
                           layout="ds001506", seed=4)
     bids = ds["bids_dir"]
@@ -121,14 +99,15 @@ def test_bdata_file_from_bdpy_gives_the_bids_accuracies(tmp_path):
     out = tmp_path / "bdata_out"
     assert main([str(bids), str(out), "participant", *common,
                  "--bold-source", f"bdata={tmp_path}/Subject{{subject}}.h5"]) == 0
-    a = pd.read_csv(tmp_path / "bids_out/sub-01/func/sub-01_task-perception_decoding.tsv",
+    a = pd.read_csv(tmp_path / "bids_out/sub-01/func/sub-01_task-perception"
+        "_net-simulated_decoding.tsv",
                     sep="\t")
-    b = pd.read_csv(out / "sub-01/func/sub-01_task-perception_decoding.tsv", sep="\t")
+    b = pd.read_csv(out / "sub-01/func/sub-01_task-perception_net-simulated_decoding.tsv", sep="\t")
     assert (a.n_train_samples == 400).all() and (b.n_train_samples == 400).all()
     assert (b.n_test_images == 50).all()
     assert list(a.n_voxels) == list(b.n_voxels)
     for roi in ("VC", "LVC"):
-        name = f"sub-01/func/sub-01_task-perception_desc-{roi}_decoding.h5"
+        name = f"sub-01/func/sub-01_task-perception_net-simulated_desc-{roi}_decoding.h5"
         with h5py.File(tmp_path / "bids_out" / name) as fa, h5py.File(out / name) as fb:
             assert list(fa["stimulus_name"][()]) == list(fb["stimulus_name"][()])
             for layer in ("conv1", "fc6", "fc8"):
@@ -139,8 +118,10 @@ def test_bdata_file_from_bdpy_gives_the_bids_accuracies(tmp_path):
     out2 = tmp_path / "bdata_label"
     assert main([str(bids), str(out2), "participant", *common, "--layers", "fc8",
                  "--stimulus-column", "Label", "--bold-source", f"bdata={bdata}"]) == 0
-    with h5py.File(out2 / "sub-01/func/sub-01_task-perception_desc-VC_decoding.h5") as f2, \
-            h5py.File(out / "sub-01/func/sub-01_task-perception_desc-VC_decoding.h5") as f1:
+    with h5py.File(out2 / "sub-01/func/sub-01_task-perception"
+        "_net-simulated_desc-VC_decoding.h5") as f2, \
+            h5py.File(out / "sub-01/func/sub-01_task-perception"
+                "_net-simulated_desc-VC_decoding.h5") as f1:
         np.testing.assert_allclose(f2["fc8"]["accuracy"][()], f1["fc8"]["accuracy"][()],
                                    atol=1e-6, equal_nan=True)
 

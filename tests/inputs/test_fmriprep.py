@@ -19,5 +19,6 @@ def test_fmriprep_minimal_outputs_recover_the_planted_truth(moving, reference, t
     for layer, (r, rho) in accuracy(moving[0], out).items():
         assert r >= 0.9 * reference[layer][0], (layer, r, reference[layer])
         assert rho >= 0.6, (layer, rho)
-    cfg = json.loads((out / "sub-01" / "sub-01_task-perception_config.json").read_text())
+    cfg = json.loads((out / "sub-01" / "sub-01_task-perception_net-simulated_config.json")
+                     .read_text())
     assert cfg["bold_source"] == "fmriprep"

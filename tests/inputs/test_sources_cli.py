@@ -33,7 +33,7 @@ def _participant(ds, out, *extra, layers=("fc6", "conv1")):
 
 def _spearman(ds, out, task="perception", roi="VC"):
     res = {}
-    path = out / "sub-01" / "func" / f"sub-01_task-{task}_desc-{roi}_decoding.h5"
+    path = out / "sub-01" / "func" / f"sub-01_task-{task}_net-simulated_desc-{roi}_decoding.h5"
     with h5py.File(path) as h5:
         for layer in h5:
             if layer == "stimulus_name":
@@ -51,7 +51,8 @@ def test_ds001246_raw_and_preproc_spm(rich, tmp_path, source, caplog):
     assert _participant(rich, out, "--bold-source", source) == 0
     for layer, (r, _) in _spearman(rich, out).items():
         assert r >= 0.6, f"{source} {layer}: Spearman {r:.2f}"
-    cfg = (out / "sub-01" / "func" / "sub-01_task-perception_desc-VC_decoding.json").read_text()
+    cfg = (out / "sub-01" / "func" / "sub-01_task-perception"
+        "_net-simulated_desc-VC_decoding.json").read_text()
     assert f'"BoldSource": "{source}"' in cfg
 
 
@@ -102,9 +103,11 @@ def test_confounds_without_table_is_a_clear_error(rich, tmp_path, capsys):
 def test_imagery_decoding_with_perception_decoders(rich, tmp_path):
     out = tmp_path / "imagery"
     assert _participant(rich, out, "--task", "imagery") == 0
-    tsv = pd.read_csv(out / "sub-01" / "func" / "sub-01_task-imagery_decoding.tsv", sep="\t")
+    tsv = pd.read_csv(out / "sub-01" / "func" / "sub-01_task-imagery"
+        "_net-simulated_decoding.tsv", sep="\t")
     assert (tsv.n_test_images == 50).all()  # 50 imagined categories
-    with h5py.File(out / "sub-01" / "func" / "sub-01_task-imagery_desc-VC_decoding.h5") as h5:
+    with h5py.File(out / "sub-01" / "func" / "sub-01_task-imagery"
+        "_net-simulated_desc-VC_decoding.h5") as h5:
         cats = [s.decode() for s in h5["stimulus_name"][()]]
         assert all(c.startswith("n") and "_" not in c for c in cats)
     # imagery carries a weaker copy of the perception response: still identifiable
@@ -159,7 +162,7 @@ def test_atlas_with_labels(rich, tmp_path):
     h = {}
     for roi in ("early", "LVC"):
         with h5py.File(out / "sub-01" / "func" /
-                       f"sub-01_task-perception_desc-{roi}_decoding.h5") as h5:
+                       f"sub-01_task-perception_net-simulated_desc-{roi}_decoding.h5") as h5:
             h[roi] = (h5.attrs["n_voxels_roi"], h5["fc6"]["accuracy"][()])
     # the atlas label 'early' is exactly LVC
     assert h["early"][0] == h["LVC"][0]
@@ -177,7 +180,8 @@ def test_imagery_group_level(tmp_path):
                  "--features", str(ds["features"]), "--n-voxels", "60", "--layers", "fc8",
                  "--skip-bids-validation"]) == 0
     assert main([str(ds["bids_dir"]), str(out), "group", "--task", "imagery"]) == 0
-    corr = pd.read_csv(out / "group" / "task-imagery_desc-crosssubject_correlation.tsv",
+    corr = pd.read_csv(out / "group" / "task-imagery"
+        "_net-simulated_desc-crosssubject_correlation.tsv",
                        sep="\t")
     assert len(corr) == 1 and corr.r.iloc[0] > 0.5
     assert not (out / "group" / "sub-Averaged").exists()

@@ -76,7 +76,7 @@ def test_metrics_match_independent_formulas(data):
     np.testing.assert_allclose(res.datasets["pattern_r"], pattern, atol=1e-12)
     assert res.columns["n_constant_units"] == 3
     assert res.columns["profile_r_mean"] == pytest.approx(np.mean(acc[ok]))
-    assert set(res.datasets) == set(outputs.LAYER_DATASETS) - {"decoded"}
+    assert set(res.datasets) == set(outputs.LAYER_DATASETS) - {"decoded", "unit_index"}
     assert set(res.columns) <= set(outputs.SUBJECT_SUMMARY.columns)
 
 
@@ -131,25 +131,26 @@ def test_writer_and_reader_round_trip(data, tmp_path):
     res = evaluation.finalize_all(_stream(data, 0, N_UNITS, [64]))
     rois, layers = ["V2", "V1"], ["fc8", "conv1"]  # neither in sorted order
     for roi in rois:
-        path = outputs.decoding_h5(out, "01", "t", roi)
+        path = outputs.decoding_h5(out, "01", "t", roi, network="n")
         with outputs.decoding_writer(path, names, {"roi": roi}) as h5:
             for layer in layers:
                 g, dec = outputs.new_layer(h5, layer, N_IMAGES, SHAPE)
                 dec[...] = data[0].reshape(N_IMAGES, *SHAPE)
                 outputs.write_layer(g, SHAPE, res)
         write_json(path.with_suffix(".json"), {"Layers": layers, "ROI": roi})
-    write_json(outputs.config_json(out, "01", "t"), {"roi": rois})
+    write_json(outputs.config_json(out, "01", "t", network="n"), {"roi": rois})
     rows = [{"roi": r, "layer": la, "n_units": N_UNITS, **res.columns}
             for r in rois for la in layers]
-    outputs.SUBJECT_SUMMARY.write(outputs.summary_tsv(out, "01", "t"), rows)
+    outputs.SUBJECT_SUMMARY.write(outputs.summary_tsv(out, "01", "t", network="n"), rows)
 
-    sub = outputs.read_subject(out, "01", "t")
+    sub = outputs.read_subject(out, "01", "t", network="n")
     assert list(sub.h5) == rois and sub.layers == layers
     assert sub.shapes == {la: SHAPE for la in layers} and sub.test_names == names
     assert sub.sidecars["V1"]["ROI"] == "V1"
     assert list(sub.summary.columns) == outputs.SUBJECT_SUMMARY.names
     assert sub.summary["n_constant_units"].tolist() == [3] * 4
-    sidecar = json.loads(outputs.summary_tsv(out, "01", "t").with_suffix(".json").read_text())
+    tsv = outputs.summary_tsv(out, "01", "t", network="n")
+    sidecar = json.loads(tsv.with_suffix(".json").read_text())
     assert sidecar == outputs.SUBJECT_SUMMARY.sidecar
     with h5py.File(sub.h5["V1"], "r") as f:
         assert f.attrs[outputs.FORMAT_ATTR] == outputs.FORMAT_VERSION
@@ -157,7 +158,7 @@ def test_writer_and_reader_round_trip(data, tmp_path):
         assert f["conv1/p_value"].shape == SHAPE and f["conv1/accuracy_halves"].shape == (2, *SHAPE)
         assert f["conv1/pattern_r"].shape == (N_IMAGES,)
         assert f["conv1"].attrs["n_units"] == N_UNITS
-    assert outputs.find_decoding_files(out, "t") == {"01": sub.h5}
+    assert outputs.find_decoding_files(out, "t", network="n") == {"01": sub.h5}
 
 
 def test_json_policy(tmp_path):

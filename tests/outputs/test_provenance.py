@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow  # participant reruns and subprocesses of the CLI
 
 
 def test_rerun_from_config_gives_identical_accuracies(sim, participant_out, tmp_path):
-    cfg_path = participant_out / "sub-01" / "sub-01_task-perception_config.json"
+    cfg_path = participant_out / "sub-01" / "sub-01_task-perception_net-simulated_config.json"
     cfg = json.loads(cfg_path.read_text())
     assert cfg["participant_label"] == ["01"] and cfg["roi"] == ["VC", "LVC"]
     assert cfg["provenance"]["versions"]["bids_decode"]
@@ -32,7 +32,7 @@ def test_rerun_from_config_gives_identical_accuracies(sim, participant_out, tmp_
     assert main([str(sim["bids_dir"]), str(out), "participant", "--config", str(cfg_path)]) == 0
     assert not (out / "sub-02").exists()  # the config names its subject
     for roi in ("VC", "LVC"):
-        name = f"sub-01/func/sub-01_task-perception_desc-{roi}_decoding.h5"
+        name = f"sub-01/func/sub-01_task-perception_net-simulated_desc-{roi}_decoding.h5"
         with h5py.File(participant_out / name) as a, h5py.File(out / name) as b:
             for layer in sim["truth"]:
                 np.testing.assert_array_equal(a[layer]["accuracy"][()],

@@ -83,13 +83,14 @@ def test_work_file_names_match_the_group_level(tmp_path):
     assert [(m["roi"], m["layer"], m["i"], m["n"]) for m in found] == [
         ("VC", "fc6", str(i), "3") for i in (1, 2, 3)]
     assert len({m["digest"] for m in found}) == 1
-    assert paths[0].parent == cfg.work_path / "sub-01" / "task-perception"
+    # one folder per network (the configuration's network names it): net-<N>
+    assert paths[0].parent == cfg.work_path / "sub-01" / "task-perception" / "net-alexnet"
     feats.write_bytes(b"xy")
     assert shards.work_file_path(cfg, "01", roi, "fc6", (2, 3), feats) != paths[1]
 
 
 def _work(tmp_path, sub, roi, layer, i, n, complete=True, digest="0123456789ab"):
-    d = tmp_path / "out" / ".bids_decode_work" / f"sub-{sub}" / "task-perception"
+    d = tmp_path / "out" / ".bids_decode_work" / f"sub-{sub}" / "task-perception" / "net-sim"
     d.mkdir(parents=True, exist_ok=True)
     with h5py.File(d / f"roi-{roi}_layer-{layer}_shard-{i}of{n}_{digest}.h5", "w") as f:
         f.attrs["complete"] = complete
@@ -98,8 +99,8 @@ def _work(tmp_path, sub, roi, layer, i, n, complete=True, digest="0123456789ab")
 def _config(tmp_path, sub, shard):
     d = tmp_path / "out" / f"sub-{sub}"
     d.mkdir(parents=True, exist_ok=True)
-    (d / f"sub-{sub}_task-perception_config.json").write_text(
-        json.dumps({"unit_shard": list(shard), "work_dir": None}))
+    (d / f"sub-{sub}_task-perception_net-sim_config.json").write_text(
+        json.dumps({"unit_shard": list(shard), "work_dir": None, "network": "sim"}))
 
 
 def test_missing_shards_named(tmp_path):
@@ -121,7 +122,8 @@ def test_missing_shards_named(tmp_path):
         json.dumps({"Name": "x", "BIDSVersion": "1.8.0"}))
     assert main([str(tmp_path / "bids"), str(tmp_path / "out"), "group"]) == EXIT_NOINPUT
     # once the subject's outputs are assembled (newer than the work files) nothing is missing
-    out = tmp_path / "out" / "sub-01" / "func" / "sub-01_task-perception_desc-VC_decoding.h5"
+    out = tmp_path / "out" / "sub-01" / "func" / ("sub-01_task-perception_net-sim"
+                                                  "_desc-VC_decoding.h5")
     out.parent.mkdir()
     out.write_bytes(b"")
     assert shards.missing_shards(tmp_path / "out", "perception") == {}

@@ -18,7 +18,7 @@ def outputs(tmp_path_factory):
 
 def write_qc(out, subject: str) -> None:
     """A small ``*_qc.h5`` as the participant level will write it (format: docs/outputs.md)."""
-    path = func_path(out, subject, TASK, suffix="qc", ext=".h5")
+    path = func_path(out, subject, TASK, net="simulated", suffix="qc", ext=".h5")
     rng = np.random.default_rng(1)
     n_vols, tr = 60, 3.0
     onsets = np.arange(8) * 21.0 + 24.0
@@ -48,4 +48,4 @@ def reports(outputs):
     """sub-01 with a qc file, sub-02 without; both reports written once."""
     out = outputs["out"]
     write_qc(out, "01")
-    return {s: write_subject_report(out, s, TASK) for s in ("01", "02")}
+    return {s: write_subject_report(out, s, TASK, network="simulated") for s in ("01", "02")}

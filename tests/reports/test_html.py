@@ -31,7 +31,8 @@ def _render(exe: str, html_path, tmp_path, *mode) -> subprocess.CompletedProcess
 @pytest.mark.parametrize("which", ["sub-01", "group"])
 def test_reports_render_in_headless_chromium(outputs, reports, tmp_path, which):
     exe = _chromium()
-    path = reports["01"] if which == "sub-01" else outputs["out"] / "group" / "report.html"
+    group = outputs["out"] / "group" / "net-simulated_report.html"
+    path = reports["01"] if which == "sub-01" else group
     html = path.read_text()
     res = _render(exe, path, tmp_path, "--dump-dom")
     assert res.returncode == 0, res.stderr[-2000:]

@@ -16,7 +16,7 @@ from tests.reports.pngs import page_images
 @pytest.mark.slow
 def test_subject_report_shows_inputs_figures_and_provenance(outputs, reports):
     html = reports["01"].read_text()
-    assert reports["01"] == outputs["out"] / "sub-01.html"
+    assert reports["01"] == outputs["out"] / "sub-01_net-simulated.html"
     for section in ("Inputs", "Sample quality", "Decoding accuracy", "Decoded vs true",
                     "Parameters", "Warnings", "Methods boilerplate"):
         assert f"<h2>{section}</h2>" in html
@@ -49,13 +49,13 @@ def test_subject_report_reads_the_participant_qc_file(reports):
 def test_subject_report_without_qc_file_says_so(outputs, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(outputs["out"] / "sub-02", out / "sub-02")
-    func_path(out, "02", TASK, suffix="qc", ext=".h5").unlink()
-    html = write_subject_report(out, "02", TASK).read_text()
-    assert "No sample-quality file (sub-02_task-perception_qc.h5)" in html
+    func_path(out, "02", TASK, net="simulated", suffix="qc", ext=".h5").unlink()
+    html = write_subject_report(out, "02", TASK, network="simulated").read_text()
+    assert "No sample-quality file (sub-02_task-perception_net-simulated_qc.h5)" in html
     assert len(page_images(html)) == 2 + 2 + len(ROIS)
 
 
 @pytest.mark.slow
 def test_report_of_missing_subject_is_a_clear_error(outputs):
     with pytest.raises(MissingInputError, match="sub-09.*participant level"):
-        write_subject_report(outputs["out"], "09", TASK)
+        write_subject_report(outputs["out"], "09", TASK, network="simulated")

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bids_decode import cli, evaluation  # noqa: E402
-from bids_decode.outputs.paths import func_path  # noqa: E402
+from bids_decode.outputs import schema as outputs  # noqa: E402
 from bids_decode.utils.files import write_json  # noqa: E402
 
 #: Caffe AlexNet as used by Horikawa & Kamitani (conv1 96 x 55 x 55 = 290,400 units).
@@ -42,6 +42,7 @@ ALEXNET = {
 }
 ROIS = ["V1", "V2", "V3", "V4", "LOC", "FFA", "PPA", "LVC", "HVC", "VC"]
 TASK = "perception"
+NETWORK = "caffe-alexnet"
 
 
 def write_features(path: Path, test_names, n_train: int, rng) -> None:
@@ -52,7 +53,7 @@ def write_features(path: Path, test_names, n_train: int, rng) -> None:
         for layer, shape in ALEXNET.items():
             f.create_dataset(f"layers/{layer}",
                              data=rng.standard_normal((len(names), *shape), dtype=np.float32))
-        f.attrs.update({"network": "caffe-alexnet", "weights": "synthetic", "complete": True})
+        f.attrs.update({"network": NETWORK, "weights": "synthetic", "complete": True})
 
 
 def write_participant(out: Path, features: Path, n_subjects: int, rois, n_test: int,
@@ -73,13 +74,13 @@ def write_participant(out: Path, features: Path, n_subjects: int, rois, n_test: 
         func.mkdir(parents=True)
         rows = []
         for roi in rois:
-            h5 = func_path(out, sub, TASK, desc=roi, suffix="decoding", ext=".h5")
+            h5 = outputs.decoding_h5(out, sub, TASK, roi, network=NETWORK)
             with h5py.File(h5, "w") as f:
                 f.create_dataset("stimulus_name", data=np.array(test_names, dtype=object),
                                  dtype=h5py.string_dtype("utf-8"))
                 f.attrs.update({"roi": roi, "subject": sub, "task": TASK, "n_voxels_roi": 2000,
                                 "n_voxels_selected": 500, "alpha": 100.0,
-                                "features_file": str(features)})
+                                "features_file": str(features), "network": NETWORK})
                 for la, shape in ALEXNET.items():
                     n = int(np.prod(shape))
                     acc = np.clip(shared[la] + 0.1 * rng.standard_normal(n), -1, 1)
@@ -96,23 +97,24 @@ def write_participant(out: Path, features: Path, n_subjects: int, rois, n_test: 
                                     "identification_accuracy": 0.8})
                     rows.append(f"{roi}\t{la}\t{n}\t2000\t500\t0\t{acc.mean():.4f}\t"
                                 f"{np.median(acc):.4f}\t0.3\t0.8\t6000\t{n_test}")
-            write_json(h5.with_suffix(".json"), {
+            write_json(outputs.roi_sidecar(out, sub, TASK, roi, network=NETWORK), {
                 "ROI": roi, "NumberOfVoxels": 2000, "VoxelsSelectedPerUnit": 500,
                 "Alpha": 100.0, "HaemodynamicShift": 3.0, "RepetitionTime": 3.0,
                 "TrainSession": "perceptionTraining*", "TestSession": "perceptionTest*",
                 "FeaturesFile": str(features),
-                "FeaturesAttributes": {"network": "caffe-alexnet", "weights": "synthetic",
+                "Network": NETWORK,
+                "FeaturesAttributes": {"network": NETWORK, "weights": "synthetic",
                                        "complete": "True"},
                 "Layers": list(ALEXNET), "Samples": samples, "Precision": "float32"})
         header = ("roi\tlayer\tn_units\tn_voxels\tn_voxels_selected\tn_constant_units\t"
                   "profile_r_mean\tprofile_r_median\tpattern_r_mean\tidentification_accuracy\t"
                   "n_train_samples\tn_test_images")
-        (func / f"sub-{sub}_task-{TASK}_net-simulated_decoding.tsv").write_text(
+        outputs.summary_tsv(out, sub, TASK, network=NETWORK).write_text(
             "\n".join([header, *rows]) + "\n")
-        cfg = {"roi": list(rois), "n_voxels": 500, "alpha": 100.0, "task": TASK,
+        cfg = {"roi": list(rois), "network": NETWORK, "n_voxels": 500, "alpha": 100.0, "task": TASK,
                "features": str(features), "layers": [], "dtype": "float32",
                "provenance": {"versions": {"bids_decode": "bench"}}}
-        (out / f"sub-{sub}" / f"sub-{sub}_task-{TASK}_net-simulated_config.json").write_text(json.dumps(cfg))
+        outputs.config_json(out, sub, TASK, network=NETWORK).write_text(json.dumps(cfg))
 
 
 def main(argv=None) -> int:

@@ -98,10 +98,11 @@ def comparison_rows(out_dir: Path, task: str, plan: GroupPlan) -> list[dict]:
     """Rows of ``task-<T>_desc-networks_summary.tsv`` for one network."""
     group = outputs.Table.read(outputs.group_table(out_dir, task, "crosssubject", "summary",
                                                    network=plan.network))
-    decodable = pd.concat([s.summary[["roi", "layer", "fraction_decodable"]]
-                           for s in plan.subjects if s.summary is not None
-                           and "fraction_decodable" in s.summary])
-    frac = decodable.groupby(["roi", "layer"])["fraction_decodable"].mean()
+    # (no fraction where the participant level ran without permutation tests: NaN)
+    decodable = [s.summary[["roi", "layer", "fraction_decodable"]] for s in plan.subjects
+                 if s.summary is not None and "fraction_decodable" in s.summary]
+    frac = (pd.concat(decodable).groupby(["roi", "layer"])["fraction_decodable"].mean()
+            if decodable else pd.Series(dtype=float))
     layers = bhscore.hierarchy_layers(plan.network, plan.layers)
     layers += [la for la in plan.layers if la not in layers]
     depth = {la: i / max(1, len(layers) - 1) for i, la in enumerate(layers)}

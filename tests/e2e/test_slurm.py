@@ -25,6 +25,8 @@ import h5py
 import numpy as np
 import pytest
 
+from bids_decode.outputs.work_files import work_folder
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -208,7 +210,7 @@ def test_failed_task_resubmitted_resumes_and_group_completes(cluster, hpc):
     reuses its finished layer and the sibling shards, and the new group job completes."""
     out, jobs = write_jobs(hpc, "resume")
     jid, gid = submit(cluster, jobs)
-    work = out / ".bids_decode_work" / "sub-01" / "task-perception"
+    work = work_folder(out / ".bids_decode_work", "01", "perception", "simulated")
     t0 = time.time()
     while not list(work.glob("roi-VC_layer-conv1_shard-2of3_*.h5")):
         assert time.time() - t0 < 600, "task 1 never wrote its first layer"

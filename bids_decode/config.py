@@ -50,6 +50,7 @@ SECTIONS = {
     "features": Section("features", keyed=False),
     "decoding": Section("decoding", keyed=True),
     "statistics": Section("statistics", keyed=True),
+    "encoding": Section("voxel-wise encoding models", keyed=False),
     "group": Section("group level: networks compared, brain hierarchy score", keyed=False),
     "execution": Section("resources and logging", keyed=False),
 }
@@ -345,6 +346,24 @@ class RunConfig:
     permutation_seed: int = param(
         0, "statistics", "--permutation-seed", type=int, metavar="SEED",
         help="seed of the permutations (default 0; recorded in the outputs)")
+    # ----------------------------------------------------------------------------- encoding
+    encoding: bool = param(
+        False, "encoding", "--encoding", action="store_true", group="config",
+        help="also fit voxel-wise encoding models: each voxel of each ROI predicted from each "
+             "layer (the units most correlated with the voxel, then ridge), scored per voxel; "
+             "writes *_encoding.h5, brain maps and the encoding half of the BH score "
+             "(docs/outputs.md)")
+    encoding_n_units: int = param(
+        500, "encoding", "--encoding-n-units", type=int, metavar="N", group="config",
+        fingerprint="the encoding work files' digest (outputs.work_files.encoding_work_file)",
+        check=require(lambda v: v >= 0, "--encoding-n-units must be >= 0 (0 = all units); "
+                                        "got {v}."),
+        help="units selected per voxel by the encoding models (default 500; 0 = all)")
+    encoding_alpha: float = param(
+        100.0, "encoding", "--encoding-alpha", type=float, group="config",
+        fingerprint="the encoding work files' digest (outputs.work_files.encoding_work_file)",
+        check=require(lambda v: v >= 0, "--encoding-alpha must be >= 0; got {v}."),
+        help="L2 penalty of the encoding models (default 100)")
     # -------------------------------------------------------------------------------- group
     bh_layers: tuple[str, ...] = param(
         (), "group", "--bh-layers", nargs="+", metavar="LAYER",
@@ -469,6 +488,12 @@ class RunConfig:
     def decoding_fingerprint(self) -> dict:
         """The values of :data:`DECODING_KEYS` (work files are keyed by a digest of them)."""
         return {k: getattr(self, k) for k in DECODING_KEYS}
+
+    def encoding_fingerprint(self) -> dict:
+        """What encoding work files are keyed by: the decoding keys (samples, shift,
+        precision, permutations) and the encoding model's parameters."""
+        return self.decoding_fingerprint() | {
+            k: getattr(self, k) for k in ("encoding_n_units", "encoding_alpha")}
 
     def sidecar_params(self) -> dict:
         """The parameter entries of each ROI sidecar, {sidecar name: value}."""

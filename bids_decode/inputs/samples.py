@@ -114,6 +114,9 @@ class SubjectInputs:
         Repetition time of the runs (None when unknown).
     qc : InputQc or None
         What the report's QC file shows besides the samples and masks (None: no QC file).
+    affine : ndarray of shape (4, 4) or None
+        Voxel-to-world affine of the masks' grid (None: the masks are not on an image grid,
+        e.g. a BData file's columns); brain maps need it.
     """
 
     samples: Samples
@@ -121,6 +124,7 @@ class SubjectInputs:
     files: dict
     tr: float | None
     qc: InputQc | None = None
+    affine: np.ndarray | None = None
 
 
 

@@ -266,7 +266,8 @@ class BidsRuns(BoldSource):
             progress=lambda it: progress_bar(it, desc=f"sub-{subject} runs", unit="run"),
         )
         files = {s.name: mask_files(bids_dir, subject, s, roots, config.atlas) for s in specs}
-        return SubjectInputs(samples, masks, files, tr, InputQc(train_runs[0], union, ref.shape))
+        return SubjectInputs(samples, masks, files, tr, InputQc(train_runs[0], union, ref.shape),
+                             affine=np.asarray(ref.affine, dtype=np.float64))
 
     def input_files(self, config, subject: str) -> list[Path]:
         """Each run's files (:meth:`layout.Run.input_files`) and sidecars, the ROIs' masks and

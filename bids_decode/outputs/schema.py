@@ -96,6 +96,17 @@ class Table:
     def read(path: Path) -> pd.DataFrame:
         return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
 
+    def merge(self, path: Path, rows) -> Path:
+        """Write ``rows`` into the table at ``path``: its rows of the same (roi, layer) are
+        replaced, the others kept."""
+        new = pd.DataFrame(rows, columns=self.names)
+        if Path(path).is_file():
+            old = Table.read(path)
+            keys = set(zip(new["roi"], new["layer"]))
+            old = old[[(r, la) not in keys for r, la in zip(old["roi"], old["layer"])]]
+            new = pd.concat([old, new], ignore_index=True) if len(old) else new
+        return self.write(path, new)
+
 
 def _summary_columns() -> dict[str, str]:
     context = {
@@ -503,13 +514,7 @@ def write_subject_summary(output_dir: Path, subject: str, task: str, rows: list[
     """Merge ``rows`` into ``sub-<L>_task-<T>_net-<N>_decoding.tsv`` (:data:`SUBJECT_SUMMARY`):
     the rows of the same (roi, layer) are replaced, the others kept."""
     path = summary_tsv(output_dir, subject, task, network=network)
-    new = pd.DataFrame(rows, columns=SUBJECT_SUMMARY.names)
-    if path.is_file():
-        old = Table.read(path)
-        keys = set(zip(new["roi"], new["layer"]))
-        old = old[[(r, lay) not in keys for r, lay in zip(old["roi"], old["layer"])]]
-        new = pd.concat([old, new], ignore_index=True) if len(old) else new
-    return SUBJECT_SUMMARY.write(path, new)
+    return SUBJECT_SUMMARY.merge(path, rows)
 
 
 def new_layer(h5: h5py.File, layer: str, n_images: int, shape: tuple[int, ...]):

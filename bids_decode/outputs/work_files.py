@@ -46,7 +46,7 @@ def work_folder(work_path: Path, subject: str, task: str, network: str) -> Path:
 
 
 def work_file_path(config: RunConfig, subject: str, roi, layer: str, shard: tuple[int, int],
-                   features: Path) -> Path:
+                   features: Path, *, encoding: bool = False) -> Path:
     """The work file of shard ``shard`` of a layer decoded from an ROI.
 
     Its name carries a digest of what its content depends on: the work-file format, the keyed
@@ -65,6 +65,10 @@ def work_file_path(config: RunConfig, subject: str, roi, layer: str, shard: tupl
         ``(i, n)``: shard ``i`` of ``n`` (1-based).
     features : Path
         The features file.
+    encoding : bool
+        The work file of the encoding models (``--encoding``: shard ``i`` of ``n`` is the
+        i-th of n voxel ranges of the ROI), keyed by :meth:`RunConfig.encoding_fingerprint`
+        and named ``encoding_roi-...``.
 
     Returns
     -------
@@ -72,22 +76,25 @@ def work_file_path(config: RunConfig, subject: str, roi, layer: str, shard: tupl
         ``WORK/sub-<L>/task-<T>/net-<N>/roi-<R>_layer-<layer>_shard-<i>of<n>_<digest>.h5``
         (:data:`WORK_FILE_RE`).
     """
+    params = config.encoding_fingerprint() if encoding else config.decoding_fingerprint()
     key = json.dumps({
-        "format": WORK_FORMAT, "params": config.decoding_fingerprint(), "roi": roi.digest,
+        "format": WORK_FORMAT, "params": params, "roi": roi.digest, "encoding": encoding,
         "layer": layer,
         "features": [str(features.resolve()), features.stat().st_size, features.stat().st_mtime_ns],
     }, sort_keys=True, default=str)
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-    name = f"roi-{roi.name}_layer-{safe_name(layer)}_shard-{shard[0]}of{shard[1]}_{digest}.h5"
+    name = (("encoding_" if encoding else "")
+            + f"roi-{roi.name}_layer-{safe_name(layer)}_shard-{shard[0]}of{shard[1]}_{digest}.h5")
     return work_folder(config.work_path, subject, config.task, config.network) / name
 
 
 def shard_work_files(config: RunConfig, subject: str, roi, layer: str,
-                     features: Path) -> list[Path]:
-    """The work files of every unit shard of a layer (:func:`work_file_path`), this job's and the
+                     features: Path, *, encoding: bool = False) -> list[Path]:
+    """The work files of every shard of a layer (:func:`work_file_path`), this job's and the
     others' (which may not exist yet), in shard order."""
     n = config.unit_shard[1]
-    return [work_file_path(config, subject, roi, layer, (i, n), features) for i in range(1, n + 1)]
+    return [work_file_path(config, subject, roi, layer, (i, n), features, encoding=encoding)
+            for i in range(1, n + 1)]
 
 
 def read_layer(work_files: list[Path], metrics: list, decoded: h5py.Dataset) -> None:

@@ -13,14 +13,16 @@ from __future__ import annotations
 UNIT_BLOCK = 64
 
 
-def shard_range(n_units: int, shard: tuple[int, int]) -> tuple[int, int]:
+def shard_range(n_units: int, shard: tuple[int, int], block: int = UNIT_BLOCK
+                ) -> tuple[int, int]:
     """Flattened unit range ``[lo, hi)`` of shard ``i`` of ``N`` (1-based).
 
-    Shards are whole, consecutive runs of grid blocks, as equal in size as the blocks allow
-    (a layer of fewer than ``N`` blocks leaves some shards empty).
+    Shards are whole, consecutive runs of grid blocks of ``block`` items (the units'
+    :data:`UNIT_BLOCK`, or the encoding models' voxel block), as equal in size as the blocks
+    allow (a layer of fewer than ``N`` blocks leaves some shards empty).
     """
     i, n = shard
-    blocks = -(-n_units // UNIT_BLOCK)
-    lo = min(n_units, (blocks * (i - 1) // n) * UNIT_BLOCK)
-    hi = min(n_units, (blocks * i // n) * UNIT_BLOCK)
+    blocks = -(-n_units // block)
+    lo = min(n_units, (blocks * (i - 1) // n) * block)
+    hi = min(n_units, (blocks * i // n) * block)
     return lo, hi

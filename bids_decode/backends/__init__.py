@@ -25,6 +25,8 @@ Modules, each importing only those above it:
 - :mod:`~bids_decode.backends.cpuinfo`: the CPU's model and vector instruction sets;
 - :mod:`~bids_decode.backends.lapack`: which LAPACK the CPU kernel calls (MKL or SciPy's),
   calibrated per machine;
+- :mod:`~bids_decode.backends.cpu_topk`: the numba kernel of the encoding model's running
+  top-k units per voxel;
 - :mod:`~bids_decode.backends.cpu_kernels`: the numba kernels (batch solve, refined float32
   selection, :func:`~bids_decode.backends.cpu_kernels.warm_up`);
 - :mod:`~bids_decode.backends.torch_kernels`: the batch solve with torch on any device;

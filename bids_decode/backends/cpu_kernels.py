@@ -22,6 +22,7 @@ import logging
 
 import numpy as np
 
+from bids_decode.backends import cpu_topk
 from bids_decode.backends.lapack import kernel_routines
 from bids_decode.backends.numba_cache import numba, numba_cache_dir
 
@@ -246,6 +247,8 @@ if numba is not None:
         return n_dots
 
 
+
+
 def warm_up() -> dict:
     """Compile (or load from the cache) every CPU kernel, in both precisions.
 
@@ -263,8 +266,11 @@ def warm_up() -> dict:
     scores = rng.random((2, 5)).astype(np.float32)
     select_refined(scores, 2, np.full(2, 0.5), rng.standard_normal((2, 3)),
                    rng.standard_normal((5, 3)))
+    for dtype in (np.float32, np.float64):
+        cpu_topk.top_units(rng.standard_normal((3, 4)).astype(dtype), np.ones(4, dtype), 0,
+                  np.empty((3, 2), dtype), np.empty((3, 2), np.int64), np.zeros(3, np.int64))
     return {f.__name__: (sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))
-            for f in (_solve_batch, _refine)}
+            for f in (_solve_batch, _refine, cpu_topk._top_units)}
 
 
 def cycles_per_second(seconds: float = 0.2) -> float:
@@ -344,3 +350,4 @@ def select_refined(scores, k, half_width, yt, xzt):
     out = np.empty((scores.shape[0], k), dtype=np.int64)
     n_dots = _refine(scores, thr, half_width, yt, xzt, int(k), out)
     return out, int(n_dots)
+

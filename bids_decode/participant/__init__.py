@@ -5,6 +5,7 @@
    (:func:`log_run_plan`);
 5. decoding, per ROI (:func:`prepare_roi`) and layer: this job's unit shard into a work file
    (:mod:`.decode`: :func:`decode_roi`, :func:`decode_layer`; finished work files are reused);
+   with ``--encoding`` also the encoding models of this job's voxel shard (:mod:`.encode`);
 6. evaluation and outputs, once every shard is finished: the work files merged into the ROI's
    output (:func:`assemble_roi`), its sidecar, the summary table, the run configuration;
 7. the QC file and the subject's report (from the outputs only).
@@ -40,6 +41,7 @@ from bids_decode.participant.decode import (
     layer_metrics,
     write_roi_sidecar,
 )
+from bids_decode.participant.encode import encode_roi, write_encoding
 from bids_decode.participant.rois import RoiData, prepare_roi, zscore_train
 from bids_decode.reports import write_subject_report
 from bids_decode.utils.files import ensure_dir, lock, safe_name, write_json
@@ -166,7 +168,10 @@ def _run(config: RunConfig, subject: str, source: BoldSource,
         for name, mask in inputs.masks.items():
             roi = prepare_roi(name, mask, samples, inputs.files[name])
             shard_files = decode_roi(config, subject, ff, roi, layers, train_rows, targets)
-            if not all(work_file_complete(f) for fs in shard_files.values() for f in fs):
+            enc_files = (encode_roi(config, subject, ff, roi, layers, train_rows, targets)
+                         if config.encoding else {})  # --encoding: the other direction
+            if not all(work_file_complete(f) for fs in [*shard_files.values(),
+                                                        *enc_files.values()] for f in fs):
                 complete = False
                 LOGGER.info("sub-%s %s: shard %d/%d done; outputs are written by the job that "
                             "finishes the last shard", subject, roi.name, *config.unit_shard)
@@ -178,6 +183,9 @@ def _run(config: RunConfig, subject: str, source: BoldSource,
                 write_roi_sidecar(config, subject, roi, ff, samples, tr)
                 outputs.write_subject_summary(config.output_dir, subject, config.task, roi_rows,
                                               network=config.network)
+                if config.encoding:
+                    write_encoding(config, subject, ff, roi, layers, enc_files, samples,
+                                   (mask.shape, inputs.affine))
             rows.extend(roi_rows)
     write_run_config(config, subject, samples.info)
     if complete:

@@ -1,0 +1,127 @@
+"""Voxel-wise encoding at the participant level (``--encoding``, issue 28), end to end.
+
+On ``simulate --hierarchy`` every signal voxel carries one latent block, so it has a planted
+best layer in each network (``hierarchical``: its block's layer; ``mixed``: the layer built
+from that block, out of order). Checked here: the best layer of the voxels whose best
+accuracy is significant is the planted one; the same bits however the work is split (voxel
+shards, threads, memory budget) and on resume; the encoding accuracies are Pearson r of the
+stored predictions with the measured responses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from bids_decode.cli import main
+from bids_decode.evaluation.bhscore import permutation_keep
+from bids_decode.outputs import encoding as enc_outputs
+
+ROIS = ["V1", "V2", "V3", "V4", "HVC"]
+TASK = "perception"
+NETWORKS = ("hierarchical", "mixed")
+
+
+def _participant(ds, out, network, *extra):
+    args = [str(ds["bids_dir"]), str(out), "participant", "--features",
+            str(ds["networks"][network]), "--roi", *ROIS, "--n-voxels", "60", "--encoding",
+            "--n-permutations", "200", "--skip-bids-validation", "-q", *extra]
+    return main(args)
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    """Two subjects, both networks encoded into one OUTPUT_DIR."""
+    from bids_decode.simulate.dataset import simulate_dataset
+
+    tmp = tmp_path_factory.mktemp("enc")
+    ds = simulate_dataset(tmp / "ds", n_subjects=2, n_train_runs=8, n_test_runs=2, seed=5,
+                          hierarchy=True)
+    out = tmp / "out"
+    for net in NETWORKS:
+        assert _participant(ds, out, net) == 0
+    return {"ds": ds, "out": out, "tmp": tmp}
+
+
+def _significant_best(e: enc_outputs.EncodingOutputs) -> np.ndarray:
+    return permutation_keep(e.best_accuracy.astype(float), e.best_p_value, len(e.layers))
+
+
+@pytest.mark.slow
+def test_best_layer_of_significant_voxels_is_the_planted_one(encoded):
+    ds, out = encoded["ds"], encoded["out"]
+    for net in NETWORKS:
+        hits = total = 0
+        for sub in ("01", "02"):
+            truth = ds["voxels"][sub]
+            planted = dict(zip(truth["voxel_index"].tolist(),
+                               truth["best_layer"][net].tolist()))
+            for roi in ROIS:
+                e = enc_outputs.read_encoding(enc_outputs.encoding_h5(out, sub, TASK, roi,
+                                                                      network=net))
+                keep = _significant_best(e)
+                want = np.array([planted.get(v, -1) for v in e.voxel_index[keep].tolist()])
+                got = e.best_layer[keep]
+                assert (want >= 0).all(), "a significant voxel without planted signal"
+                hits += int(np.sum(got == want))
+                total += int(keep.sum())
+        assert total >= 100, (net, total)
+        assert hits / total >= 0.9, (net, hits, total)
+
+
+@pytest.mark.slow
+def test_accuracy_is_the_correlation_of_stored_predictions_with_responses(encoded):
+    """The stored predictions and accuracies agree with the measured test responses (the ROI's
+    z-scored test samples, recomputed here from the run's inputs)."""
+    from bids_decode.config import RunConfig
+    from bids_decode.inputs.sources import BoldSource
+    from bids_decode.participant.rois import prepare_roi
+
+    ds, out = encoded["ds"], encoded["out"]
+    cfg = RunConfig(bids_dir=str(ds["bids_dir"]), output_dir=str(out), roi=("V1",))
+    inputs = BoldSource.of(cfg).subject_inputs(cfg, "01")
+    roi = prepare_roi("V1", inputs.masks["V1"], inputs.samples, inputs.files["V1"])
+    path = enc_outputs.encoding_h5(out, "01", TASK, "V1", network="hierarchical")
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["voxel_index"][()], roi.voxel_index)
+        for layer in f.attrs["layers"]:
+            pred = f[layer]["predicted"][()].astype(np.float64)
+            true = roi.X_test.astype(np.float64)
+            pc, tc = pred - pred.mean(0), true - true.mean(0)
+            r = (pc * tc).sum(0) / np.sqrt((pc ** 2).sum(0) * (tc ** 2).sum(0))
+            np.testing.assert_allclose(f[layer]["accuracy"][()], r, atol=2e-5)
+
+
+def _encoding_arrays(out: Path, net: str = "hierarchical", sub: str = "01") -> dict:
+    arrays = {}
+    for roi in ROIS:
+        with h5py.File(enc_outputs.encoding_h5(out, sub, TASK, roi, network=net), "r") as f:
+            f.visititems(lambda name, obj: arrays.__setitem__(f"{roi}/{name}", obj[()])
+                         if isinstance(obj, h5py.Dataset) else None)
+    return arrays
+
+
+@pytest.mark.slow
+def test_same_bits_over_voxel_shards_threads_memory_and_resume(encoded):
+    ds, tmp = encoded["ds"], encoded["tmp"]
+    split = tmp / "split"
+    for i in (2, 1):  # the shards out of order; the second job writes the outputs
+        assert _participant(ds, split, "hierarchical", "--participant-label", "01",
+                            "--unit-shard", f"{i}/2", "--nprocs", "1", "--mem", "0.25") == 0
+    whole = _encoding_arrays(encoded["out"])
+    parts = _encoding_arrays(split)
+    assert whole.keys() == parts.keys()
+    for key in whole:
+        np.testing.assert_array_equal(parts[key], whole[key], err_msg=key)
+    # resume: a rerun reuses every encoding work file and rewrites the same bits
+    work = split / ".bids_decode_work"
+    before = {p: p.stat().st_mtime_ns for p in work.rglob("encoding_*.h5")}
+    assert _participant(ds, split, "hierarchical", "--participant-label", "01",
+                        "--unit-shard", "1/2") == 0
+    assert before and before == {p: p.stat().st_mtime_ns for p in work.rglob("encoding_*.h5")}
+    again = _encoding_arrays(split)
+    for key in whole:
+        np.testing.assert_array_equal(again[key], whole[key], err_msg=key)

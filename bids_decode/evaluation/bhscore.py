@@ -23,6 +23,16 @@ The counts of kept units per (layer, preferred ROI) determine the score (Spearma
 discrete variables is a function of their contingency table), so the bootstrap over units
 resamples those counts (multinomially within each layer, the same as resampling the layer's
 units with replacement) instead of refitting 100 correlations on unit arrays each time.
+
+Encoding-based score (the other half of the published score; ``calc_bhscore.ipynb``): the roles
+swap. Each voxel of each ROI gets its *best layer*, the one of the score's layers (all of them:
+the repository calls ``compute_bhscore``, not the layer-draw version, for encoding) that
+predicts it best; at most ``--bh-units`` (default 1000, the repository's number) voxels per
+(subject, ROI) enter, drawn with a seed, the same voxels for every layer; a voxel counts when
+its best accuracy is significant by the same ``--bh-test`` (``permutation``: Bonferroni over the
+layers compared); the score is one Spearman correlation between the ROI position and the
+best-layer position of the kept voxels, subjects pooled, with the same bootstrap (voxels
+resampled within each ROI). The published BH score is the mean of the two.
 """
 
 from __future__ import annotations
@@ -109,6 +119,36 @@ def permutation_keep(best_r: np.ndarray, best_p: np.ndarray, n_rois: int = len(B
     p = np.asarray(best_p, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         return (np.minimum(1.0, n_rois * p) < alpha) & (np.asarray(best_r) > 0)
+
+
+def best_and_kept(acc: np.ndarray, pval: np.ndarray | None, test: str, n_images: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The best row of each column and whether its accuracy is significant.
+
+    Decoding: rows are the ROIs and columns the units (the preferred ROI); encoding: rows are
+    the layers and columns the voxels (the best layer). NaN counts as 0 (:func:`preferred_roi`).
+
+    Parameters
+    ----------
+    acc : ndarray of shape (n_compared, n_items)
+    pval : ndarray of shape (n_compared, n_items) or None
+        Permutation p-values (unused, may be None, with ``test="paper"``).
+    test : {"permutation", "paper"}
+        ``permutation``: :func:`permutation_keep`, Bonferroni over the ``n_compared`` rows;
+        ``paper``: :func:`paper_keep`.
+    n_images : int
+        Test images (the paper test's n).
+
+    Returns
+    -------
+    best : ndarray of shape (n_items,), int64
+    keep : ndarray of shape (n_items,), bool
+    """
+    best, best_r = preferred_roi(acc)
+    if test == "paper":
+        return best, paper_keep(best_r, n_images)
+    best_p = np.asarray(pval, dtype=np.float64)[best, np.arange(best.size)]
+    return best, permutation_keep(best_r, best_p, np.asarray(acc).shape[0])
 
 
 # ----------------------------------------------------------------------------- the score
@@ -200,7 +240,8 @@ class BHResult:
         The BH score and its bootstrap 95% interval over units.
     counts : ndarray of shape (n_layers, n_rois + 1)
         Sampled units per (layer, preferred ROI) that are kept; the last column counts the
-        units not kept.
+        units not kept. Encoding score: shape (n_rois, n_layers + 1), drawn voxels per (ROI,
+        best layer), so :attr:`n_kept` counts voxels.
     """
 
     score: float
@@ -260,6 +301,66 @@ def score_with_interval(counts: np.ndarray, draws: np.ndarray, seed: int,
     finite = boots[np.isfinite(boots)]
     lo, hi = (np.percentile(finite, [2.5, 97.5]) if finite.size else (np.nan, np.nan))
     return BHResult(score, float(lo), float(hi), counts)
+
+
+# -------------------------------------------------------------------------- encoding score
+
+def voxel_draw(n_voxels: int, n_max: int, seed: int) -> np.ndarray:
+    """The voxels of one (subject, ROI) in the encoding score: at most ``n_max``, at random.
+
+    As in ``calc_bhscore.ipynb``, the generator is seeded afresh for every (subject, ROI), so
+    the draw depends only on the number of voxels and the seed, and the same voxels serve
+    every layer.
+
+    Parameters
+    ----------
+    n_voxels, n_max : int
+    seed : int
+        ``--bh-seed`` (``np.random.default_rng([seed, 2])``).
+
+    Returns
+    -------
+    ndarray of shape (min(n_voxels, n_max),), int64
+        Ascending positions among the ROI's voxels (every voxel when ``n_voxels <= n_max``).
+    """
+    if n_voxels <= n_max:
+        return np.arange(n_voxels, dtype=np.int64)
+    rng = np.random.default_rng([int(seed), 2])
+    return np.sort(rng.choice(n_voxels, size=n_max, replace=False)).astype(np.int64)
+
+
+def voxel_counts(best: Sequence[np.ndarray], kept: Sequence[np.ndarray], n_layers: int
+                 ) -> np.ndarray:
+    """(ROI, best layer) counts of kept voxels, and a last column of the voxels dropped.
+
+    Parameters
+    ----------
+    best, kept : sequences (one per ROI, :data:`BH_ROIS` order) of ndarray of shape (n_vox,)
+        Best-layer index and significance of each drawn voxel (:func:`best_and_kept`).
+    n_layers : int
+
+    Returns
+    -------
+    ndarray of shape (n_rois, n_layers + 1), int64
+    """
+    return unit_counts(best, kept, n_rois=n_layers)
+
+
+def encoding_score(counts: np.ndarray, seed: int, n_boot: int = N_BOOTSTRAP) -> BHResult:
+    """The encoding BH score of ``counts`` and its bootstrap 95% interval over voxels.
+
+    One Spearman correlation over every ROI and every layer (no layer draws, as the
+    repository's encoding score); the bootstrap resamples each ROI's voxels with replacement
+    (:func:`score_with_interval` with the ROIs as its rows).
+
+    Parameters
+    ----------
+    counts : ndarray of shape (n_rois, n_layers + 1)
+        From :func:`voxel_counts` (summed over subjects for the pooled score).
+    seed : int
+    """
+    every_roi = np.arange(counts.shape[0], dtype=np.int64)[None]
+    return score_with_interval(counts, every_roi, seed, n_boot)
 
 
 def hierarchy_layers(network: str, decoded: Sequence[str], override: Sequence[str] = ()

@@ -10,7 +10,8 @@ outputs (unit accuracies and p-values); writes the tables across networks declar
 - ``task-<T>_desc-bhscore_summary.tsv`` and ``task-<T>_desc-bhscore_layers.tsv``: the BH
   score (:mod:`bids_decode.evaluation.bhscore`) per network and subject and pooled, and per
   layer the units kept and their preferred-ROI distribution (the paper's Fig. 1), when V1, V2,
-  V3, V4 and HVC were decoded.
+  V3, V4 and HVC were decoded. With the participant level's encoding outputs (``--encoding``)
+  of those ROIs, the summary adds the encoding-based score and the full score, their mean.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import numpy as np
 import pandas as pd
 
 from bids_decode.config import RunConfig
-from bids_decode.errors import DataError
+from bids_decode.errors import DataError, UsageError
 from bids_decode.evaluation import bhscore
 from bids_decode.features.units import sample_units
 from bids_decode.group.io import GroupPlan
 from bids_decode.outputs import schema as outputs
+from bids_decode.outputs.encoding import find_encoding_files, read_encoding
 from bids_decode.reports import figures, write_networks_report
 from bids_decode.reports.figures import ReportFigure
 from bids_decode.utils.files import atomic_path
@@ -40,11 +42,17 @@ POOLED = "pooled"
 
 @dataclass
 class NetworkBH:
-    """The BH score of one network: layers used, results per subject and pooled, notes."""
+    """The BH score of one network: layers used, results per subject and pooled, notes.
+
+    ``encoding`` holds the encoding-based results (subject or ``pooled`` -> result; empty when
+    the network has no encoding outputs to score) and ``encoding_layers`` their layers.
+    """
 
     network: str
     layers: list[str]
     results: dict[str, bhscore.BHResult] = field(default_factory=dict)
+    encoding: dict[str, bhscore.BHResult] = field(default_factory=dict)
+    encoding_layers: list[str] = field(default_factory=list)
 
 
 def write_network_comparison(config: RunConfig, plans: dict[str, GroupPlan]) -> Path:
@@ -74,6 +82,7 @@ def write_network_comparison(config: RunConfig, plans: dict[str, GroupPlan]) -> 
                          f"(participant level: --roi {' '.join(bhscore.BH_ROIS)}).")
             continue
         scores.append(network_bhscore(config, plan))
+        notes += encoding_bhscore(config, plan, scores[-1])
     for n in notes:
         LOGGER.info(n)
     if scores:
@@ -150,29 +159,6 @@ def _layer_accuracies(plan: GroupPlan, subject, layer: str, units, need_p: bool)
     return np.array(acc), (np.array(pval) if need_p else None)
 
 
-def kept_units(acc: np.ndarray, pval: np.ndarray | None, test: str, n_images: int
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Preferred ROI and significance of each unit (:mod:`bids_decode.evaluation.bhscore`).
-
-    Parameters
-    ----------
-    acc : ndarray of shape (n_rois, n_units)
-    pval : ndarray of shape (n_rois, n_units) or None (``paper``)
-    test : {"permutation", "paper"}
-    n_images : int
-
-    Returns
-    -------
-    best : ndarray of shape (n_units,), int64
-    keep : ndarray of shape (n_units,), bool
-    """
-    best, best_r = bhscore.preferred_roi(acc)
-    if test == "paper":
-        return best, bhscore.paper_keep(best_r, n_images)
-    best_p = pval[best, np.arange(best.size)]
-    return best, bhscore.permutation_keep(best_r, best_p, len(bhscore.BH_ROIS))
-
-
 def network_bhscore(config: RunConfig, plan: GroupPlan) -> NetworkBH:
     """The BH score of one network for each subject and pooled over subjects."""
     layers = bhscore.hierarchy_layers(plan.network, plan.layers, config.bh_layers)
@@ -184,7 +170,8 @@ def network_bhscore(config: RunConfig, plan: GroupPlan) -> NetworkBH:
         for s in plan.subjects:
             acc, pval = _layer_accuracies(plan, s, layer, units,
                                           need_p=config.bh_test == "permutation")
-            per_subject[s.label].append(kept_units(acc, pval, config.bh_test, n_images))
+            per_subject[s.label].append(bhscore.best_and_kept(acc, pval, config.bh_test,
+                                                              n_images))
     res = NetworkBH(plan.network, layers)
     for label, units in per_subject.items():
         counts = bhscore.unit_counts([b for b, _ in units], [k for _, k in units])
@@ -194,10 +181,84 @@ def network_bhscore(config: RunConfig, plan: GroupPlan) -> NetworkBH:
     return res
 
 
+def encoding_bhscore(config: RunConfig, plan: GroupPlan, res: NetworkBH) -> list[str]:
+    """The encoding-based BH score of one network, per subject and pooled, into ``res``.
+
+    Reads the subjects' encoding files (``*_desc-<ROI>_encoding.h5``) of the BH ROIs; the
+    subjects of ``plan`` without all five are left out (noted). Returns the notes; without
+    any usable encoding output ``res.encoding`` stays empty (the table says n/a).
+    """
+    files = find_encoding_files(config.output_dir, config.task, plan.network)
+    usable = {s.label: files[s.label] for s in plan.subjects
+              if all(r in files.get(s.label, {}) for r in bhscore.BH_ROIS)}
+    if not usable:
+        return [f"No encoding BH score (so no full BH score) for network {plan.network}: no "
+                f"subject has encoding outputs of the ROIs {' '.join(bhscore.BH_ROIS)} "
+                "(participant level: --encoding)."]
+    notes = [f"sub-{s.label} is left out of the encoding BH score of network {plan.network}: "
+             f"it has no encoding outputs of ROIs "
+             f"{' '.join(r for r in bhscore.BH_ROIS if r not in files.get(s.label, {}))} "
+             "(participant level: --encoding)."
+             for s in plan.subjects if s.label not in usable]
+    first = read_encoding(next(iter(usable.values()))[bhscore.BH_ROIS[0]])
+    try:
+        layers = bhscore.hierarchy_layers(plan.network, first.layers, config.bh_layers)
+    except UsageError as err:
+        return notes + [f"No encoding BH score for network {plan.network}: {err}"]
+    for label, rois in usable.items():
+        kept = [_encoding_kept(config, read_encoding(rois[roi]), layers)
+                for roi in bhscore.BH_ROIS]
+        counts = bhscore.voxel_counts([b for b, _ in kept], [k for _, k in kept], len(layers))
+        res.encoding[label] = bhscore.encoding_score(counts, config.bh_seed)
+    pooled = sum(r.counts for r in res.encoding.values())  # (subject, voxel) pairs pooled
+    res.encoding[POOLED] = bhscore.encoding_score(pooled, config.bh_seed)
+    res.encoding_layers = layers
+    return notes
+
+
+def _encoding_kept(config: RunConfig, enc, layers: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Best layer and significance of the drawn voxels of one encoding file (one ROI).
+
+    At most ``--bh-units`` voxels (:func:`bhscore.voxel_draw`, ``--bh-seed``), the same for
+    every layer; the best layer among ``layers`` (hierarchy order).
+    """
+    missing = [la for la in layers if la not in enc.layers]
+    if missing:
+        raise DataError(
+            f"{enc.path} has no encoding accuracies of the layers {missing} of the BH score "
+            f"(it holds {enc.layers}). Rerun the participant level with --encoding for these "
+            "layers, or choose the score's layers with --bh-layers.")
+    rows = [enc.layers.index(la) for la in layers]
+    vox = bhscore.voxel_draw(enc.accuracy.shape[1], config.bh_units, config.bh_seed)
+    pval = None
+    if config.bh_test == "permutation":
+        pval = enc.p_value[rows][:, vox]
+        if pval.size and np.isnan(pval).all():
+            raise DataError(
+                f"{enc.path} has no permutation p-values (the participant level ran with "
+                "--n-permutations 0), which the BH score's default test needs. Rerun the "
+                "participant level with permutations, or use --bh-test paper at the group "
+                "level.")
+    return bhscore.best_and_kept(enc.accuracy[rows][:, vox], pval, config.bh_test,
+                                 int(enc.attrs["n_test_images"]))
+
+
 def bh_summary_rows(scores: list[NetworkBH], test: str) -> list[dict]:
-    return [{"network": s.network, "subject": sub, "bh_decoding": r.score,
-             "ci_low": r.ci_low, "ci_high": r.ci_high, "n_units_kept": r.n_kept, "test": test}
-            for s in scores for sub, r in s.results.items()]
+    """Rows of ``task-<T>_desc-bhscore_summary.tsv``: decoding, encoding and full score."""
+    rows = []
+    nan = float("nan")
+    for s in scores:
+        for sub, r in s.results.items():
+            e = s.encoding.get(sub)
+            rows.append({
+                "network": s.network, "subject": sub, "bh_decoding": r.score,
+                "ci_low": r.ci_low, "ci_high": r.ci_high, "n_units_kept": r.n_kept,
+                "test": test, "bh_encoding": e.score if e else nan,
+                "bh_encoding_ci_low": e.ci_low if e else nan,
+                "bh_encoding_ci_high": e.ci_high if e else nan,
+                "n_voxels_kept": e.n_kept if e else nan,
+                "bh_score": (r.score + e.score) / 2 if e else nan})
+    return rows
 
 
 def bh_layer_rows(scores: list[NetworkBH]) -> list[dict]:
@@ -224,6 +285,13 @@ def _print_scores(scores: list[NetworkBH], test: str) -> None:
         r = s.results[POOLED]
         print(f"  {s.network:<16} {r.score:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] "
               f"({r.n_kept} units kept)")
+    enc = [s for s in scores if POOLED in s.encoding]
+    if enc:
+        print("Encoding BH score and full BH score (mean of the two), pooled over subjects:")
+    for s in enc:
+        e = s.encoding[POOLED]
+        print(f"  {s.network:<16} encoding {e.score:.3f} [{e.ci_low:.3f}, {e.ci_high:.3f}] "
+              f"({e.n_kept} voxels kept); full {(s.results[POOLED].score + e.score) / 2:.3f}")
 
 
 # ------------------------------------------------------------------------------- figures

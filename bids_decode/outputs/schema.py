@@ -203,12 +203,25 @@ _BH_SUMMARY = {
     "bh_decoding": "Decoding-based brain hierarchy score: mean over the layer draws of the "
                    "Spearman r between layer position and preferred-ROI position of the kept "
                    "units (Nonaka et al. 2021)",
-    "ci_low": "Lower end of the bootstrap 95% interval over units (percentile, 1000 resamples)",
+    "ci_low": "Lower end of bh_decoding's bootstrap 95% interval over units (percentile, 1000 "
+              "resamples)",
     "ci_high": "Upper end of the same interval",
     "n_units_kept": "Sampled units (subject, unit pairs when pooled) whose best accuracy is "
                     "significant",
-    "test": "Which units count: permutation (the best ROI's permutation p, Bonferroni over the "
-            "5 ROIs, < 0.05) or paper (KamitaniLab/BHscore's parametric test as coded)",
+    "test": "Which units and voxels count: permutation (the best ROI's, or best layer's, "
+            "permutation p, Bonferroni over the ROIs, or layers, compared, < 0.05) or paper "
+            "(KamitaniLab/BHscore's parametric test as coded)",
+    "bh_encoding": "Encoding-based brain hierarchy score: Spearman r between ROI position and "
+                   "best-layer position of the kept voxels (at most --bh-units drawn per "
+                   "subject and ROI; all the score's layers compared); n/a without encoding "
+                   "outputs of the 5 ROIs",
+    "bh_encoding_ci_low": "Lower end of bh_encoding's bootstrap 95% interval over voxels "
+                          "(percentile, 1000 resamples)",
+    "bh_encoding_ci_high": "Upper end of the same interval",
+    "n_voxels_kept": "Drawn voxels (subject, voxel pairs when pooled) whose best accuracy is "
+                     "significant",
+    "bh_score": "The brain hierarchy score as published: (bh_decoding + bh_encoding) / 2 (n/a "
+                "without bh_encoding)",
 }
 _BH_LAYERS = {
     "network": _NETWORKS["network"], "subject": _BH_SUMMARY["subject"],

@@ -98,7 +98,13 @@ def write_networks_report(output_dir: Path, task: str, *, plans: Mapping, figure
             "the layer position and the preferred-ROI position (V1 &lt; V2 &lt; V3 &lt; V4 &lt; "
             "HVC) of the units whose best accuracy is significant, averaged over 100 draws of "
             "5 layers (first and last always in); per subject and pooled over subjects, with a "
-            "bootstrap 95% interval over units. See docs/outputs.md.</p>")
+            "bootstrap 95% interval over units (ci_low, ci_high). Encoding-based BH score "
+            "(bh_encoding, with --encoding outputs): the Spearman correlation between the ROI "
+            "position and the position of the best-predicting layer of the voxels (at most "
+            "--bh-units, default 1000, drawn per subject and ROI) whose best accuracy is "
+            "significant, with its interval over voxels. bh_score: their mean, the published "
+            "score. See "
+            "docs/outputs.md.</p>")
             + table(outputs.Table.read(bh))))
     summary = outputs.Table.read(outputs.group_table(output_dir, task, "networks", "summary"))
     sections.append(("comparison", "Networks side by side", table(summary)))

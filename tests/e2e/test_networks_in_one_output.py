@@ -149,7 +149,8 @@ def test_group_per_network_and_networks_compared(group):
 def test_the_more_hierarchical_network_scores_higher_in_every_subject(group):
     bh = outputs.Table.read(outputs.group_table(group.parent, TASK, "bhscore", "summary"))
     assert list(bh.columns) == ["network", "subject", "bh_decoding", "ci_low", "ci_high",
-                                "n_units_kept", "test"]
+                                "n_units_kept", "test", "bh_encoding", "bh_encoding_ci_low",
+                                "bh_encoding_ci_high", "n_voxels_kept", "bh_score"]
     wide = bh.pivot(index="subject", columns="network", values="bh_decoding")
     assert list(wide.index) == ["01", "02", "pooled"]
     assert (wide["hierarchical"] > wide["mixed"]).all(), wide

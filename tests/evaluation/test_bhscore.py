@@ -16,7 +16,6 @@ from scipy import stats
 
 from bids_decode.evaluation import bhscore
 from bids_decode.features.units import sample_units
-from bids_decode.group.networks import kept_units
 
 N_IMAGES = 50
 
@@ -59,7 +58,7 @@ def _planted_accuracies(rng, n_layers=8, n_units=300, n_subjects=3, share=0.6):
 def _app_score(per_subject, draws):
     counts = []
     for layers in per_subject:
-        units = [kept_units(acc, None, "paper", N_IMAGES) for acc in layers]
+        units = [bhscore.best_and_kept(acc, None, "paper", N_IMAGES) for acc in layers]
         counts.append(bhscore.unit_counts([b for b, _ in units], [k for _, k in units]))
     return [bhscore.bh_score(c[:, :-1], draws) for c in counts], \
         bhscore.bh_score(sum(counts)[:, :-1], draws)
@@ -104,7 +103,7 @@ def test_permutation_test_is_bonferroni_over_the_rois():
     acc = np.array([[0.5, 0.2, 0.4, -0.1], [0.1, 0.3, np.nan, -0.2]] + [[0.0] * 4] * 3)
     p = np.full((5, 4), 0.5)
     p[0, 0], p[1, 1], p[0, 2], p[2, 3] = 0.009, 0.011, 0.001, 0.001
-    best, keep = kept_units(acc, p, "permutation", 50)
+    best, keep = bhscore.best_and_kept(acc, p, "permutation", 50)
     assert list(best) == [0, 1, 0, 2]  # unit 3: the first ROI at 0
     assert list(keep) == [True, False, True, False]  # 5 * 0.011 > 0.05; r <= 0 never
 

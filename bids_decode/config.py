@@ -381,7 +381,8 @@ class RunConfig:
         1000, "group", "--bh-units", type=int, metavar="N",
         check=require(lambda v: v >= 1, "--bh-units must be >= 1; got {v}."),
         help="units per layer drawn (with --unit-seed) for the BH score from outputs that hold "
-             "every unit (default 1000; outputs of --units-per-layer use their own units)")
+             "every unit (default 1000; outputs of --units-per-layer use their own units); also "
+             "the voxels per (subject, ROI) drawn (with --bh-seed) for its encoding half")
     bh_seed: int = param(
         0, "group", "--bh-seed", type=int, metavar="SEED",
         help="seed of the BH score's layer draws and bootstrap (default 0; recorded)")

@@ -34,7 +34,7 @@ demo: install
 	    --features $(DEMO)/ds001506-sim/stimuli/features_simulated.h5 --n-voxels 200 \
 	    --train-session 'perceptionNaturalImageTraining*' \
 	    --test-session 'perceptionNaturalImageTest*'
-	# two networks planted on V1 ... HVC ('hierarchical' more consistently than 'mixed'),
+	# two networks planted on V1 ... HVC ('hierarchical' in layer order, 'mixed' out of order),
 	# decoded into one OUTPUT_DIR; the group level compares them and prints their BH scores
 	$(PY) -m bids_decode simulate $(DEMO)/ds001246-hierarchy --hierarchy --n-subjects 3 \
 	    --n-train-runs 10 --n-test-runs 4

@@ -24,6 +24,10 @@ Modules, in the order the simulation uses them:
   versions, features, the planted truth, stimulus images);
 - ``motion``: ``--motion``, raw runs at per-session placements with head motion, and
   fMRIPrep's minimal outputs;
+- ``hierarchy``: ``--hierarchy``, one latent block per layer, each signal voxel carrying one
+  block of its ROI's layers (its planted best layer), and two networks built from the blocks in
+  layer order (``hierarchical``) and out of order (``mixed``); the layout of their truth files
+  ``stimuli/truth_<network>.h5``;
 - ``dataset``: :func:`simulate_dataset`, which runs the steps;
 - ``command``: the ``bids_decode simulate`` command line.
 """

@@ -36,10 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--null-fraction", "--null_fraction", type=float, default=0.0,
                         help="share of each layer's units planted with decodability 0")
     parser.add_argument("--hierarchy", action="store_true",
-                        help="a planted brain hierarchy: V1, V2, V3, V4 and HVC each carry their "
-                             "own signal, and two more features files (networks 'hierarchical' "
-                             "and 'mixed') whose layers are decoded best from V1 (first) ... "
-                             "HVC (last), the first network more consistently")
+                        help="a planted brain hierarchy: each signal voxel of V1, V2, V3, V4 "
+                             "and HVC carries one layer's latent block, and two more features "
+                             "files: network 'hierarchical', whose layers are built from their "
+                             "blocks in order (V1 first ... HVC last, for decoding and "
+                             "encoding), and 'mixed', out of order; truth in "
+                             "stimuli/truth_<network>.h5")
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -93,17 +93,20 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
         Real dataset whose events, sessions and TR are used (ds001506: sub-01's events, TR 2 s;
         ``n_test_runs`` runs of each of the natural-image, artificial-shape and letter tests).
     hierarchy : bool
-        A planted brain hierarchy (:mod:`bids_decode.simulate.hierarchy`): each of V1, V2, V3,
-        V4 and HVC carries its own latent block, and two more features files,
-        ``stimuli/features_hierarchical.h5`` and ``stimuli/features_mixed.h5`` (networks
-        ``hierarchical`` and ``mixed``), hold units planted on those ROIs layer by layer.
-        ``n_latent`` is then 20 (4 per ROI).
+        A planted brain hierarchy (:mod:`bids_decode.simulate.hierarchy`): one latent block
+        per layer of two more features files, ``stimuli/features_hierarchical.h5`` and
+        ``stimuli/features_mixed.h5`` (networks ``hierarchical`` and ``mixed``); each signal
+        voxel of V1, V2, V3, V4 and HVC carries one block of its ROI's layers (its planted best
+        layer), and the units are planted on those blocks, in layer order in
+        ``hierarchical`` and out of order in ``mixed``. ``n_latent`` is then 24 (4 per layer).
 
     Returns
     -------
     dict with ``bids_dir``, ``features`` (path), ``truth`` (layer -> rho of shape unit_shape);
-    with ``hierarchy``, ``networks`` (network -> features path) and ``planted`` (network ->
-    layer -> planted preferred-ROI index of shape unit_shape).
+    with ``hierarchy``, ``networks`` (network -> features path), ``planted`` (network ->
+    layer -> planted preferred-ROI index of shape unit_shape) and ``voxels`` (subject ->
+    ``voxel_index``, ``roi``, ``block``, ``best_layer`` (network -> planted best layer), each
+    of shape (n_roi_voxels,); written to ``stimuli/truth_<network>.h5``).
     """
     # long: the simulation in its order (events, latents, masks, runs per subject, features,
     # truth, the planted networks); each step is a helper of signal, writers or hierarchy
@@ -132,9 +135,10 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     moved = MotionPlan(seed) if motion else None
     if fmriprep or motion:
         write_fmriprep_description(out / "derivatives" / "fmriprep")
+    voxels = {}
     for sub, (tmpl, runs) in plan.items():
         write_masks(out / "sourcedata" / f"sub-{sub}" / "anat", sub, masks, affine)
-        A = _loadings(Z.shape[1], masks, roi_any, hierarchy, rng)
+        A, voxels[sub] = _loadings(Z.shape[1], masks, roi_any, hierarchy, rng)
         for ses, fname in runs:
             ev = read_template_events(src / f"sub-{tmpl}" / ses / "func" / fname, layout)
             func = out / f"sub-{sub}" / ses / "func"
@@ -160,31 +164,58 @@ def simulate_dataset(out_dir, *, n_subjects: int = 2, n_train_runs: int = 20,
     LOGGER.info("simulated %d subjects, %d images, layers %s in %s", n_subjects, n_img,
                 list(layers), out)
     return {"bids_dir": out, "features": features, "truth": truth, "images": images,
-            **(_write_hierarchy_networks(stim, images, Z, seed) if hierarchy else {})}
+            **(_write_hierarchy_networks(stim, images, Z, seed, voxels, grid)
+               if hierarchy else {})}
 
 
-def _loadings(n_latent: int, masks: dict, roi_any: np.ndarray, hierarchy: bool, rng):
+def _loadings(n_latent: int, masks: dict, roi_any: np.ndarray, hierarchy: bool,
+              rng) -> tuple[np.ndarray, dict | None]:
     """One subject's voxel loadings, shape (n_latent, n_roi_voxels): sparse and
-    hemisphere-specific, or with ``hierarchy`` one latent block per ROI."""
+    hemisphere-specific, or with ``hierarchy`` one latent block (one layer's) per voxel; and
+    with ``hierarchy`` the voxels' truth: ``voxel_index`` (flat C-order index into the grid),
+    ``roi`` (index into BH_ROIS) and ``block`` (-1: noise only), each of shape
+    (n_roi_voxels,)."""
     if not hierarchy:
-        return sparse_loadings(n_latent, roi_any, rng)
+        return sparse_loadings(n_latent, roi_any, rng), None
     rois = planted_hierarchy.voxel_rois(masks, roi_any)
-    return planted_hierarchy.roi_loadings(rois, SIGNAL_SHARE, rng)
+    blocks = planted_hierarchy.voxel_blocks(rois, SIGNAL_SHARE, rng)
+    truth = {"voxel_index": np.flatnonzero(roi_any.ravel()), "roi": rois, "block": blocks}
+    return planted_hierarchy.block_loadings(blocks, rng), truth
 
 
-def _write_hierarchy_networks(stim: Path, images: list[str], Z: np.ndarray, seed: int) -> dict:
+def _write_hierarchy_networks(stim: Path, images: list[str], Z: np.ndarray, seed: int,
+                              voxels: dict, grid) -> dict:
     """``--hierarchy``: the two planted networks' features and truth files (their own random
-    stream ``[seed, 11]``); ``{"networks": {net: path}, "planted": {net: {layer: roi}}}``."""
-    out: dict = {"networks": {}, "planted": {}}
+    stream ``[seed, 11]``; the layout of the truth files is in
+    :mod:`bids_decode.simulate.hierarchy`).
+
+    Returns
+    -------
+    dict
+        ``{"networks": {net: path}, "planted": {net: {layer: roi}}, "voxels": {sub: {
+        "voxel_index", "roi", "block", "best_layer": {net: (n_roi_voxels,)}}}}``
+        (``voxels`` as made by :func:`_loadings`, completed in place).
+    """
+    out: dict = {"networks": {}, "planted": {}, "voxels": voxels}
     nets = planted_hierarchy.plant_networks(Z, np.random.default_rng([seed, 11]))
-    for net, (feats, rho, planted) in nets.items():
+    for net, (feats, rho, planted, blocks) in nets.items():
         out["networks"][net] = stim / f"features_{net}.h5"
         write_features(out["networks"][net], images, feats, None, network=net)
         write_truth(stim / f"truth_{net}.h5", rho,
-                    {"seed": seed, "network": net, "rois": list(planted_hierarchy.BH_ROIS)})
+                    {"seed": seed, "network": net, "rois": list(planted_hierarchy.BH_ROIS),
+                     "layers": list(planted_hierarchy.LAYERS),
+                     "layer_blocks": list(planted_hierarchy.LAYER_BLOCKS[net]),
+                     "grid_shape": list(grid)})
         with h5py.File(stim / f"truth_{net}.h5", "a") as f:
-            for layer, roi in planted.items():
-                f.create_dataset(f"planted_roi/{layer}", data=roi)
+            for layer in planted:
+                f.create_dataset(f"planted_roi/{layer}", data=planted[layer])
+                f.create_dataset(f"planted_block/{layer}", data=blocks[layer])
+            for sub, vox in voxels.items():
+                vox.setdefault("best_layer", {})[net] = planted_hierarchy.best_layers(
+                    vox["block"], net)
+                for key in ("voxel_index", "roi", "block"):
+                    f.create_dataset(f"voxels/sub-{sub}/{key}", data=vox[key])
+                f.create_dataset(f"voxels/sub-{sub}/best_layer", data=vox["best_layer"][net])
         out["planted"][net] = planted
     return out
 

@@ -1,7 +1,7 @@
 """Several networks in one OUTPUT_DIR (issue 27), on ``simulate --hierarchy``.
 
-Two networks planted on V1 ... HVC layer by layer (``hierarchical`` more consistently than
-``mixed``), decoded into one OUTPUT_DIR: nothing of the first is touched by the second (bit
+Two networks planted on V1 ... HVC layer by layer (``hierarchical`` in layer order, ``mixed``
+out of order), decoded into one OUTPUT_DIR: nothing of the first is touched by the second (bit
 for bit against a run alone, scripts/compare_derivatives.py), the folder stays BIDS-valid, the
 group level runs per network and ranks the networks by their brain hierarchy score as planted,
 and the bdpy export reads back through the real bdpy 0.26.

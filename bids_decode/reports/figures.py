@@ -73,9 +73,10 @@ def _suptitle(fig, title: str) -> None:
 
 
 def panel_titles(fig) -> list[str]:
-    """Titles of the visible panels of ``fig`` (colour bars excluded)."""
+    """Titles of the visible panels of ``fig`` (colour bars and other helper axes, labelled
+    ``<...>``, excluded)."""
     return [ax.get_title() for ax in fig.axes
-            if ax.get_visible() and ax.get_label() != "<colorbar>"]
+            if ax.get_visible() and not ax.get_label().startswith("<")]
 
 
 def to_png(fig, *, dpi: int = 96) -> bytes:
@@ -363,5 +364,60 @@ def sample_counts(counts: Mapping[str, np.ndarray], *, title: str = ""):
         ax.set_title(f"{split} ({c.size} images, {int(c.sum())} samples)", fontsize=9, y=1.0)
         ax.set_xlabel("image (sorted)", fontsize=8)
         ax.set_ylabel("samples", fontsize=8)
+    _suptitle(fig, title)
+    return fig
+
+
+def brain_slices(panels: Mapping[str, dict], roi: np.ndarray, affine: np.ndarray, *,
+                 title: str = "", n_cuts: int = 6):
+    """Axial slices of voxel maps (nilearn), one panel per map, the ROI in light grey.
+
+    Parameters
+    ----------
+    panels : mapping panel title -> dict
+        ``data``: ndarray of shape (X, Y, Z), NaN where empty; ``vmin``, ``vmax``: colour
+        limits; ``cmap``: colour map name; ``label``: colour-bar label; optional ``ticks``:
+        mapping value -> tick label (e.g. layer depths -> layer names).
+    roi : ndarray of shape (X, Y, Z), bool
+        The ROI's voxels, drawn grey under the maps (no anatomical background is among the
+        outputs); the slices are cut through it.
+    affine : ndarray of shape (4, 4)
+        Voxel-to-world affine of the grid.
+    """
+    import nibabel as nib
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import ListedColormap, Normalize
+    from nilearn import plotting
+
+    names = list(panels)
+    fig, axes = new_figure(len(names), ncols=1, panel_size=(7.6, 1.7),
+                           margins=(0.1, 1.5, 0.1, 0.55 if title else 0.3), gaps=(0, 0.45))
+    roi_img = nib.Nifti1Image(np.asarray(roi, dtype=np.float32), affine)
+    cuts = plotting.find_cut_slices(roi_img, direction="z", n_cuts=n_cuts)
+    for ax, name in zip(axes, names):
+        p = panels[name]
+        lo, hi = float(p["vmin"]), float(p["vmax"])
+        data = np.asarray(p["data"], dtype=np.float64)
+        # nilearn's threshold hides |value| below it: shift the range to [1, 2 + ...] so that
+        # every finite value shows (0 = first layer, r = 0) and NaN (set to 0) stays empty
+        shifted = np.where(np.isfinite(data), np.clip(data, lo, hi) - lo + 1.0, 0.0)
+        disp = plotting.plot_img(roi_img, display_mode="z", cut_coords=cuts, figure=fig,
+                                 axes=ax, cmap=ListedColormap(["#d4d4d4"]), threshold=0.5,
+                                 colorbar=False, black_bg=False, draw_cross=False,
+                                 annotate=False)
+        disp.add_overlay(nib.Nifti1Image(shifted.astype(np.float32), affine), cmap=p["cmap"],
+                         vmin=1.0, vmax=hi - lo + 1.0, threshold=0.5)
+        disp.annotate(left_right=False, positions=True, size=7)
+        for other in fig.axes:
+            if other is not ax and other.get_label() == "" and other not in axes:
+                other.set_label("<slice>")  # nilearn's own axes, one per cut
+        ax.set_title(name, fontsize=10, y=1.0)
+        box = ax.get_position()
+        cax = fig.add_axes((box.x1 + 0.12 / fig.get_figwidth(), box.y0 + 0.1 * box.height,
+                            0.15 / fig.get_figwidth(), 0.8 * box.height), label="<colorbar>")
+        cbar = fig.colorbar(ScalarMappable(Normalize(lo, hi), p["cmap"]), cax=cax)
+        if p.get("ticks"):
+            cbar.set_ticks(list(p["ticks"]), labels=list(p["ticks"].values()), fontsize=7)
+        cbar.set_label(p.get("label", ""), fontsize=8)
     _suptitle(fig, title)
     return fig

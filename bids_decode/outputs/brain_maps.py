@@ -31,7 +31,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from bids_decode.evaluation.bhscore import ALPHA, paper_keep, permutation_keep
+from bids_decode.evaluation.bhscore import ALPHA, best_and_kept
 from bids_decode.outputs.encoding import EncodingOutputs, read_encoding, relative_depth
 from bids_decode.outputs.paths import func_path
 from bids_decode.outputs.schema import network_label, read_json
@@ -73,10 +73,10 @@ def significant_voxels(enc: EncodingOutputs, bh_test: str = "permutation"
                        ) -> tuple[np.ndarray, str]:
     """Voxels whose best accuracy is significant, and the rule in words.
 
-    ``permutation`` (when the file has permutation p-values):
-    :func:`~bids_decode.evaluation.bhscore.permutation_keep` with the layers as the family
-    (Bonferroni over the layers compared); ``paper``, or no permutations:
-    :func:`~bids_decode.evaluation.bhscore.paper_keep` over the test images.
+    The encoding BH score's rule (:func:`~bids_decode.evaluation.bhscore.best_and_kept`, the
+    layers as the family): ``permutation`` when the file has permutation p-values
+    (Bonferroni over the layers); ``paper``, or no permutations: the parametric test as coded,
+    over the test images.
 
     Returns
     -------
@@ -84,17 +84,15 @@ def significant_voxels(enc: EncodingOutputs, bh_test: str = "permutation"
     rule : str
     """
     n_layers, n_test = len(enc.layers), int(enc.attrs.get("n_test_images", 0))
-    has_p = bool(np.isfinite(enc.best_p_value).any())
-    if bh_test == "permutation" and has_p:
-        keep = permutation_keep(enc.best_accuracy, enc.best_p_value, n_rois=n_layers)
+    test = "permutation" if bh_test == "permutation" and np.isfinite(enc.p_value).any() \
+        else "paper"
+    _, keep = best_and_kept(enc.accuracy, enc.p_value, test, n_test)
+    if test == "permutation":
         return keep, (f"one-sided permutation p-value of the best layer's accuracy, "
                       f"Bonferroni-corrected over the {n_layers} layers, below {ALPHA}, and "
                       "accuracy > 0 (bids_decode.evaluation.bhscore.permutation_keep)")
-    if n_test < 3:
-        raise ValueError(f"{enc.path}: {n_test} test images; the parametric test needs >= 3")
-    best_r = np.nan_to_num(np.asarray(enc.best_accuracy, dtype=np.float64), nan=0.0)
     why = "--bh-test paper" if bh_test == "paper" else "no permutation p-values in the file"
-    return paper_keep(best_r, n_test), (
+    return keep, (
         f"KamitaniLab/BHscore's parametric test as coded ({why}): t = r sqrt((n - 2)(1 - "
         f"r^2)), two-sided p from Student's t with n - 2 degrees of freedom below {ALPHA}, "
         f"and r > 0, with n = {n_test} test images "

@@ -14,8 +14,9 @@ from bids_decode.reports.figures import _suptitle, new_figure
 LOGGER = logging.getLogger(__name__)
 
 
-def roi_cuts(roi: np.ndarray, affine: np.ndarray, n_cuts: int) -> list[float]:
-    """Up to ``n_cuts`` axial cuts (world z, mm), evenly spread over the ROI's slices.
+def roi_cuts(roi: np.ndarray, affine: np.ndarray, n_cuts: int) -> tuple[str, list[float]]:
+    """The world axis ("x", "y" or "z") across which the ROI is widest (most voxels per
+    slice), and up to ``n_cuts`` cuts (mm) evenly spread over the ROI's slices along it.
 
     Parameters
     ----------
@@ -25,14 +26,17 @@ def roi_cuts(roi: np.ndarray, affine: np.ndarray, n_cuts: int) -> list[float]:
     ijk = np.argwhere(np.asarray(roi, dtype=bool))
     if not len(ijk):
         raise ValueError("the ROI has no voxel to cut through")
-    z = np.unique(np.round(ijk @ np.asarray(affine)[2, :3] + affine[2, 3], 3))
-    pick = np.unique(np.linspace(0, len(z) - 1, min(n_cuts, len(z))).round().astype(int))
-    return [float(v) for v in z[pick]]
+    world = np.round(ijk @ np.asarray(affine)[:3, :3].T + affine[:3, 3], 3)
+    slices = [np.unique(world[:, k]) for k in range(3)]
+    axis = int(np.argmin([len(s) for s in slices]))  # fewest slices: most voxels per slice
+    pos = slices[axis]
+    pick = np.unique(np.linspace(0, len(pos) - 1, min(n_cuts, len(pos))).round().astype(int))
+    return "xyz"[axis], [float(v) for v in pos[pick]]
 
 
 def brain_slices(panels: Mapping[str, dict], roi: np.ndarray, affine: np.ndarray, *,
                  title: str = "", n_cuts: int = 6):
-    """Axial slices of voxel maps (nilearn), one panel per map, the ROI in light grey.
+    """Slices of voxel maps (nilearn), one panel per map, the ROI in light grey.
 
     Parameters
     ----------
@@ -42,7 +46,7 @@ def brain_slices(panels: Mapping[str, dict], roi: np.ndarray, affine: np.ndarray
         mapping value -> tick label (e.g. layer depths -> layer names).
     roi : ndarray of shape (X, Y, Z), bool
         The ROI's voxels, drawn grey under the maps (no anatomical background is among the
-        outputs); the slices are cut through it (:func:`roi_cuts`).
+        outputs); the slices are cut through it, across its widest axis (:func:`roi_cuts`).
     affine : ndarray of shape (4, 4)
         Voxel-to-world affine of the grid.
     """
@@ -55,7 +59,7 @@ def brain_slices(panels: Mapping[str, dict], roi: np.ndarray, affine: np.ndarray
     fig, axes = new_figure(len(names), ncols=1, panel_size=(7.6, 1.7),
                            margins=(0.1, 1.5, 0.1, 0.55 if title else 0.3), gaps=(0, 0.45))
     roi_img = nib.Nifti1Image(np.asarray(roi, dtype=np.float32), affine)
-    cuts = roi_cuts(roi, affine, n_cuts)
+    direction, cuts = roi_cuts(roi, affine, n_cuts)
     for ax, name in zip(axes, names):
         p = panels[name]
         lo, hi = float(p["vmin"]), float(p["vmax"])
@@ -63,7 +67,7 @@ def brain_slices(panels: Mapping[str, dict], roi: np.ndarray, affine: np.ndarray
         # nilearn's threshold hides |value| below it: shift the range to [1, 2 + ...] so that
         # every finite value shows (0 = first layer, r = 0) and NaN (set to 0) stays empty
         shifted = np.where(np.isfinite(data), np.clip(data, lo, hi) - lo + 1.0, 0.0)
-        disp = plotting.plot_img(roi_img, display_mode="z", cut_coords=cuts, figure=fig,
+        disp = plotting.plot_img(roi_img, display_mode=direction, cut_coords=cuts, figure=fig,
                                  axes=ax, cmap=ListedColormap(["#d4d4d4"]), threshold=0.5,
                                  colorbar=False, black_bg=False, draw_cross=False,
                                  annotate=False)

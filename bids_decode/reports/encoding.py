@@ -84,9 +84,10 @@ def _roi_map_figure(path: Path, roi: str, table_df, network: str) -> ReportFigur
     n_sig = depth_side.get("NumberOfSignificantVoxels")
     return ReportFigure(
         f"brainmap-{roi}", f"Brain maps: {roi}",
-        f"Axial slices in the space of the ROI masks (grey: the ROI's {len(enc.voxel_index)} "
-        f"voxels). Top: the relative depth of each voxel's best layer, for the {n_sig} voxels "
-        f"whose best accuracy is significant ({depth_side.get('SignificanceRule', '')}). "
+        "Slices in the space of the ROI masks, across the ROI's widest axis (grey: the ROI's "
+        f"{len(enc.voxel_index)} voxels). Top: the relative depth of each voxel's best layer, "
+        f"for the {n_sig} voxels whose best accuracy is significant "
+        f"({depth_side.get('SignificanceRule', '')}). "
         f"Bottom: the encoding accuracy (Pearson r) of {best}, the layer with the highest mean "
         f"accuracy in this ROI. Files: {paths['bestdepth'].name}, {paths['r'].name}.",
         figures.to_png(fig))

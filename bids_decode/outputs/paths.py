@@ -21,7 +21,12 @@ BIDSIGNORE = [
     "*_decoding.tsv",
     "*_decoding.json",
     "*_decoding.h5",
+    "*_encoding.tsv",
+    "*_encoding.json",
+    "*_encoding.h5",
     "*_qc.h5",
+    "*_statmap.nii.gz",
+    "*_statmap.json",
     "*_config.json",
     "*.html",
     "logs",
@@ -37,23 +42,25 @@ def subject_dir(output_dir: Path, subject: str) -> Path:
 
 
 def bids_name(subject: str, task: str, *, net: str | None = None, desc: str | None = None,
-              suffix: str, ext: str) -> str:
-    """``sub-<L>_task-<T>[_net-<N>][_desc-<D>]_<suffix><ext>`` built from entities.
+              stat: str | None = None, suffix: str, ext: str) -> str:
+    """``sub-<L>_task-<T>[_net-<N>][_desc-<D>][_stat-<S>]_<suffix><ext>`` built from entities.
 
-    ``net`` (the network, docs/outputs.md) is this app's own entity, placed before ``desc``.
+    ``net`` (the network, docs/outputs.md) is this app's own entity, placed before ``desc``;
+    ``stat`` (the statistic of a ``_statmap``) is the statistical-maps proposal's (BEP041).
     """
-    for key, val in (("sub", subject), ("task", task), ("net", net), ("desc", desc)):
+    for key, val in (("sub", subject), ("task", task), ("net", net), ("desc", desc),
+                     ("stat", stat)):
         if val is not None and (not val or not str(val).isalnum()):
             raise UsageError(f"BIDS label {key}-{val!r} must be alphanumeric.")
-    ents = [f"sub-{subject}", f"task-{task}"] + ([f"net-{net}"] if net else []) + (
-        [f"desc-{desc}"] if desc else [])
+    ents = [f"sub-{subject}", f"task-{task}"] + [
+        f"{key}-{val}" for key, val in (("net", net), ("desc", desc), ("stat", stat)) if val]
     return "_".join(ents) + f"_{suffix}{ext}"
 
 
-def func_path(output_dir: Path, subject: str, task: str, *, net=None, desc=None,
+def func_path(output_dir: Path, subject: str, task: str, *, net=None, desc=None, stat=None,
               suffix="decoding", ext=".tsv") -> Path:
     return subject_dir(output_dir, subject) / "func" / bids_name(
-        subject, task, net=net, desc=desc, suffix=suffix, ext=ext)
+        subject, task, net=net, desc=desc, stat=stat, suffix=suffix, ext=ext)
 
 
 def check_output_dir(output_dir: Path, bids_dir: Path) -> None:

@@ -73,9 +73,10 @@ def _suptitle(fig, title: str) -> None:
 
 
 def panel_titles(fig) -> list[str]:
-    """Titles of the visible panels of ``fig`` (colour bars excluded)."""
+    """Titles of the visible panels of ``fig`` (colour bars and other helper axes, labelled
+    ``<...>``, excluded)."""
     return [ax.get_title() for ax in fig.axes
-            if ax.get_visible() and ax.get_label() != "<colorbar>"]
+            if ax.get_visible() and not ax.get_label().startswith("<")]
 
 
 def to_png(fig, *, dpi: int = 96) -> bytes:
@@ -365,3 +366,4 @@ def sample_counts(counts: Mapping[str, np.ndarray], *, title: str = ""):
         ax.set_ylabel("samples", fontsize=8)
     _suptitle(fig, title)
     return fig
+

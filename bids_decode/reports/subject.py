@@ -2,8 +2,8 @@
 outputs of one network only.
 
 Sections: summary, inputs, sample quality (``*_qc.h5``), decoding accuracy and decodability,
-decoded against true values, parameters, warnings of the run, and the methods paragraph. What
-each part shows: docs/outputs.md.
+decoded against true values, encoding (with ``--encoding``: the brain maps), parameters,
+warnings of the run, and the methods paragraph. What each part shows: docs/outputs.md.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from bids_decode.features.h5file import FeatureFile
 from bids_decode.outputs import schema as outputs
 from bids_decode.outputs.schema import SubjectOutputs, as_str
 from bids_decode.reports import figures
+from bids_decode.reports.encoding import encoding_section
 from bids_decode.reports.figures import ReportFigure
 from bids_decode.reports.html import esc, figure_html, kv_table, note, page, stamp, table
 from bids_decode.reports.methods import citation
@@ -322,6 +323,9 @@ def write_subject_report(output_dir: Path, subject: str, task: str, *, network: 
     dt_figs, dt_notes = decoded_true_figures(sf)
     sections.append(("decoded", "Decoded vs true",
                      "".join(note(n) for n in dt_notes) + "".join(map(figure_html, dt_figs))))
+    enc_html = encoding_section(output_dir, subject, task, network=network)
+    if enc_html is not None:
+        sections.append(("encoding", "Encoding", enc_html))
     params = {k: v for k, v in sf.config.items() if k not in ("provenance", "extra")}
     sections.append(("parameters", "Parameters", kv_table(params) if params else
                      note("No run configuration found.")))

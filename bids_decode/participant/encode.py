@@ -24,6 +24,7 @@ from bids_decode.config import RunConfig
 from bids_decode.encoding import VOXEL_BLOCK, encode_voxels
 from bids_decode.features import FeatureStore, TestTargets
 from bids_decode.outputs import encoding as enc_outputs
+from bids_decode.outputs.brain_maps import write_brain_maps
 from bids_decode.outputs.work_files import (
     read_layer,
     shard_work_files,
@@ -168,7 +169,8 @@ def _summary_row(roi: RoiData, layer: str, layers: list[str], data: dict, k: int
 
 def write_encoding(config: RunConfig, subject: str, ff: FeatureStore, roi: RoiData,
                    layers: list[str], shard_files: dict, samples, grid: tuple) -> None:
-    """Step 6 of the encoding models of one ROI: its ``*_encoding.h5`` and summary rows.
+    """Step 6 of the encoding models of one ROI: its ``*_encoding.h5``, summary rows and brain
+    maps (:func:`~bids_decode.outputs.brain_maps.write_brain_maps`).
 
     ``grid``: ``(shape, affine)`` of the masks (affine None: not an image grid, e.g. BData
     columns; the identity is recorded).
@@ -179,3 +181,5 @@ def write_encoding(config: RunConfig, subject: str, ff: FeatureStore, roi: RoiDa
                              samples.test_labels, samples.X_train.shape[0], (shape, affine))
     enc_outputs.write_encoding_summary(config.output_dir, subject, config.task, rows,
                                        network=config.network)
+    write_brain_maps(enc_outputs.encoding_h5(config.output_dir, subject, config.task, roi.name,
+                                             network=config.network), bh_test=config.bh_test)

@@ -14,7 +14,7 @@ from blocks drawn uniformly) is a noisy linear function of that block.
 
 - ``hierarchical``: layer ``l`` from block ``l`` (90% of its units). A unit's planted preferred
   ROI is ``layer_roi`` of its block; a voxel's planted best layer (encoding) is its block.
-- ``mixed``: layer ``l`` from block ``(l + 3) mod 6`` (35% of its units): the first three
+- ``mixed``: layer ``l`` from block ``(l + 3) mod 6`` (60% of its units): the first three
   layers carry the late blocks and the last three the early ones, so the layers are out of
   order for decoding and encoding alike. A voxel's planted best layer is the layer built from
   its block.
@@ -49,7 +49,7 @@ LOGGER = logging.getLogger(__name__)
 LAYERS = {"conv1": (4, 3, 5), "conv2": (6, 10), "conv3": (60,), "conv4": (60,), "fc6": (60,),
           "fc7": (60,)}
 #: Network name -> share of each layer's units built from the layer's block.
-NETWORKS = {"hierarchical": 0.9, "mixed": 0.35}
+NETWORKS = {"hierarchical": 0.9, "mixed": 0.6}
 #: Network name -> the latent block each layer is built from (layer order of LAYERS).
 LAYER_BLOCKS = {"hierarchical": tuple(range(len(LAYERS))),
                 "mixed": tuple((i + len(LAYERS) // 2) % len(LAYERS) for i in range(len(LAYERS)))}

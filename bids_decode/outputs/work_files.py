@@ -26,6 +26,7 @@ import numpy as np
 from bids_decode.config import RunConfig
 from bids_decode.errors import MissingInputError
 from bids_decode.outputs import schema as outputs
+from bids_decode.outputs.encoding import encoding_h5
 from bids_decode.utils.files import safe_name
 
 LOGGER = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ WORK_FORMAT = 2
 
 #: Work file names written by :func:`work_file_path`.
 WORK_FILE_RE = re.compile(
-    r"^roi-(?P<roi>.+?)_layer-(?P<layer>[A-Za-z0-9]+)_shard-(?P<i>\d+)of(?P<n>\d+)_"
+    r"^(?P<kind>encoding_)?roi-(?P<roi>.+?)_layer-(?P<layer>[A-Za-z0-9]+)_shard-(?P<i>\d+)of(?P<n>\d+)_"
     r"(?P<digest>[0-9a-f]+)\.h5$")
 
 
@@ -174,14 +175,15 @@ def missing_shards(output_dir, task: str, labels=()) -> dict[str, dict[str, list
             continue
         work = Path(cfg.get("work_dir") or output_dir / ".bids_decode_work")
         sets: dict[tuple[str, str], dict[str, list[Path]]] = {}
-        for path in work_folder(work, sub, task, network).glob(f"roi-*_shard-*of{n}_*.h5"):
+        for path in work_folder(work, sub, task, network).glob(f"*roi-*_shard-*of{n}_*.h5"):
             m = WORK_FILE_RE.match(path.name)
             if m:
-                sets.setdefault((m["roi"], m["digest"]), {}).setdefault(m["layer"], []).append(
-                    path)
-        for (roi, _), layers in sorted(sets.items()):
+                key = (m["roi"], bool(m["kind"]), m["digest"])
+                sets.setdefault(key, {}).setdefault(m["layer"], []).append(path)
+        for (roi, encoding, _), layers in sorted(sets.items()):
             files = [p for ps in layers.values() for p in ps]
-            output = outputs.decoding_h5(output_dir, sub, task, roi, network=network)
+            output = (encoding_h5 if encoding else outputs.decoding_h5)(
+                output_dir, sub, task, roi, network=network)
             newest = max(p.stat().st_mtime for p in files)
             if output.is_file() and output.stat().st_mtime >= newest:
                 continue
@@ -193,7 +195,7 @@ def missing_shards(output_dir, task: str, labels=()) -> dict[str, dict[str, list
                     by_shard.setdefault(i, []).append(layer)
             for i, lay in sorted(by_shard.items()):
                 out.setdefault(sub, {}).setdefault(roi, []).append(
-                    f"{i}/{n} ({', '.join(sorted(lay))})")
+                    f"{i}/{n} ({'encoding: ' if encoding else ''}{', '.join(sorted(lay))})")
     return out
 
 

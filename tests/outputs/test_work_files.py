@@ -89,10 +89,10 @@ def test_work_file_names_match_the_group_level(tmp_path):
     assert shards.work_file_path(cfg, "01", roi, "fc6", (2, 3), feats) != paths[1]
 
 
-def _work(tmp_path, sub, roi, layer, i, n, complete=True, digest="0123456789ab"):
+def _work(tmp_path, sub, roi, layer, i, n, complete=True, digest="0123456789ab", kind=""):
     d = tmp_path / "out" / ".bids_decode_work" / f"sub-{sub}" / "task-perception" / "net-sim"
     d.mkdir(parents=True, exist_ok=True)
-    with h5py.File(d / f"roi-{roi}_layer-{layer}_shard-{i}of{n}_{digest}.h5", "w") as f:
+    with h5py.File(d / f"{kind}roi-{roi}_layer-{layer}_shard-{i}of{n}_{digest}.h5", "w") as f:
         f.attrs["complete"] = complete
 
 
@@ -126,4 +126,18 @@ def test_missing_shards_named(tmp_path):
                                                   "_desc-VC_decoding.h5")
     out.parent.mkdir()
     out.write_bytes(b"")
+    assert shards.missing_shards(tmp_path / "out", "perception") == {}
+
+
+def test_missing_encoding_shards_named(tmp_path):
+    """--encoding's voxel shards count like the decoding's unit shards."""
+    _config(tmp_path, "01", (2, 2))
+    for i in (1, 2):
+        _work(tmp_path, "01", "V1", "conv1", i, 2)
+    _work(tmp_path, "01", "V1", "conv1", 1, 2, kind="encoding_", digest="fedcba987654")
+    assert shards.missing_shards(tmp_path / "out", "perception") == {
+        "01": {"V1": ["2/2 (encoding: conv1)"]}}
+    func = tmp_path / "out" / "sub-01" / "func"
+    func.mkdir()
+    (func / "sub-01_task-perception_net-sim_desc-V1_encoding.h5").write_bytes(b"")
     assert shards.missing_shards(tmp_path / "out", "perception") == {}

@@ -35,13 +35,14 @@ demo: install
 	    --train-session 'perceptionNaturalImageTraining*' \
 	    --test-session 'perceptionNaturalImageTest*'
 	# two networks planted on V1 ... HVC ('hierarchical' in layer order, 'mixed' out of order),
-	# decoded into one OUTPUT_DIR; the group level compares them and prints their BH scores
+	# decoded and encoded (--encoding: voxel-wise models, brain maps) into one OUTPUT_DIR; the
+	# group level compares them and prints their BH scores (decoding, encoding, full)
 	$(PY) -m bids_decode simulate $(DEMO)/ds001246-hierarchy --hierarchy --n-subjects 3 \
 	    --n-train-runs 10 --n-test-runs 4
 	for net in hierarchical mixed; do \
 	  $(PY) -m bids_decode $(DEMO)/ds001246-hierarchy $(DEMO)/derivatives-hierarchy participant \
 	      --features $(DEMO)/ds001246-hierarchy/stimuli/features_$$net.h5 \
-	      --roi V1 V2 V3 V4 HVC --n-voxels 100 || exit 1; \
+	      --roi V1 V2 V3 V4 HVC --n-voxels 100 --encoding || exit 1; \
 	done
 	$(PY) -m bids_decode $(DEMO)/ds001246-hierarchy $(DEMO)/derivatives-hierarchy group
 	@echo "Demo outputs in $(DEMO)/derivatives (open sub-01_net-simulated.html and"

@@ -33,7 +33,7 @@ from bids_decode.utils.docs import fill_doc
 LOGGER = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EncodingFit:
     """The result of :func:`encode_voxels`.
 
@@ -122,7 +122,9 @@ def encode_voxels(chunks, V_train, *, n_units: int, alpha: float, dtype=np.float
     dtype : float32 or float64, default float64
         Precision of the scores and the solves (float32 rankings of near-ties may differ from
         float64's).
-    %(device)s
+    device : str, default "cpu"
+        A ``--device`` string (:func:`~bids_decode.backends.resolve_backend`); the encoding
+        model runs on the CPU backend only so far (others raise :class:`UsageError`).
     %(n_jobs)s
     mem_bytes : int, default 1 GiB
         Memory budget of the model's own arrays (the caller's chunks not counted).

@@ -31,6 +31,8 @@ from bids_decode.utils.grid import UNIT_BLOCK
 LOGGER = logging.getLogger(__name__)
 
 _ALIGN = 64  # bytes
+#: selected columns copied at a time by the gather (its temporary: this many training rows)
+_GATHER_ROWS = 2048
 
 
 def group_buffers(n_group: int, k: int, n_train: int, n_test: int, dtype):
@@ -61,7 +63,7 @@ def bytes_per_voxel(k: int, n_train: int, n_test: int, itemsize: int) -> int:
     return ((k + 1) * n_train + k * n_test) * itemsize + 2 * _ALIGN + 3 * 8 * k
 
 
-def gather_group(chunks, index: np.ndarray, n_train: int, n_test: int, dtype):
+def gather_group(chunks, index: np.ndarray, A: np.ndarray, T: np.ndarray):
     """The selected units' training and test features of a group of voxels, in one pass.
 
     Parameters
@@ -70,16 +72,13 @@ def gather_group(chunks, index: np.ndarray, n_train: int, n_test: int, dtype):
         As for :func:`bids_decode.encoding.encode_voxels`.
     index : ndarray of shape (n_group, k), int64
         Each voxel's selected units (the order of ``A``'s rows).
-    n_train, n_test : int
-    dtype : numpy dtype
-
-    Returns
-    -------
-    A, T
-        As :func:`group_buffers`, filled.
+    A : ndarray of shape (>= n_group, k + 1, n_train)
+    T : ndarray of shape (>= n_group, k, n_test)
+        Buffers from :func:`group_buffers` (reused from group to group, so their pages are
+        touched once); the first ``n_group`` voxels' slots are filled.
     """
     n_group, k = index.shape
-    A, T = group_buffers(n_group, k, n_train, n_test, dtype)
+    n_train, n_test = A.shape[2], T.shape[2]
     flat = index.ravel()
     order = np.argsort(flat, kind="stable")
     units = flat[order]
@@ -88,10 +87,14 @@ def gather_group(chunks, index: np.ndarray, n_train: int, n_test: int, dtype):
         lo, hi = np.searchsorted(units, [start, stop])
         if lo == hi:
             continue
-        cols = units[lo:hi] - start
-        A[owner[lo:hi], pos[lo:hi]] = F_train[:, cols].T
-        T[owner[lo:hi], pos[lo:hi]] = F_test[:, cols].T
-    return A, T
+        # units as rows (one copy of the chunk), then row copies in slices of _GATHER_ROWS
+        # (the temporaries stay small however many voxels share the chunk)
+        ft, tt = np.ascontiguousarray(F_train.T), np.ascontiguousarray(F_test.T)
+        for s in range(lo, hi, _GATHER_ROWS):
+            e = min(s + _GATHER_ROWS, hi)
+            cols = units[s:e] - start
+            A[owner[s:e], pos[s:e]] = ft[cols]
+            T[owner[s:e], pos[s:e]] = tt[cols]
 
 
 def solve_voxel(A: np.ndarray, T: np.ndarray, y: np.ndarray, alpha: float):

@@ -23,6 +23,7 @@ from bids_decode.encoding.solvers import (
     all_units_predictions,
     bytes_per_voxel,
     gather_group,
+    group_buffers,
     report_status,
     solve_voxel,
 )
@@ -32,7 +33,7 @@ from bids_decode.utils.docs import fill_doc
 LOGGER = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EncodingFit:
     """The result of :func:`encode_voxels`.
 
@@ -121,7 +122,9 @@ def encode_voxels(chunks, V_train, *, n_units: int, alpha: float, dtype=np.float
     dtype : float32 or float64, default float64
         Precision of the scores and the solves (float32 rankings of near-ties may differ from
         float64's).
-    %(device)s
+    device : str, default "cpu"
+        A ``--device`` string (:func:`~bids_decode.backends.resolve_backend`); the encoding
+        model runs on the CPU backend only so far (others raise :class:`UsageError`).
     %(n_jobs)s
     mem_bytes : int, default 1 GiB
         Memory budget of the model's own arrays (the caller's chunks not counted).
@@ -148,17 +151,17 @@ def encode_voxels(chunks, V_train, *, n_units: int, alpha: float, dtype=np.float
     pred = np.empty((n_test, n_vox), dtype=np.float64)
     status = np.zeros(n_vox, dtype=np.int64)
     Vt = np.ascontiguousarray(V.T, dtype=dtype)
+    A, T = group_buffers(size, k, V.shape[0], n_test, dtype)
     with thread_map(n_jobs) as pmap:
         for g0 in range(0, n_vox, size):
             g1 = min(g0 + size, n_vox)
-            A, T = gather_group(chunks, index[g0:g1], V.shape[0], n_test, dtype)
+            gather_group(chunks, index[g0:g1], A, T)
 
-            def task(j, A=A, T=T, g0=g0):
+            def task(j, g0=g0):
                 return solve_voxel(A[j], T[j], Vt[g0 + j], float(alpha))
 
             for j, (p, s) in enumerate(pmap(task, range(g1 - g0))):
                 pred[:, g0 + j], status[g0 + j] = p, s
-            del A, T
     report_status(status)
     return EncodingFit(pred=pred, index=index, n_layer_units=n_layer)
 

@@ -195,3 +195,16 @@ def test_checks_at_the_boundary():
         encode_voxels(lambda: iter(()), V, n_units=10, alpha=1.0)
     with pytest.raises(UsageError, match="memory budget"):
         encode_voxels(ok, V, n_units=0, alpha=1.0, mem_bytes=10_000)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_singular_systems_warn(dtype):
+    """More selected units than training samples and a negligible alpha: the voxel's Gram is
+    singular to working precision; float32 is redone in float64, and a warning says why the
+    predictions are unreliable or NaN."""
+    F, Ft, V = layer(seed=8, n_train=40, n_test=5, n_units=128, n_vox=3)
+    with pytest.warns(RuntimeWarning, match="ill-conditioned|not positive definite"):
+        fit = encode_voxels(stream(F, Ft, 128), V, n_units=100, alpha=1e-12, dtype=dtype)
+    assert fit.pred.shape == (5, 3)
+    good = encode_voxels(stream(F, Ft, 128), V, n_units=100, alpha=10.0, dtype=dtype)
+    assert np.isfinite(good.pred).all()

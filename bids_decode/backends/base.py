@@ -90,12 +90,17 @@ class Backend:
     refines_float32 : bool
         Whether float32 designs select from a float32 GEMM refined to the float64 ranking
         (:func:`bids_decode.decoding.selection._select_rhs_float32`).
+    voxel_batch : int
+        The encoding model's voxel groups are multiples of it (when they hold that many), so
+        that a fixed-shape batched solve sees the same voxels together however the work is
+        split.
     """
 
     name = "?"
     threads = False
     host_finite_check = False
     refines_float32 = False
+    voxel_batch = 1
 
     def __init__(self):
         self._states = weakref.WeakKeyDictionary()

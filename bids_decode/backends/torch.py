@@ -18,6 +18,8 @@ LOGGER = logging.getLogger(__name__)
 class TorchBackend(Backend):
     """Every step with torch on one device (``cuda``, ``cuda:N``, or ``torch-cpu``)."""
 
+    voxel_batch = torch_encoding.SOLVE_BLOCK
+
     def __init__(self, name: str):
         super().__init__()
         self.name = name
@@ -160,7 +162,7 @@ class TorchBackend(Backend):
         isz = A.dtype.itemsize
         per = isz * (k1 * n_train + (k1 - 1) * T.shape[2] + n_train + 3 * k1 * k1)
         per += 0 if isz == 8 else 2 * per  # the float64 redo of a whole batch
-        batch = int(max(1, min(len(Yt), self.device_bytes(mem_bytes) // per)))
+        batch = int(min(len(Yt), self.device_bytes(mem_bytes) // per))
         return torch_encoding.solve_voxels_torch(A, T, Yt, alpha, cond_max,
                                                  self.torch_device(), batch)
 

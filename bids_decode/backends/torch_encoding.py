@@ -35,6 +35,9 @@ LOGGER = logging.getLogger(__name__)
 
 #: the most units merged into the running top k at once (fewer when the budget is short)
 MERGE_UNITS = 8192
+#: voxels per batched solve (a fixed shape: the same bits whatever the device batch); the
+#: voxel groups of :func:`bids_decode.encoding.encode_voxels` are multiples of it
+SOLVE_BLOCK = 32
 
 
 class TorchTopUnits:
@@ -143,6 +146,11 @@ def _ridge_batch(a, t, y, alpha: float, cond_max: float):
 def solve_voxels_torch(A, T, Yt, alpha: float, cond_max, device, batch: int):
     """:func:`bids_decode.backends.cpu_ridge.solve_voxels` with batched torch calls.
 
+    The voxels go to the device ``batch`` at a time and are solved in sub-batches of
+    :data:`SOLVE_BLOCK` (the last one padded with zero systems): batched triangular solves
+    round differently with the batch size, a fixed shape does not. A sub-batch with a failure
+    is redone whole in float64 (float32 only), so the redo has a fixed shape too.
+
     Parameters
     ----------
     A : ndarray of shape (n_group, k + 1, n_train)
@@ -153,7 +161,7 @@ def solve_voxels_torch(A, T, Yt, alpha: float, cond_max, device, batch: int):
         Largest condition number trusted, per numpy dtype.
     device : torch.device
     batch : int
-        Voxels sent to the device at once.
+        Voxels sent to the device at once (rounded up to a multiple of :data:`SOLVE_BLOCK`).
 
     Returns
     -------
@@ -164,25 +172,42 @@ def solve_voxels_torch(A, T, Yt, alpha: float, cond_max, device, batch: int):
     import torch
 
     n = len(Yt)
+    batch = -(-max(1, batch) // SOLVE_BLOCK) * SOLVE_BLOCK
     pred = np.empty((n, T.shape[2]), dtype=np.float64)
     status = np.zeros(n, dtype=np.int64)
     for s in range(0, n, batch):
         e = min(s + batch, n)
-        a, t, y = (torch.as_tensor(x[s:e], device=device) for x in (A, T, Yt))
-        p, fail, ill = _ridge_batch(a, t, y, alpha, cond_max[np.dtype(A.dtype)])
-        st = torch.where(fail, FAILED, torch.where(ill, ILL_CONDITIONED_64, SOLVED))
-        redo = torch.nonzero(fail | ill).flatten()
-        if redo.numel() and A.dtype != np.float64:
-            p64, f64, i64 = _ridge_batch(a[redo].double(), t[redo].double(), y[redo].double(),
-                                         alpha, cond_max[np.dtype(np.float64)])
-            p = p.double()
-            p[redo] = p64
-            st[redo] = torch.where(f64, FAILED, torch.where(i64, ILL_CONDITIONED_64,
-                                                            REDONE_FLOAT64))
-        p = p.double()
-        p[st == FAILED] = float("nan")
-        pred[s:e], status[s:e] = p.cpu().numpy(), st.cpu().numpy()
+        pad = -(e - s) % SOLVE_BLOCK
+        a, t, y = (torch.nn.functional.pad(torch.as_tensor(x[s:e], device=device),
+                                           (0, 0) * (x.ndim - 1) + (0, pad))
+                   for x in (A, T, Yt))
+        for j in range(0, e - s + pad, SOLVE_BLOCK):
+            sl = slice(j, j + SOLVE_BLOCK)
+            p, st = _solve_block(a[sl], t[sl], y[sl], alpha, cond_max)
+            m = min(SOLVE_BLOCK, e - s - j)
+            pred[s + j:s + j + m] = p[:m].cpu().numpy()
+            status[s + j:s + j + m] = st[:m].cpu().numpy()
     return pred, status
+
+
+def _solve_block(a, t, y, alpha: float, cond_max):
+    """One sub-batch: ``(pred float64, status)``, float32 failures redone in float64."""
+    import torch
+
+    single = a.dtype == torch.float32
+    p, fail, ill = _ridge_batch(a, t, y, alpha, cond_max[np.dtype(np.float32 if single
+                                                                  else np.float64)])
+    st = torch.where(fail, FAILED, torch.where(ill, ILL_CONDITIONED_64, SOLVED))
+    p = p.double()
+    if single and bool((fail | ill).any()):
+        p64, f64, i64 = _ridge_batch(a.double(), t.double(), y.double(), alpha,
+                                     cond_max[np.dtype(np.float64)])
+        redo = fail | ill
+        p = torch.where(redo[:, None], p64, p)
+        st = torch.where(redo, torch.where(f64, FAILED, torch.where(
+            i64, ILL_CONDITIONED_64, REDONE_FLOAT64)), st)
+    p[st == FAILED] = float("nan")
+    return p, st
 
 
 def dual_predictions_torch(blocks, V_train, alpha: float, n_test: int, dtype, voxel_blocks,

@@ -82,8 +82,10 @@ def _check_args(n_units, alpha, dtype, device) -> np.dtype:
 
 
 def group_size(n_vox: int, k: int, n_train: int, n_test: int, itemsize: int, mem_bytes: int,
-               n_jobs: int) -> int:
-    """Voxels solved per gather pass so that the group's buffers fit ``mem_bytes``.
+               n_jobs: int, multiple: int = 1) -> int:
+    """Voxels solved per gather pass so that the group's buffers fit ``mem_bytes``, a
+    multiple of ``multiple`` when it holds that many
+    (:attr:`~bids_decode.backends.Backend.voxel_batch`).
 
     Counted: the selected index and the predictions of every voxel, each thread's Gram
     workspace, and per voxel of the group :func:`~bids_decode.encoding.solvers.bytes_per_voxel`.
@@ -94,7 +96,8 @@ def group_size(n_vox: int, k: int, n_train: int, n_test: int, itemsize: int, mem
         raise UsageError(f"A memory budget of {mem_bytes / 2**20:.0f} MiB cannot hold one "
                          f"voxel's {k} selected units ({(fixed + per) / 2**20:.0f} MiB needed); "
                          "raise the memory budget.")
-    return int(min(n_vox, (mem_bytes - fixed) // per))
+    size = int((mem_bytes - fixed) // per)
+    return min(n_vox, size // multiple * multiple if size >= multiple else size)
 
 
 @fill_doc
@@ -151,7 +154,8 @@ def encode_voxels(chunks, V_train, *, n_units: int, alpha: float, dtype=np.float
             pred = all_units_predictions(chunks, V, float(alpha), n_test, dtype, backend)
         return EncodingFit(pred=pred, index=index, n_layer_units=n_layer)
     n_vox = V.shape[1]
-    size = group_size(n_vox, k, V.shape[0], n_test, dtype.itemsize, mem_bytes, n_jobs)
+    size = group_size(n_vox, k, V.shape[0], n_test, dtype.itemsize, mem_bytes, n_jobs,
+                      backend.voxel_batch)
     LOGGER.info("encoding %d voxels from %d units (k=%d) in %d group(s) of <= %d voxels",
                 n_vox, n_layer, k, -(-n_vox // size), size)
     pred = np.empty((n_test, n_vox), dtype=np.float64)

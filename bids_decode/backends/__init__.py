@@ -5,7 +5,7 @@ extraction run, resolved from ``--device``.
 object for the same string in a process), validated once:
 
 - ``"cpu"`` → :class:`CPUBackend`: numpy GEMMs on the unit grid and the compiled (numba)
-  kernel, run on ``n_jobs`` threads;
+  kernels, run on ``n_jobs`` threads;
 - ``"torch-cpu"``, ``"cuda"``, ``"cuda:N"`` → :class:`TorchBackend`: every step with torch on
   that device (``torch-cpu`` runs the GPU code path on the CPU, for tests).
 
@@ -26,10 +26,14 @@ Modules, each importing only those above it:
 - :mod:`~bids_decode.backends.lapack`: which LAPACK the CPU kernel calls (MKL or SciPy's),
   calibrated per machine;
 - :mod:`~bids_decode.backends.cpu_topk`: the numba kernel of the encoding model's running
-  top-k units per voxel;
+  top-k units per voxel, and its state;
+- :mod:`~bids_decode.backends.cpu_ridge`: the encoding model's per-voxel LAPACK solves and its
+  dual form, and the solve's status codes;
 - :mod:`~bids_decode.backends.cpu_kernels`: the numba kernels (batch solve, refined float32
   selection, :func:`~bids_decode.backends.cpu_kernels.warm_up`);
 - :mod:`~bids_decode.backends.torch_kernels`: the batch solve with torch on any device;
+- :mod:`~bids_decode.backends.torch_encoding`: the encoding model's top k and batched solves
+  with torch on any device;
 - :mod:`~bids_decode.backends.cpu`, :mod:`~bids_decode.backends.torch`: the two backends
   (and :func:`cpu_info` for provenance);
 - :mod:`~bids_decode.backends.resolve`: :func:`resolve_backend`.

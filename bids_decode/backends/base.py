@@ -71,7 +71,12 @@ class Backend:
     - ``solve(gram, index, rhs, cond_max, xt)`` → ``(coef, intercept, status, pred)`` (the
       contract of :func:`bids_decode.backends.cpu_kernels.solve_selected_numba`),
       ``flagged(status)`` (units with status != 0; a device synchronises here) and
-      ``to_host(a)``.
+      ``to_host(a)``;
+    - for the encoding model (:mod:`bids_decode.encoding`): ``top_units(vz_blocks, k,
+      mem_bytes)`` (the running top-k state of the selection pass), ``solve_voxels(A, T, Yt,
+      alpha, cond_max, pmap, mem_bytes)`` (each voxel's ridge on its gathered units),
+      ``dual_predictions(...)`` (every unit selected) and ``device_bytes(mem_bytes)`` (the
+      budget of the arrays on the device).
 
     Attributes
     ----------
@@ -85,12 +90,17 @@ class Backend:
     refines_float32 : bool
         Whether float32 designs select from a float32 GEMM refined to the float64 ranking
         (:func:`bids_decode.decoding.selection._select_rhs_float32`).
+    voxel_batch : int
+        The encoding model's voxel groups are multiples of it (when they hold that many), so
+        that a fixed-shape batched solve sees the same voxels together however the work is
+        split.
     """
 
     name = "?"
     threads = False
     host_finite_check = False
     refines_float32 = False
+    voxel_batch = 1
 
     def __init__(self):
         self._states = weakref.WeakKeyDictionary()
@@ -145,3 +155,25 @@ class Backend:
 
     def _gather_bytes(self, k: int, itemsize: int) -> int:
         return 0
+
+    # -- the encoding model (bids_decode.encoding); each backend implements these
+    def device_bytes(self, mem_bytes: int) -> int:
+        """Budget of the encoding model's arrays on this backend's device: ``mem_bytes``."""
+        return int(mem_bytes)
+
+    def top_units(self, vz_blocks, k: int, mem_bytes: int):
+        """The running top-k state of the selection pass, with ``offer(start, fc, inv_norm,
+        pmap)``, ``index()`` and ``nbytes`` (:class:`bids_decode.backends.cpu_topk.TopUnits`).
+        """
+        raise NotImplementedError
+
+    def solve_voxels(self, A, T, Yt, alpha: float, cond_max, pmap, mem_bytes: int):
+        """Each voxel's ridge on its gathered units and its predictions, ``(pred, status)``
+        (:func:`bids_decode.backends.cpu_ridge.solve_voxels`)."""
+        raise NotImplementedError
+
+    def dual_predictions(self, blocks, V_train, alpha: float, n_test: int, dtype,
+                         voxel_blocks):
+        """Predictions with every unit selected
+        (:func:`bids_decode.backends.cpu_ridge.dual_predictions`)."""
+        raise NotImplementedError

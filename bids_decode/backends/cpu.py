@@ -14,8 +14,9 @@ import os
 
 import numpy as np
 
-from bids_decode.backends import cpu_kernels, torch_kernels
+from bids_decode.backends import cpu_kernels, cpu_ridge, torch_kernels
 from bids_decode.backends.base import Backend, blockwise, row_sums
+from bids_decode.backends.cpu_topk import TopUnits
 from bids_decode.backends.cpuinfo import cpu_model, isa_info
 from bids_decode.backends.lapack import lapack_info, lapack_provider
 from bids_decode.backends.numba_cache import have_numba
@@ -138,6 +139,21 @@ class CPUBackend(Backend):
     @staticmethod
     def to_host(a):
         return a
+
+    # -- the encoding model
+    @staticmethod
+    def top_units(vz_blocks, k: int, mem_bytes: int):
+        """Each voxel's heap, updated by the compiled kernel on threads."""
+        return TopUnits(vz_blocks, k)
+
+    @staticmethod
+    def solve_voxels(A, T, Yt, alpha: float, cond_max, pmap, mem_bytes: int):
+        """One-threaded LAPACK per voxel, voxels on ``pmap``'s threads."""
+        return cpu_ridge.solve_voxels(A, T, Yt, alpha, cond_max, pmap)
+
+    @staticmethod
+    def dual_predictions(blocks, V_train, alpha: float, n_test: int, dtype, voxel_blocks):
+        return cpu_ridge.dual_predictions(blocks, V_train, alpha, n_test, dtype, voxel_blocks)
 
 
 def cpu_info() -> dict:

@@ -3,14 +3,18 @@
 :func:`top_units` offers a block of consecutive units to every voxel's heap of its ``k`` best
 units so far (highest absolute correlation; equal scores keep the earlier unit), so a layer of
 millions of units is ranked in one pass with ``k`` units per voxel in memory. ``nogil``: threads
-run it on different voxel blocks.
+run it on different voxel blocks. :class:`TopUnits` holds every voxel's heap (the CPU
+backend's state of the selection pass, :meth:`bids_decode.backends.Backend.top_units`).
 """
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 from bids_decode.backends.numba_cache import numba, numba_cache_dir
+from bids_decode.utils.grid import UNIT_BLOCK
 
 LOGGER = logging.getLogger(__name__)
 
@@ -91,3 +95,81 @@ def top_units(scores, inv_norm, unit0, top_s, top_u, count) -> None:
         Units kept per voxel (< k until k units were offered), updated in place.
     """
     _top_units(scores, inv_norm, int(unit0), top_s, top_u, count)
+
+
+class TopUnits:
+    """The running top k units of every voxel, on the host (the state of the selection pass).
+
+    Parameters
+    ----------
+    vz_blocks : list of ndarray of shape (n_block_voxels, n_train)
+        The voxels centred and scaled to unit norm, one C-contiguous array per voxel block
+        (:func:`bids_decode.encoding.selection.standardized_voxels`).
+    k : int
+        Units kept per voxel; 0 keeps every unit (the state then grows with the layer).
+    """
+
+    def __init__(self, vz_blocks, k: int):
+        self.vz = vz_blocks
+        self.v0 = np.cumsum([0] + [b.shape[0] for b in vz_blocks])
+        self.k = int(k)
+        cap = self.k if self.k else UNIT_BLOCK
+        self.scores = np.empty((int(self.v0[-1]), cap), dtype=vz_blocks[0].dtype)
+        self.units = np.empty((int(self.v0[-1]), cap), dtype=np.int64)
+        self.count = np.zeros(int(self.v0[-1]), dtype=np.int64)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (the voxels and the heaps)."""
+        return (sum(b.nbytes for b in self.vz) + self.scores.nbytes + self.units.nbytes
+                + self.count.nbytes)
+
+    def _grow(self, n_more: int) -> None:
+        """Room for ``n_more`` more units when every unit is kept (``k`` = 0)."""
+        need = int(self.count.max(initial=0)) + n_more
+        if self.k or need <= self.scores.shape[1]:
+            return
+        cap = max(need, 2 * self.scores.shape[1])
+        for name in ("scores", "units"):
+            old = getattr(self, name)
+            new = np.empty((old.shape[0], cap), dtype=old.dtype)
+            new[:, :old.shape[1]] = old
+            setattr(self, name, new)
+
+    def offer(self, start: int, fc: np.ndarray, inv_norm: np.ndarray, pmap) -> None:
+        """Offer the centred units ``start:start + n`` to every voxel.
+
+        Parameters
+        ----------
+        start : int
+            Layer index of the first unit (on the unit grid).
+        fc : ndarray of shape (n, n_train), C-contiguous, the state's dtype
+        inv_norm : ndarray of shape (n,)
+            ``1 / ||fc_u||`` (0 for a constant unit).
+        pmap : callable
+            ``pmap(fn, items)`` runs the voxel blocks' tasks
+            (:func:`bids_decode.encoding.chunks.thread_map`).
+        """
+        self._grow(fc.shape[0])
+        starts = range(0, fc.shape[0], UNIT_BLOCK)
+
+        def task(b):
+            vz = self.vz[b]
+            v0, v1 = self.v0[b], self.v0[b + 1]
+            for s in starts:
+                top_units(vz @ fc[s:s + UNIT_BLOCK].T, inv_norm[s:s + UNIT_BLOCK], start + s,
+                          self.scores[v0:v1], self.units[v0:v1], self.count[v0:v1])
+
+        pmap(task, range(len(self.vz)))
+
+    def index(self) -> np.ndarray:
+        """The kept units of each voxel by decreasing score (then by unit).
+
+        Returns
+        -------
+        ndarray of shape (n_voxels, n_kept), int64
+        """
+        n = int(self.count[0]) if len(self.count) else 0
+        s, u = self.scores[:, :n], self.units[:, :n]
+        order = np.lexsort((u, -s), axis=-1)
+        return np.take_along_axis(u, order, axis=1)

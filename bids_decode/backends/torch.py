@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 
-from bids_decode.backends import torch_kernels
+from bids_decode.backends import torch_encoding, torch_kernels
 from bids_decode.backends.base import Backend, row_sums
 from bids_decode.errors import UsageError
 from bids_decode.utils.grid import UNIT_BLOCK
@@ -17,6 +17,8 @@ LOGGER = logging.getLogger(__name__)
 
 class TorchBackend(Backend):
     """Every step with torch on one device (``cuda``, ``cuda:N``, or ``torch-cpu``)."""
+
+    voxel_batch = torch_encoding.SOLVE_BLOCK
 
     def __init__(self, name: str):
         super().__init__()
@@ -136,3 +138,35 @@ class TorchBackend(Backend):
     @staticmethod
     def to_host(a):
         return None if a is None else a.cpu().numpy()
+
+    # -- the encoding model
+    def device_bytes(self, mem_bytes: int) -> int:
+        """On a GPU, 80% of its free memory (its own memory, not the host's budget);
+        ``torch-cpu``: ``mem_bytes``."""
+        import torch
+
+        dev = self.torch_device()
+        if dev.type != "cuda":
+            return int(mem_bytes)
+        free, _ = torch.cuda.mem_get_info(dev)
+        return int(0.8 * free)
+
+    def top_units(self, vz_blocks, k: int, mem_bytes: int):
+        """The kept units on the device, merged by a stable sort."""
+        return torch_encoding.TorchTopUnits(vz_blocks, k, self.torch_device(),
+                                            self.device_bytes(mem_bytes))
+
+    def solve_voxels(self, A, T, Yt, alpha: float, cond_max, pmap, mem_bytes: int):
+        """Batched on the device, as many voxels at once as its budget holds."""
+        k1, n_train = A.shape[1], A.shape[2]
+        isz = A.dtype.itemsize
+        per = isz * (k1 * n_train + (k1 - 1) * T.shape[2] + n_train + 3 * k1 * k1)
+        per += 0 if isz == 8 else 2 * per  # the float64 redo of a whole batch
+        batch = int(min(len(Yt), self.device_bytes(mem_bytes) // per))
+        return torch_encoding.solve_voxels_torch(A, T, Yt, alpha, cond_max,
+                                                 self.torch_device(), batch)
+
+    def dual_predictions(self, blocks, V_train, alpha: float, n_test: int, dtype,
+                         voxel_blocks):
+        return torch_encoding.dual_predictions_torch(blocks, V_train, alpha, n_test, dtype,
+                                                     voxel_blocks, self.torch_device())

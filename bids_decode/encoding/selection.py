@@ -2,9 +2,11 @@
 
 For a voxel ``v`` and a unit ``u`` over the training samples, ``|r(u, v)| = |fc_u' vz_v| /
 ||fc_u||`` (``fc_u`` the centred unit, ``vz_v`` the centred unit-norm voxel), so every block of
-units costs one GEMM with the voxels, and a compiled kernel
-(:func:`bids_decode.backends.cpu_topk.top_units`) offers the block to each voxel's running
-top k. Units whose variance is below :data:`~bids_decode.decoding.design.CONSTANT_VAR` score 0,
+units costs one GEMM with the voxels, and the backend's running top-k state offers the
+block to each voxel's k best so far (on the CPU a compiled heap,
+:class:`bids_decode.backends.cpu_topk.TopUnits`; with torch a stable sort on the device,
+:class:`bids_decode.backends.torch_encoding.TorchTopUnits`). Units whose variance is below
+:data:`~bids_decode.decoding.design.CONSTANT_VAR` score 0,
 as in fastl2lir, so they are never selected before a correlated unit.
 
 Same bits however the work is split: every GEMM has the fixed shape
@@ -24,11 +26,10 @@ import logging
 
 import numpy as np
 
-from bids_decode.backends.cpu_topk import top_units
+from bids_decode.backends import resolve_backend
 from bids_decode.decoding.design import CONSTANT_VAR
 from bids_decode.encoding.chunks import checked_chunks, thread_map
 from bids_decode.errors import UsageError
-from bids_decode.utils.grid import UNIT_BLOCK
 
 LOGGER = logging.getLogger(__name__)
 
@@ -84,78 +85,8 @@ def centred_units(F_train: np.ndarray, dtype):
     return ft.astype(dtype), inv.astype(dtype)
 
 
-class TopUnits:
-    """The running top k units of every voxel (the state of pass 1).
-
-    Parameters
-    ----------
-    vz_blocks : list of ndarray of shape (n_block_voxels, n_train)
-        From :func:`standardized_voxels`.
-    k : int
-        Units kept per voxel; 0 keeps every unit (the state then grows with the layer).
-    """
-
-    def __init__(self, vz_blocks, k: int):
-        self.vz = vz_blocks
-        n_vox = sum(b.shape[0] for b in vz_blocks)
-        self.k = int(k)
-        cap = self.k if self.k else UNIT_BLOCK
-        self.scores = np.empty((n_vox, cap), dtype=vz_blocks[0].dtype)
-        self.units = np.empty((n_vox, cap), dtype=np.int64)
-        self.count = np.zeros(n_vox, dtype=np.int64)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held (the voxels and the heaps)."""
-        return (sum(b.nbytes for b in self.vz) + self.scores.nbytes + self.units.nbytes
-                + self.count.nbytes)
-
-    def _grow(self, n_more: int) -> None:
-        """Room for ``n_more`` more units when every unit is kept (``k`` = 0)."""
-        need = int(self.count.max(initial=0)) + n_more
-        if self.k or need <= self.scores.shape[1]:
-            return
-        cap = max(need, 2 * self.scores.shape[1])
-        for name in ("scores", "units"):
-            old = getattr(self, name)
-            new = np.empty((old.shape[0], cap), dtype=old.dtype)
-            new[:, :old.shape[1]] = old
-            setattr(self, name, new)
-
-    def offer(self, start: int, F_train: np.ndarray, pmap) -> None:
-        """Offer the units ``start:start + n`` of ``F_train`` (n_train, n) to every voxel.
-
-        ``pmap(fn, items)`` runs the voxel blocks' tasks (:func:`thread_map`).
-        """
-        self._grow(F_train.shape[1])
-        fc, inv = centred_units(F_train, self.scores.dtype)
-        starts = range(0, fc.shape[0], UNIT_BLOCK)
-
-        def task(b):
-            vz = self.vz[b]
-            v0 = b * VOXEL_BLOCK
-            v1 = v0 + vz.shape[0]
-            for s in starts:
-                top_units(vz @ fc[s:s + UNIT_BLOCK].T, inv[s:s + UNIT_BLOCK], start + s,
-                          self.scores[v0:v1], self.units[v0:v1], self.count[v0:v1])
-
-        pmap(task, range(len(self.vz)))
-
-    def index(self) -> np.ndarray:
-        """The kept units of each voxel by decreasing score (then by unit).
-
-        Returns
-        -------
-        ndarray of shape (n_voxels, n_kept), int64
-        """
-        n = int(self.count[0]) if len(self.count) else 0
-        s, u = self.scores[:, :n], self.units[:, :n]
-        order = np.lexsort((u, -s), axis=-1)
-        return np.take_along_axis(u, order, axis=1)
-
-
 def select_units(chunks, V_train: np.ndarray, k: int, *, dtype=np.float64, n_jobs: int = 1,
-                 mem_bytes: int = 1 << 30):
+                 mem_bytes: int = 1 << 30, device="cpu"):
     """Each voxel's ``k`` units of highest absolute correlation, in one pass over the layer.
 
     Parameters
@@ -170,7 +101,11 @@ def select_units(chunks, V_train: np.ndarray, k: int, *, dtype=np.float64, n_job
     n_jobs : int
         Threads (over voxel blocks).
     mem_bytes : int
-        Budget for the state (the caller's chunks not counted).
+        Budget for the state (the caller's chunks not counted); on a GPU, the state is held
+        to the device's budget (:meth:`~bids_decode.backends.Backend.device_bytes`).
+    device : str or Backend
+        Where the scores and the running top k live
+        (:func:`~bids_decode.backends.resolve_backend`).
 
     Returns
     -------
@@ -180,16 +115,18 @@ def select_units(chunks, V_train: np.ndarray, k: int, *, dtype=np.float64, n_job
     n_test : int
         Test samples (rows of every chunk's ``F_test``).
     """
-    state = TopUnits(standardized_voxels(V_train, dtype), k)
-    if state.nbytes > mem_bytes:
-        raise UsageError(_too_big(state.nbytes, mem_bytes, k, V_train.shape[1]))
+    backend = resolve_backend(device)
+    budget = backend.device_bytes(mem_bytes)
+    state = backend.top_units(standardized_voxels(V_train, dtype), k, budget)
+    if state.nbytes > budget:
+        raise UsageError(_too_big(state.nbytes, budget, k, V_train.shape[1]))
     n_layer = n_test = 0
     with thread_map(n_jobs) as pmap:
         for start, stop, F_train, F_test in checked_chunks(chunks, V_train.shape[0]):
             n_layer, n_test = stop, F_test.shape[0]
-            state.offer(start, F_train, pmap)
-            if state.nbytes > mem_bytes:
-                raise UsageError(_too_big(state.nbytes, mem_bytes, k, V_train.shape[1]))
+            state.offer(start, *centred_units(F_train, dtype), pmap)
+            if state.nbytes > budget:
+                raise UsageError(_too_big(state.nbytes, budget, k, V_train.shape[1]))
     LOGGER.debug("selected %s units per voxel of %d", k or "all", n_layer)
     return state.index(), n_layer, n_test
 

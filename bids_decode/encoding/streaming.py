@@ -2,10 +2,11 @@
 
 :func:`encode_voxels` runs the two passes of :mod:`bids_decode.encoding`: one over the layer for
 each voxel's top-k units (:func:`~bids_decode.encoding.selection.select_units`), then one per
-group of voxels, sized from the memory budget, that gathers the group's selected units and
-solves each voxel (:func:`~bids_decode.encoding.solvers.gather_group`,
-:func:`~bids_decode.encoding.solvers.solve_voxel`) on ``n_jobs`` threads. With every unit
-selected, one more pass and the dual form serve every voxel.
+group of voxels, sized from the memory budget, that gathers the group's selected units
+(:func:`~bids_decode.encoding.solvers.gather_group`) and solves each voxel with the backend of
+``device`` (:meth:`~bids_decode.backends.Backend.solve_voxels`: on ``n_jobs`` threads on the
+CPU, batched on a torch device). With every unit selected, one more pass and the dual form
+serve every voxel.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bids_decode.backends import CPUBackend, resolve_backend
+from bids_decode.backends import resolve_backend
 from bids_decode.decoding.selection import n_selected
+from bids_decode.decoding.solvers import COND_MAX
 from bids_decode.encoding.chunks import thread_map
 from bids_decode.encoding.selection import select_units
 from bids_decode.encoding.solvers import (
@@ -25,7 +27,6 @@ from bids_decode.encoding.solvers import (
     gather_group,
     group_buffers,
     report_status,
-    solve_voxel,
 )
 from bids_decode.errors import DataError, UsageError
 from bids_decode.utils.docs import fill_doc
@@ -75,15 +76,16 @@ def _check_args(n_units, alpha, dtype, device) -> np.dtype:
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise UsageError(f"dtype must be float32 or float64; got {dtype}.")
-    if not isinstance(resolve_backend(device), CPUBackend):
-        raise UsageError(f"The encoding model runs on the CPU only for now; got device "
-                         f"{device!r}. Use --device cpu for encoding.")
+    backend = resolve_backend(device)
+    backend.check_available()
     return dtype
 
 
 def group_size(n_vox: int, k: int, n_train: int, n_test: int, itemsize: int, mem_bytes: int,
-               n_jobs: int) -> int:
-    """Voxels solved per gather pass so that the group's buffers fit ``mem_bytes``.
+               n_jobs: int, multiple: int = 1) -> int:
+    """Voxels solved per gather pass so that the group's buffers fit ``mem_bytes``, a
+    multiple of ``multiple`` when it holds that many
+    (:attr:`~bids_decode.backends.Backend.voxel_batch`).
 
     Counted: the selected index and the predictions of every voxel, each thread's Gram
     workspace, and per voxel of the group :func:`~bids_decode.encoding.solvers.bytes_per_voxel`.
@@ -94,7 +96,8 @@ def group_size(n_vox: int, k: int, n_train: int, n_test: int, itemsize: int, mem
         raise UsageError(f"A memory budget of {mem_bytes / 2**20:.0f} MiB cannot hold one "
                          f"voxel's {k} selected units ({(fixed + per) / 2**20:.0f} MiB needed); "
                          "raise the memory budget.")
-    return int(min(n_vox, (mem_bytes - fixed) // per))
+    size = int((mem_bytes - fixed) // per)
+    return min(n_vox, size // multiple * multiple if size >= multiple else size)
 
 
 @fill_doc
@@ -122,12 +125,17 @@ def encode_voxels(chunks, V_train, *, n_units: int, alpha: float, dtype=np.float
     dtype : float32 or float64, default float64
         Precision of the scores and the solves (float32 rankings of near-ties may differ from
         float64's).
-    device : str, default "cpu"
-        A ``--device`` string (:func:`~bids_decode.backends.resolve_backend`); the encoding
-        model runs on the CPU backend only so far (others raise :class:`UsageError`).
+    device : str or Backend, default "cpu"
+        A ``--device`` string (:func:`~bids_decode.backends.resolve_backend`): ``cpu`` (numpy
+        and the compiled top-k kernel on ``n_jobs`` threads), or ``cuda``, ``cuda:N`` or
+        ``torch-cpu`` (the scores, the running top k and the batched solves with torch on
+        that device; the gather stays on the host). float64 gives the CPU's selections and
+        predictions to rounding (a near-tie within rounding may rank differently).
     %(n_jobs)s
     mem_bytes : int, default 1 GiB
-        Memory budget of the model's own arrays (the caller's chunks not counted).
+        Memory budget of the model's own host arrays (the caller's chunks not counted); on a
+        GPU its arrays are held to 80% of its free memory
+        (:meth:`~bids_decode.backends.Backend.device_bytes`).
 
     Returns
     -------
@@ -136,16 +144,18 @@ def encode_voxels(chunks, V_train, *, n_units: int, alpha: float, dtype=np.float
     # long: the two passes and the all-units branch read best in one place
     dtype = _check_args(n_units, alpha, dtype, device)
     V = check_voxels(V_train)
-    n_jobs = resolve_backend(device).n_threads(n_jobs)
+    backend = resolve_backend(device)
+    n_jobs = backend.n_threads(n_jobs)
     index, n_layer, n_test = select_units(chunks, V, int(n_units), dtype=dtype, n_jobs=n_jobs,
-                                  mem_bytes=mem_bytes)
+                                          mem_bytes=mem_bytes, device=backend)
     k = n_selected(int(n_units), n_layer)
     if k == n_layer:
         with thread_map(1):
-            pred = all_units_predictions(chunks, V, float(alpha), n_test, dtype)
+            pred = all_units_predictions(chunks, V, float(alpha), n_test, dtype, backend)
         return EncodingFit(pred=pred, index=index, n_layer_units=n_layer)
     n_vox = V.shape[1]
-    size = group_size(n_vox, k, V.shape[0], n_test, dtype.itemsize, mem_bytes, n_jobs)
+    size = group_size(n_vox, k, V.shape[0], n_test, dtype.itemsize, mem_bytes, n_jobs,
+                      backend.voxel_batch)
     LOGGER.info("encoding %d voxels from %d units (k=%d) in %d group(s) of <= %d voxels",
                 n_vox, n_layer, k, -(-n_vox // size), size)
     pred = np.empty((n_test, n_vox), dtype=np.float64)
@@ -156,12 +166,9 @@ def encode_voxels(chunks, V_train, *, n_units: int, alpha: float, dtype=np.float
         for g0 in range(0, n_vox, size):
             g1 = min(g0 + size, n_vox)
             gather_group(chunks, index[g0:g1], A, T)
-
-            def task(j, g0=g0):
-                return solve_voxel(A[j], T[j], Vt[g0 + j], float(alpha))
-
-            for j, (p, s) in enumerate(pmap(task, range(g1 - g0))):
-                pred[:, g0 + j], status[g0 + j] = p, s
+            p, status[g0:g1] = backend.solve_voxels(A[:g1 - g0], T[:g1 - g0], Vt[g0:g1],
+                                                    float(alpha), COND_MAX, pmap, mem_bytes)
+            pred[:, g0:g1] = p.T
     report_status(status)
     return EncodingFit(pred=pred, index=index, n_layer_units=n_layer)
 

@@ -8,8 +8,9 @@ import subprocess
 import numpy as np
 import pytest
 
+from bids_decode.backends.cpu_topk import TopUnits
 from bids_decode.encoding import VOXEL_BLOCK, encode_voxels, select_units
-from bids_decode.encoding.selection import TopUnits, standardized_voxels
+from bids_decode.encoding.selection import centred_units, standardized_voxels
 from bids_decode.errors import DataError, UsageError
 from bids_decode.utils.grid import UNIT_BLOCK
 
@@ -151,7 +152,7 @@ def test_selection_state_does_not_grow_with_the_layer():
     size0 = state.nbytes
     made = []
     for s, _, f, _ in stream(F, Ft, 128, made)():
-        state.offer(s, f, lambda fn, items: [fn(x) for x in items])
+        state.offer(s, *centred_units(f, np.float64), lambda fn, items: [fn(x) for x in items])
         assert state.nbytes == size0
     assert made == list(range(0, 1280, 128))
     with np.errstate(invalid="ignore"):  # the constant unit

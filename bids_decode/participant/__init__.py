@@ -168,8 +168,10 @@ def _run(config: RunConfig, subject: str, source: BoldSource,
         for name, mask in inputs.masks.items():
             roi = prepare_roi(name, mask, samples, inputs.files[name])
             shard_files = decode_roi(config, subject, ff, roi, layers, train_rows, targets)
-            enc_files = (encode_roi(config, subject, ff, roi, layers, train_rows, targets)
-                         if config.encoding else {})  # --encoding: the other direction
+            # --encoding: the other direction, from every unit of each layer (the file, not
+            # the --units-per-layer sample, as the lab's encoding models)
+            enc_files = (encode_roi(config, subject, file, roi, layers, train_rows, targets)
+                         if config.encoding else {})
             if not all(work_file_complete(f) for fs in [*shard_files.values(),
                                                         *enc_files.values()] for f in fs):
                 complete = False
@@ -184,7 +186,7 @@ def _run(config: RunConfig, subject: str, source: BoldSource,
                 outputs.write_subject_summary(config.output_dir, subject, config.task, roi_rows,
                                               network=config.network)
                 if config.encoding:
-                    write_encoding(config, subject, ff, roi, layers, enc_files, samples,
+                    write_encoding(config, subject, file, roi, layers, enc_files, samples,
                                    (mask.shape, inputs.affine))
             rows.extend(roi_rows)
     write_run_config(config, subject, samples.info)

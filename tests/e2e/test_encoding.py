@@ -180,3 +180,24 @@ def test_maps_and_report_of_the_encoded_folder(encoded):
     if validator is not None:
         errors = [i for i in validator_issues(out, validator) if i.get("severity") == "error"]
         assert errors == []
+
+
+@pytest.mark.slow
+def test_encoding_reads_every_unit_with_a_unit_sample(encoded, tmp_path):
+    """--units-per-layer samples the decoded units only: the encoding models still select
+    among every unit of the layer, as in the run without the sample."""
+    ds = encoded["ds"]
+    out = tmp_path / "sampled"
+    args = [str(ds["bids_dir"]), str(out), "participant", "--features",
+            str(ds["networks"]["hierarchical"]), "--roi", "V1", "--n-voxels", "60",
+            "--encoding", "--n-permutations", "200", "--units-per-layer", "10",
+            "--participant-label", "01", "--skip-bids-validation", "-q"]
+    assert main(args) == 0
+    path = enc_outputs.encoding_h5(out, "01", TASK, "V1", network="hierarchical")
+    full = enc_outputs.encoding_h5(encoded["out"], "01", TASK, "V1", network="hierarchical")
+    with h5py.File(path, "r") as f, h5py.File(full, "r") as g:
+        for layer in f.attrs["layers"]:
+            assert f[layer].attrs["n_units"] == 60
+            # equal up to float32 rounding (the one-ROI run cleans a narrower voxel matrix)
+            for name in ("accuracy", "predicted"):
+                np.testing.assert_allclose(f[layer][name][()], g[layer][name][()], atol=1e-5)

@@ -96,9 +96,9 @@ def test_accuracy_is_the_correlation_of_stored_predictions_with_responses(encode
             np.testing.assert_allclose(f[layer]["accuracy"][()], r, atol=2e-5)
 
 
-def _encoding_arrays(out: Path, net: str = "hierarchical", sub: str = "01") -> dict:
+def _encoding_arrays(out: Path, rois=ROIS, net: str = "hierarchical", sub: str = "01") -> dict:
     arrays = {}
-    for roi in ROIS:
+    for roi in rois:
         with h5py.File(enc_outputs.encoding_h5(out, sub, TASK, roi, network=net), "r") as f:
             names: list[str] = []
             f.visit(names.append)
@@ -110,22 +110,34 @@ def _encoding_arrays(out: Path, net: str = "hierarchical", sub: str = "01") -> d
 @pytest.mark.slow
 def test_same_bits_over_voxel_shards_threads_memory_and_resume(encoded):
     ds, tmp = encoded["ds"], encoded["tmp"]
-    split = tmp / "split"
+    # VC (616 voxels) spans three voxel blocks of the grid, so the two shards split it
+    whole, split, rois = tmp / "whole", tmp / "split", ["VC"]
+    assert _participant(ds, whole, "hierarchical", "--participant-label", "01", "--roi",
+                        *rois) == 0
     for i in (2, 1):  # the shards out of order; the second job writes the outputs
-        assert _participant(ds, split, "hierarchical", "--participant-label", "01",
-                            "--unit-shard", f"{i}/2", "--nprocs", "1", "--mem", "0.25") == 0
-    whole = _encoding_arrays(encoded["out"])
-    parts = _encoding_arrays(split)
+        assert _participant(ds, split, "hierarchical", "--participant-label", "01", "--roi",
+                            *rois, "--unit-shard", f"{i}/2", "--nprocs", "1",
+                            "--mem", "0.25") == 0
+    with h5py.File(enc_outputs.encoding_h5(whole, "01", TASK, "VC", network="hierarchical"),
+                   "r") as f:
+        assert f.attrs["n_voxels"] > 2 * 256
+    work = split / ".bids_decode_work"
+    spans = set()
+    for p in work.rglob("encoding_*.h5"):
+        with h5py.File(p, "r") as f:
+            spans.add((int(f.attrs["lo"]), int(f.attrs["hi"])))
+    assert len(spans) == 2 and all(lo < hi for lo, hi in spans), spans
+    whole = _encoding_arrays(whole, rois)
+    parts = _encoding_arrays(split, rois)
     assert whole.keys() == parts.keys()
     for key in whole:
         np.testing.assert_array_equal(parts[key], whole[key], err_msg=key)
     # resume: a rerun reuses every encoding work file and rewrites the same bits
-    work = split / ".bids_decode_work"
     before = {p: p.stat().st_mtime_ns for p in work.rglob("encoding_*.h5")}
-    assert _participant(ds, split, "hierarchical", "--participant-label", "01",
+    assert _participant(ds, split, "hierarchical", "--participant-label", "01", "--roi", *rois,
                         "--unit-shard", "1/2") == 0
     assert before and before == {p: p.stat().st_mtime_ns for p in work.rglob("encoding_*.h5")}
-    again = _encoding_arrays(split)
+    again = _encoding_arrays(split, rois)
     for key in whole:
         np.testing.assert_array_equal(again[key], whole[key], err_msg=key)
 
@@ -191,6 +203,7 @@ def test_encoding_reads_every_unit_with_a_unit_sample(encoded, tmp_path):
     args = [str(ds["bids_dir"]), str(out), "participant", "--features",
             str(ds["networks"]["hierarchical"]), "--roi", "V1", "--n-voxels", "60",
             "--encoding", "--n-permutations", "200", "--units-per-layer", "10",
+            "--layers", "conv1", "fc7",
             "--participant-label", "01", "--skip-bids-validation", "-q"]
     assert main(args) == 0
     path = enc_outputs.encoding_h5(out, "01", TASK, "V1", network="hierarchical")

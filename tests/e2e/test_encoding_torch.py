@@ -5,28 +5,15 @@ predictions), with the same best layers."""
 
 from __future__ import annotations
 
-import h5py
 import numpy as np
 import pytest
 
 from bids_decode.cli import main
-from bids_decode.outputs import encoding as enc_outputs
+from tests.e2e.test_encoding import _encoding_arrays
 
 pytest.importorskip("torch")
 
 ROIS = ["V1", "HVC"]
-
-
-def _arrays(out):
-    arrays = {}
-    for roi in ROIS:
-        with h5py.File(enc_outputs.encoding_h5(out, "01", "perception", roi,
-                                               network="hierarchical"), "r") as f:
-            names: list[str] = []
-            f.visit(names.append)
-            arrays.update({f"{roi}/{n}": f[n][()] for n in names
-                           if isinstance(f[n], h5py.Dataset)})
-    return arrays
 
 
 @pytest.mark.slow
@@ -42,7 +29,7 @@ def test_torch_cpu_encodes_like_the_cpu(tmp_path):
                      str(ds["networks"]["hierarchical"]), "--roi", *ROIS, "--n-voxels", "60",
                      "--encoding", "--n-permutations", "50", "--skip-bids-validation", "-q",
                      "--device", device]) == 0
-    cpu, tc = _arrays(outs["cpu"]), _arrays(outs["torch-cpu"])
+    cpu, tc = _encoding_arrays(outs["cpu"], ROIS), _encoding_arrays(outs["torch-cpu"], ROIS)
     assert cpu.keys() == tc.keys() and any(k.endswith("predicted") for k in cpu)
     for key in cpu:
         if cpu[key].dtype.kind == "f":

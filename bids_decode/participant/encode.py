@@ -12,6 +12,7 @@ files are reused). The job that finds every shard finished merges them into the 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from bids_decode.participant.decode import check_finite, chunk_units, layer_metr
 from bids_decode.participant.rois import RoiData
 from bids_decode.utils.files import atomic_path
 from bids_decode.utils.grid import shard_range
+from bids_decode.utils.progress import progress_bar
 
 LOGGER = logging.getLogger(__name__)
 
@@ -48,18 +50,23 @@ def voxel_range(config: RunConfig, n_voxels: int) -> tuple[int, int]:
 
 
 def feature_chunks(config: RunConfig, ff: FeatureStore, layer: str, train_rows,
-                   targets: TestTargets, n_rows: int):
+                   targets: TestTargets, n_rows: int, label: str = ""):
     """A callable giving a new stream of a layer's z-scored unit chunks (training statistics;
     constant units all zero): ``(start, stop, F_train, F_test)``, as
     :func:`~bids_decode.encoding.encode_voxels` reads it once per pass."""
     chunk = chunk_units(config, n_rows, len(ff.names))
+    n_chunks, passes = max(1, -(-ff.n_units(layer) // chunk)), itertools.count(1)
 
     def chunks():
-        for s, e, Ftr, Fte in ff.iter_train_test_chunks(layer, train_rows, targets, chunk,
-                                                        (0, ff.n_units(layer))):
-            check_finite(ff, layer, s, e, Ftr, Fte)
-            scale = decoding.UnitScale.of(Ftr)
-            yield s, e, scale.apply(Ftr), scale.apply(Fte)
+        # a bar per pass over the layer (the selection, then one per voxel group)
+        with progress_bar(total=n_chunks, unit="chunk",
+                          desc=f"{label} encoding, pass {next(passes)}") as bar:
+            for s, e, Ftr, Fte in ff.iter_train_test_chunks(layer, train_rows, targets, chunk,
+                                                            (0, ff.n_units(layer))):
+                check_finite(ff, layer, s, e, Ftr, Fte)
+                scale = decoding.UnitScale.of(Ftr)
+                yield s, e, scale.apply(Ftr), scale.apply(Fte)
+                bar.update(1)
 
     return chunks
 
@@ -70,7 +77,7 @@ def encode_layer(config: RunConfig, ff: FeatureStore, layer: str, roi: RoiData, 
     lo, hi = voxel_range(config, roi.n_voxels)
     n_test = len(targets[1])
     chunks = feature_chunks(config, ff, layer, train_rows, targets,
-                            len(train_rows) + targets.n_rows)
+                            len(train_rows) + targets.n_rows, f"{roi.name}/{layer}")
     metrics = layer_metrics(config, lo, hi, n_test, halves=False, device=config.device,
                             n_jobs=config.nprocs or None,
                             mem_bytes=int(min(256 * 2**20, config.mem_gb * 2**30 * 0.1)))

@@ -12,6 +12,7 @@ from bids_decode.backends.cpu_topk import TopUnits
 from bids_decode.encoding import VOXEL_BLOCK, encode_voxels, select_units
 from bids_decode.encoding.selection import centred_units, standardized_voxels
 from bids_decode.errors import DataError, UsageError
+from bids_decode.evaluation.correlation import profile_correlation
 from bids_decode.utils.grid import UNIT_BLOCK
 
 N_TRAIN, N_TEST, N_UNITS, N_VOX = 300, 50, 2000, 40
@@ -68,6 +69,11 @@ def test_matches_fastl2lir(data, k, bdpy_python, tmp_path):
     assert fit.pred.shape == (N_TEST, N_VOX) and fit.pred.dtype == np.float64
     scale = np.abs(ref["pred"]).max()
     np.testing.assert_allclose(fit.pred, ref["pred"], rtol=0, atol=1e-6 * scale)
+    # per-voxel accuracies (the pipeline's Pearson r over test images) against measured
+    # responses: equal within 1e-6
+    measured = ref["pred"] + 2 * np.random.default_rng(1).standard_normal(ref["pred"].shape)
+    np.testing.assert_allclose(profile_correlation(fit.pred, measured),
+                               profile_correlation(ref["pred"], measured), rtol=0, atol=1e-6)
     kk = k if 0 < k < N_UNITS else N_UNITS
     assert fit.index.shape == (N_VOX, kk) and fit.n_layer_units == N_UNITS
     if kk < N_UNITS:

@@ -23,7 +23,7 @@ import numpy as np
 
 from bids_decode.errors import DataError
 from bids_decode.outputs.paths import func_path
-from bids_decode.outputs.schema import FORMAT_ATTR, Table, network_label, stamp
+from bids_decode.outputs.schema import FORMAT_ATTR, Table, find_networks, network_label, stamp
 from bids_decode.utils.files import atomic_path, check_free_space
 
 LOGGER = logging.getLogger(__name__)
@@ -222,14 +222,8 @@ def read_encoding(path: Path) -> EncodingOutputs:
 
 
 def find_encoding_files(output_dir: Path, task: str, network: str) -> dict[str, dict[str, Path]]:
-    """``{subject: {roi: path}}`` of a network's encoding files."""
-    out: dict[str, dict[str, Path]] = {}
-    net = network_label(network)
-    for path in sorted(Path(output_dir).glob(f"sub-*/func/sub-*_task-{task}_net-{net}_desc-*"
-                                            "_encoding.h5")):
-        parts = dict(p.split("-", 1) for p in path.name.split("_")[:-1] if "-" in p)
-        out.setdefault(parts["sub"], {})[parts["desc"]] = path
-    return out
+    """``{subject: {roi: path}}`` of a network's encoding files (:func:`find_networks`)."""
+    return find_networks(output_dir, task, "encoding").get(network_label(network), {})
 
 
 def write_encoding_summary(output_dir: Path, subject: str, task: str, rows: list[dict], *,

@@ -342,7 +342,7 @@ def check_network_free(output_dir: Path, subject: str, task: str, network: str) 
 
 
 _H5_RE = re.compile(r"^sub-([A-Za-z0-9]+)_task-([A-Za-z0-9]+)_net-([A-Za-z0-9]+)"
-                    r"_desc-([A-Za-z0-9]+)_decoding\.h5$")
+                    r"_desc-([A-Za-z0-9]+)_(decoding|encoding)\.h5$")
 
 
 # ----------------------------------------------------------------------------------- reader
@@ -362,13 +362,16 @@ def read_json(path: Path) -> dict:
         ) from err
 
 
-def find_networks(output_dir: Path, task: str) -> dict[str, dict[str, dict[str, Path]]]:
-    """``{network label: {subject: {roi: path}}}`` of every ``*_decoding.h5`` of ``task``."""
+def find_networks(output_dir: Path, task: str, suffix: str = "decoding"
+                  ) -> dict[str, dict[str, dict[str, Path]]]:
+    """``{network label: {subject: {roi: path}}}`` of every ``*_<suffix>.h5`` of ``task``
+    (``suffix``: ``decoding``, or ``encoding`` for the encoding models' files)."""
     found: dict[str, dict[str, dict[str, Path]]] = {}
-    pattern = f"sub-*/func/sub-*_task-{task}_net-*_desc-*_decoding.h5"
+    pattern = f"sub-*/func/sub-*_task-{task}_net-*_desc-*_{suffix}.h5"
     for path in sorted(Path(output_dir).glob(pattern)):
         m = _H5_RE.match(path.name)
-        if not m or m.group(2) != task or path.parent.parent.name != f"sub-{m.group(1)}":
+        if (not m or m.group(2) != task or m.group(5) != suffix
+                or path.parent.parent.name != f"sub-{m.group(1)}"):
             continue
         found.setdefault(m.group(3), {}).setdefault(m.group(1), {})[m.group(4)] = path
     return found
